@@ -1,0 +1,28 @@
+"""Dense backbones: images -> per-patch embeddings in CLIP's joint space."""
+
+from .attention import (
+    STRATEGIES,
+    AttentionStrategy,
+    TokenContext,
+    build_strategy,
+    gaussian_window_bias,
+    list_strategies,
+)
+from .base import DenseBackbone, DenseFeatures, FeatureInfo
+from .clip_vit import DenseCLIPBackbone, build_clip_backbone
+from .pos_embed import interpolate_pos_embed
+
+__all__ = [
+    "STRATEGIES",
+    "AttentionStrategy",
+    "DenseBackbone",
+    "DenseCLIPBackbone",
+    "DenseFeatures",
+    "FeatureInfo",
+    "TokenContext",
+    "build_clip_backbone",
+    "build_strategy",
+    "gaussian_window_bias",
+    "interpolate_pos_embed",
+    "list_strategies",
+]

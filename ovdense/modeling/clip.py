@@ -1,0 +1,191 @@
+"""Loading open_clip models the real way: pretrained tags, local files, objects, custom configs.
+
+Every CLIP in ovdense comes from :func:`load_clip`. It returns a plain open_clip model (``CLIP`` or
+``CustomTextCLIP``) in eval mode with two attributes ovdense relies on:
+
+- ``ovdense_id``: a string identifying architecture + weights (used to key the text cache);
+- ``ovdense_tokenizer``: the open_clip tokenizer that matches the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from torch import nn
+
+from ..utils.registry import unknown_name_message
+
+__all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint"]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be fetched (offline, firewall, hub down)."""
+
+
+def _download_failed_message(model_name: str, pretrained: str, err: BaseException) -> str:
+    return (
+        f"Could not download the '{pretrained}' weights for {model_name} ({type(err).__name__}); "
+        f"if this machine is offline, download the open_clip checkpoint elsewhere and pass its path "
+        f"instead: checkpoint='/path/to/open_clip_pytorch_model.bin' "
+        f"(command line: model.clip.checkpoint=/path/to/file)."
+    )
+
+
+def _check_model_name(model_name: str) -> None:
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        return
+    names = open_clip.list_models()
+    if model_name not in names:
+        raise KeyError(unknown_name_message("open_clip model", model_name, names))
+
+
+def _check_pretrained_tag(model_name: str, pretrained: str) -> None:
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        hint = (
+            " If this is a file, it does not exist."
+            if os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+            else ""
+        )
+        raise KeyError(
+            unknown_name_message(f"pretrained tag for {model_name}", pretrained, tags or ["<none>"])
+            + hint
+        )
+
+
+def _file_id(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A content hash of a model's parameters (used when a model carries no ``ovdense_id``)."""
+    h = hashlib.sha1()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "sha1:" + h.hexdigest()
+
+
+def load_clip(
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    model: nn.Module | None = None,
+    quick_gelu: bool | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+) -> nn.Module:
+    """Build an open_clip model from exactly one source.
+
+    Args:
+        model_name: open_clip architecture name (``"ViT-B-16"``, ``"hf-hub:org/repo"``, ...).
+        pretrained: open_clip weight tag for ``model_name`` (``"openai"``, ``"laion2b_s34b_b88k"``,
+            ``"metaclip_400m"``...). Downloaded through open_clip; fails with one clear sentence
+            (``WeightsUnavailableError``) when the machine is offline.
+        checkpoint: a local open_clip checkpoint file (``.bin``/``.pt``/``.safetensors``) for
+            ``model_name``; loaded with ``weights_only=True``.
+        config: a custom architecture config dict (``embed_dim``, ``vision_cfg``, ``text_cfg``,
+            optional ``quick_gelu``) for a randomly initialised model, e.g. tiny test models.
+        model: an open_clip model object the caller already has (returned as is, in eval mode).
+        quick_gelu: force QuickGELU (OpenAI-trained weights loaded from a local file need it when
+            ``model_name`` lacks the ``-quickgelu`` suffix). ``None`` keeps open_clip's choice.
+        device: where to put the model.
+        cache_dir: open_clip download cache.
+
+    Returns:
+        The open_clip model (``CLIP`` or ``CustomTextCLIP``), eval mode, with ``ovdense_id`` and
+        ``ovdense_tokenizer`` attributes.
+    """
+    sources = {
+        "pretrained": pretrained is not None,
+        "checkpoint": checkpoint is not None,
+        "config": config is not None,
+        "model": model is not None,
+    }
+    chosen = [k for k, v in sources.items() if v]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"Give one weight source, got {chosen}: pretrained (a tag), checkpoint (a file), "
+            "config (random init) or model (an object)."
+        )
+    if model is not None:
+        clip = model
+        if not hasattr(clip, "ovdense_id"):
+            clip.ovdense_id = f"{type(clip).__name__}:{model_fingerprint(clip)}"
+        if not hasattr(clip, "ovdense_tokenizer"):
+            clip.ovdense_tokenizer = _default_tokenizer(clip, model_name)
+        return clip.to(device).eval()
+
+    if config is not None:
+        cfg = copy.deepcopy(dict(config))
+        if quick_gelu is not None:
+            cfg["quick_gelu"] = quick_gelu
+        clip = open_clip.CLIP(**cfg) if "hf_model_name" not in cfg.get("text_cfg", {}) else None
+        if clip is None:
+            clip = open_clip.CustomTextCLIP(**cfg)
+        clip.ovdense_id = f"config:{model_fingerprint(clip)}"
+        clip.ovdense_tokenizer = _default_tokenizer(clip, None)
+        return clip.to(device).eval()
+
+    if model_name is None:
+        raise ValueError("load_clip needs model_name (e.g. 'ViT-B-16') unless config or model is given.")
+    _check_model_name(model_name)
+    kwargs: dict[str, Any] = {"device": device, "cache_dir": cache_dir, "weights_only": True}
+    if quick_gelu:
+        kwargs["force_quick_gelu"] = True
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
+        try:
+            clip = open_clip.create_model(model_name, pretrained=str(path), **kwargs)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"Could not load {path} into open_clip {model_name}: the checkpoint does not match "
+                f"this architecture (check model_name). Details: {str(err).splitlines()[0]}"
+            ) from None
+        except Exception as err:  # unpickling / truncated files
+            raise ValueError(f"Could not read CLIP checkpoint {path}: {err}") from None
+        clip.ovdense_id = f"{model_name}:{_file_id(path)}:qg={bool(quick_gelu)}"
+    else:
+        if pretrained is not None:
+            _check_pretrained_tag(model_name, pretrained)
+        try:
+            clip = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
+        except (OSError, ConnectionError, TimeoutError) as err:
+            raise WeightsUnavailableError(
+                _download_failed_message(model_name, str(pretrained), err)
+            ) from None
+        except RuntimeError as err:
+            # open_clip / huggingface_hub wrap network failures in RuntimeError subclasses.
+            text = f"{type(err).__name__}: {err}".lower()
+            if any(s in text for s in ("offline", "connect", "download", "resolve", "network", "url")):
+                raise WeightsUnavailableError(
+                    _download_failed_message(model_name, str(pretrained), err)
+                ) from None
+            raise
+        clip.ovdense_id = f"{model_name}:{pretrained}:qg={bool(quick_gelu)}"
+    clip.ovdense_tokenizer = _default_tokenizer(clip, model_name)
+    return clip.eval()
+
+
+def _default_tokenizer(clip: nn.Module, model_name: str | None) -> Any:
+    context_length = getattr(clip, "context_length", None)
+    if context_length is None and hasattr(clip, "text"):
+        context_length = getattr(clip.text, "context_length", 77)
+    if model_name is not None:
+        try:
+            return open_clip.get_tokenizer(model_name, context_length=context_length)
+        except Exception:  # noqa: BLE001 - unknown names fall back to CLIP's BPE tokenizer
+            pass
+    return open_clip.SimpleTokenizer(context_length=context_length or 77)
