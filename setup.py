@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ovdense", "ovdense.*"]),
     # Method presets are Python files shipped inside the package (ovdense/configs).
-    package_data={"ovdense": ["configs/**/*.py"]},
+    package_data={"ovdense": ["configs/**/*.py", "data/classnames/*.txt"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Speed and memory of ovdense's text and image sides, as ratios measured in one run.
+
+Prints, for a ViT-B/16-sized open_clip model (random weights unless --pretrained is given):
+
+* text: first-time encoding of a vocabulary (default VOC21's 46 names x 80 templates) by
+  ovdense's trimmed batching vs the naive per-class encoding padded to the 77-token context, the
+  largest difference of the two embeddings, and the cached re-run;
+* image, per strategy: seconds per image at a short side and window setting, images/s, peak
+  memory, achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the
+  ratio of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate).
+
+Example::
+
+    python tools/benchmark.py                       # CPU, all strategies
+    python tools/benchmark.py --device cuda --precision fp16 --strategies naclip sclip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from ovdense.data import CLASSNAMES_DIR
+from ovdense.modeling.backbones import list_strategies
+from ovdense.modeling.clip import load_clip
+from ovdense.modeling.segmentors import TrainingFreeSegmentor, rescale_size, sliding_windows
+from ovdense.modeling.text import TextEncoder, Vocabulary
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_time(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an ``n x n @ n x n`` matmul (best of ``repeats``)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = _best_time(lambda: torch.matmul(a, b), device, repeats, warmup=2)
+    return 2 * n**3 / t
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Linux reports KiB; a process-wide high-water mark on CPU.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_text(clip, vocab: Vocabulary, device: torch.device, cache_dir: Path | None) -> dict:
+    enc = TextEncoder(clip, templates="openai_imagenet", cache_dir=cache_dir, progress=False)
+    names = vocab.names
+    t_count = len(enc.templates)
+
+    @torch.no_grad()
+    def naive() -> torch.Tensor:
+        # one class at a time, every prompt padded to the full context
+        out = []
+        for name in names:
+            tok = enc.tokenizer([t.format(name) for t in enc.templates]).to(device)
+            e = F.normalize(clip.encode_text(tok).float(), dim=-1)
+            out.append(F.normalize(e.mean(0), dim=-1))
+        return torch.stack(out)
+
+    _sync(device)
+    t0 = time.perf_counter()
+    ref = naive()
+    _sync(device)
+    t_naive = time.perf_counter() - t0
+
+    TextEncoder.clear_memory_cache()
+    _sync(device)
+    t0 = time.perf_counter()
+    ours = enc.encode_names(names, use_cache=False)
+    _sync(device)
+    t_ours = time.perf_counter() - t0
+    enc.encode_names(names)  # fill the cache
+
+    enc2 = TextEncoder(clip, templates="openai_imagenet", cache_dir=cache_dir, progress=False)
+    t0 = time.perf_counter()
+    again = enc2.encode_names(names)
+    t_cached = time.perf_counter() - t0
+    return {
+        "names": len(names),
+        "prompts": len(names) * t_count,
+        "naive_padded_s": t_naive,
+        "ovdense_first_s": t_ours,
+        "speedup": t_naive / t_ours,
+        "max_abs_diff": float((ours - ref).abs().max()),
+        "cached_s": t_cached,
+        "cached_equal": bool(torch.equal(again.cpu(), ours.cpu())),
+    }
+
+
+def bench_image(clip, strategy: str, args, device: torch.device, rate: float) -> dict:
+    seg = TrainingFreeSegmentor(
+        clip, strategy=strategy, templates="single", short_side=args.short_side,
+        window=args.window, stride=args.stride, window_batch_size=args.window_batch_size,
+        precision=args.precision,
+    ).to(device)
+    h, w = args.image_size
+    image = torch.rand(1, 3, h, w, device=device)
+    hr, wr = rescale_size(h, w, args.short_side)
+    windows = sliding_windows(hr, wr, args.window, args.stride)
+    crop = windows[0]
+    one = torch.randn(1, 3, crop[1] - crop[0], crop[3] - crop[2], device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        seg.backbone(one)
+    flops_window = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = _best_time(lambda: seg.encode_image(image), device, args.repeats)
+    total_flops = flops_window * len(windows)
+    bound = total_flops / rate
+    return {
+        "strategy": strategy,
+        "windows": len(windows),
+        "s_per_image": t,
+        "images_per_s": 1.0 / t,
+        "gflops_per_window": flops_window / 1e9,
+        "achieved_gflops": total_flops / t / 1e9,
+        "flop_bound_s": bound,
+        "time_over_bound": t / bound,
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ViT-B-16", help="open_clip architecture")
+    p.add_argument("--pretrained", default=None, help="weight tag (default: random weights)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--strategies", nargs="+", default=list_strategies())
+    p.add_argument("--classnames", default=str(CLASSNAMES_DIR / "cls_voc21.txt"))
+    p.add_argument("--image-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
+    p.add_argument("--short-side", type=int, default=336)
+    p.add_argument("--window", type=int, default=224)
+    p.add_argument("--stride", type=int, default=112)
+    p.add_argument("--window-batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--text-cache-dir", default=None)
+    p.add_argument("--skip-text", action="store_true")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if args.pretrained:
+        clip = load_clip(args.model, args.pretrained, device=device)
+    else:
+        import open_clip
+
+        clip = open_clip.create_model(args.model, pretrained=None).to(device).eval()
+        clip = load_clip(model=clip, model_name=args.model)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    print(f"# ovdense benchmark: {args.model} ({args.pretrained or 'random weights'}) on {device}, "
+          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    results: dict = {"config": vars(args)}
+
+    if not args.skip_text:
+        synonym_sep = "; " if "voc21" in args.classnames or "object" in args.classnames else ", "
+        vocab = Vocabulary.from_file(args.classnames, synonym_sep=synonym_sep)
+        tr = bench_text(clip, vocab, device,
+                        Path(args.text_cache_dir) if args.text_cache_dir else None)
+        results["text"] = tr
+        print(f"\n## Text: {tr['names']} names x 80 templates = {tr['prompts']} prompts")
+        print(f"naive (per class, padded to 77): {tr['naive_padded_s']:.3f} s")
+        print(f"ovdense first time (batched, trimmed): {tr['ovdense_first_s']:.3f} s "
+              f"-> {tr['speedup']:.2f}x faster; max |diff| = {tr['max_abs_diff']:.2e}")
+        print(f"cached re-run: {tr['cached_s'] * 1e3:.2f} ms (equal: {tr['cached_equal']})")
+
+    rate = gemm_rate(device, dtype)
+    results["gemm_gflops"] = rate / 1e9
+    print(f"\n## Image side: {args.image_size[0]}x{args.image_size[1]} input, short side "
+          f"{args.short_side}, window {args.window} / stride {args.stride}, "
+          f"{args.window_batch_size} windows per batch, {args.precision}")
+    print(f"torch.matmul GEMM rate: {rate / 1e9:.1f} GFLOP/s")
+    header = ("strategy", "windows", "s/image", "images/s", "GFLOP/s", "x FLOP bound", "peak MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    results["image"] = []
+    for strategy in args.strategies:
+        r = bench_image(clip, strategy, args, device, rate)
+        results["image"].append(r)
+        print(f"| {strategy} | {r['windows']} | {r['s_per_image']:.3f} | {r['images_per_s']:.2f} | "
+              f"{r['achieved_gflops']:.1f} | {r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
