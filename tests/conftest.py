@@ -47,3 +47,14 @@ def make_tiny_clip(seed: int = 0, **overrides):
 @pytest.fixture(scope="session")
 def tiny_clip():
     return make_tiny_clip()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_factory():
+    """``make_tiny_clip(seed=..., **config_overrides)`` for tests needing fresh models."""
+    return make_tiny_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_config():
+    return TINY_CLIP_CONFIG

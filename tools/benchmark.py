@@ -116,8 +116,13 @@ def bench_text(clip, vocab: Vocabulary, device: torch.device, cache_dir: Path | 
 
 def bench_image(clip, strategy: str, args, device: torch.device, rate: float) -> dict:
     seg = TrainingFreeSegmentor(
-        clip, strategy=strategy, templates="single", short_side=args.short_side,
-        window=args.window, stride=args.stride, window_batch_size=args.window_batch_size,
+        clip,
+        strategy=strategy,
+        templates="single",
+        short_side=args.short_side,
+        window=args.window,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
         precision=args.precision,
     ).to(device)
     h, w = args.image_size
@@ -148,7 +153,9 @@ def bench_image(clip, strategy: str, args, device: torch.device, rate: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="ViT-B-16", help="open_clip architecture")
     p.add_argument("--pretrained", default=None, help="weight tag (default: random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -178,27 +185,34 @@ def main(argv: list[str] | None = None) -> int:
         clip = open_clip.create_model(args.model, pretrained=None).to(device).eval()
         clip = load_clip(model=clip, model_name=args.model)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
-    print(f"# ovdense benchmark: {args.model} ({args.pretrained or 'random weights'}) on {device}, "
-          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(
+        f"# ovdense benchmark: {args.model} ({args.pretrained or 'random weights'}) on {device}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
     results: dict = {"config": vars(args)}
 
     if not args.skip_text:
         synonym_sep = "; " if "voc21" in args.classnames or "object" in args.classnames else ", "
         vocab = Vocabulary.from_file(args.classnames, synonym_sep=synonym_sep)
-        tr = bench_text(clip, vocab, device,
-                        Path(args.text_cache_dir) if args.text_cache_dir else None)
+        tr = bench_text(
+            clip, vocab, device, Path(args.text_cache_dir) if args.text_cache_dir else None
+        )
         results["text"] = tr
         print(f"\n## Text: {tr['names']} names x 80 templates = {tr['prompts']} prompts")
         print(f"naive (per class, padded to 77): {tr['naive_padded_s']:.3f} s")
-        print(f"ovdense first time (batched, trimmed): {tr['ovdense_first_s']:.3f} s "
-              f"-> {tr['speedup']:.2f}x faster; max |diff| = {tr['max_abs_diff']:.2e}")
+        print(
+            f"ovdense first time (batched, trimmed): {tr['ovdense_first_s']:.3f} s "
+            f"-> {tr['speedup']:.2f}x faster; max |diff| = {tr['max_abs_diff']:.2e}"
+        )
         print(f"cached re-run: {tr['cached_s'] * 1e3:.2f} ms (equal: {tr['cached_equal']})")
 
     rate = gemm_rate(device, dtype)
     results["gemm_gflops"] = rate / 1e9
-    print(f"\n## Image side: {args.image_size[0]}x{args.image_size[1]} input, short side "
-          f"{args.short_side}, window {args.window} / stride {args.stride}, "
-          f"{args.window_batch_size} windows per batch, {args.precision}")
+    print(
+        f"\n## Image side: {args.image_size[0]}x{args.image_size[1]} input, short side "
+        f"{args.short_side}, window {args.window} / stride {args.stride}, "
+        f"{args.window_batch_size} windows per batch, {args.precision}"
+    )
     print(f"torch.matmul GEMM rate: {rate / 1e9:.1f} GFLOP/s")
     header = ("strategy", "windows", "s/image", "images/s", "GFLOP/s", "x FLOP bound", "peak MB")
     print("| " + " | ".join(header) + " |")
@@ -207,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     for strategy in args.strategies:
         r = bench_image(clip, strategy, args, device, rate)
         results["image"].append(r)
-        print(f"| {strategy} | {r['windows']} | {r['s_per_image']:.3f} | {r['images_per_s']:.2f} | "
-              f"{r['achieved_gflops']:.1f} | {r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |")
+        print(
+            f"| {strategy} | {r['windows']} | {r['s_per_image']:.3f} | {r['images_per_s']:.2f} | "
+            f"{r['achieved_gflops']:.1f} | {r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

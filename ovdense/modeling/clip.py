@@ -31,7 +31,8 @@ class WeightsUnavailableError(RuntimeError):
 def _download_failed_message(model_name: str, pretrained: str, err: BaseException) -> str:
     return (
         f"Could not download the '{pretrained}' weights for {model_name} ({type(err).__name__}); "
-        f"if this machine is offline, download the open_clip checkpoint elsewhere and pass its path "
+        f"if this machine is offline, download the open_clip checkpoint elsewhere and pass its "
+        f"path "
         f"instead: checkpoint='/path/to/open_clip_pytorch_model.bin' "
         f"(command line: model.clip.checkpoint=/path/to/file)."
     )
@@ -138,7 +139,9 @@ def load_clip(
         return clip.to(device).eval()
 
     if model_name is None:
-        raise ValueError("load_clip needs model_name (e.g. 'ViT-B-16') unless config or model is given.")
+        raise ValueError(
+            "load_clip needs model_name (e.g. 'ViT-B-16') unless config or model is given."
+        )
     _check_model_name(model_name)
     kwargs: dict[str, Any] = {"device": device, "cache_dir": cache_dir, "weights_only": True}
     if quick_gelu:
@@ -147,15 +150,15 @@ def load_clip(
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
+        _check_readable(path)
         try:
             clip = open_clip.create_model(model_name, pretrained=str(path), **kwargs)
-        except RuntimeError as err:
+        except Exception as err:  # noqa: BLE001 - any load failure here is a mismatch
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RuntimeError(
-                f"Could not load {path} into open_clip {model_name}: the checkpoint does not match "
-                f"this architecture (check model_name). Details: {str(err).splitlines()[0]}"
+                f"Could not load {path} into open_clip {model_name}: the checkpoint does not "
+                f"match this architecture (check model_name). Details: {detail}"
             ) from None
-        except Exception as err:  # unpickling / truncated files
-            raise ValueError(f"Could not read CLIP checkpoint {path}: {err}") from None
         clip.ovdense_id = f"{model_name}:{_file_id(path)}:qg={bool(quick_gelu)}"
     else:
         if pretrained is not None:
@@ -169,7 +172,9 @@ def load_clip(
         except RuntimeError as err:
             # open_clip / huggingface_hub wrap network failures in RuntimeError subclasses.
             text = f"{type(err).__name__}: {err}".lower()
-            if any(s in text for s in ("offline", "connect", "download", "resolve", "network", "url")):
+            if any(
+                s in text for s in ("offline", "connect", "download", "resolve", "network", "url")
+            ):
                 raise WeightsUnavailableError(
                     _download_failed_message(model_name, str(pretrained), err)
                 ) from None
@@ -177,6 +182,28 @@ def load_clip(
         clip.ovdense_id = f"{model_name}:{pretrained}:qg={bool(quick_gelu)}"
     clip.ovdense_tokenizer = _default_tokenizer(clip, model_name)
     return clip.eval()
+
+
+def _check_readable(path: Path) -> None:
+    """Fail early, naming the file, when a checkpoint is truncated or not a checkpoint at all.
+
+    Cheap: zip-format torch files are memory-mapped (no data read), safetensors read their header.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        elif path.suffix not in (".npz", ".npy"):
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001
+        if "mmap can only be used" in str(err):  # legacy (non-zip) torch.save format
+            return
+        raise ValueError(
+            f"Could not read CLIP checkpoint {path}: the file is truncated or not a checkpoint "
+            f"({type(err).__name__})."
+        ) from None
 
 
 def _default_tokenizer(clip: nn.Module, model_name: str | None) -> Any:

@@ -189,8 +189,12 @@ def test_intermediates_are_block_outputs(tiny_clip):
         x0 = v.transformer.resblocks[0](x)
         x1 = v.transformer.resblocks[1](x0)
     assert set(f.intermediates) == {"block0", "block1"}
-    torch.testing.assert_close(f.intermediates["block0"], x0[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4))
-    torch.testing.assert_close(f.intermediates["block1"], x1[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4))
+    torch.testing.assert_close(
+        f.intermediates["block0"], x0[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4)
+    )
+    torch.testing.assert_close(
+        f.intermediates["block1"], x1[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4)
+    )
 
 
 def test_non_native_grid_uses_interpolated_pos_embed(tiny_clip):

@@ -90,8 +90,9 @@ def test_one_window_covering_the_image_equals_whole_inference(tiny_clip):
     with torch.no_grad():
         dense = whole.backbone(whole.backbone.normalize(image)).dense
         emb = whole.encode_text(vocab).embeds
-        logit = F.interpolate(torch.einsum("bdhw,nd->bnhw", dense, emb), size=(40, 56),
-                              mode="bilinear")
+        logit = F.interpolate(
+            torch.einsum("bdhw,nd->bnhw", dense, emb), size=(40, 56), mode="bilinear"
+        )
         p = torch.softmax(40.0 * logit, dim=1)
         probs = torch.stack([p[:, 0], p[:, 1], torch.maximum(p[:, 2], p[:, 3])], dim=1)
     torch.testing.assert_close(out_w.probs, probs, atol=1e-5, rtol=1e-5)

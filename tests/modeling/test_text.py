@@ -70,8 +70,15 @@ def test_templates():
 def test_trimmed_encoding_equals_full_context(tiny_clip):
     enc = TextEncoder(tiny_clip, templates="single", batch_size=3)
     assert enc._tower.can_trim
-    prompts = ["a photo of a cat.", "dog", "a very long prompt about a red sofa in a living room",
-               "x", "une photo d'un chien café", "狗", "a b c d e f g"]
+    prompts = [
+        "a photo of a cat.",
+        "dog",
+        "a very long prompt about a red sofa in a living room",
+        "x",
+        "une photo d'un chien café",
+        "狗",
+        "a b c d e f g",
+    ]
     with torch.no_grad():
         trimmed = enc.encode_prompts(prompts)
         full = tiny_clip.encode_text(enc.tokenizer(prompts))

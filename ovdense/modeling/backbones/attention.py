@@ -79,7 +79,8 @@ def _attn_params(block: nn.Module) -> tuple[Tensor, Tensor | None, nn.Linear, in
 
 
 def split_qkv(block: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Project ``h = ln_1(x)`` (``[B, L, C]``) to per-head ``q, k, v``, each ``[B, heads, L, C/heads]``."""
+    """Project ``h = ln_1(x)`` (``[B, L, C]``) to per-head ``q, k, v``, each
+    ``[B, heads, L, C / heads]``."""
     weight, bias, _, heads = _attn_params(block)
     b, length, c = h.shape
     qkv = F.linear(h, weight, bias).reshape(b, length, 3, heads, c // heads)
@@ -118,7 +119,8 @@ class AttentionStrategy:
         raise NotImplementedError
 
     def __call__(self, block: nn.Module, x: Tensor, ctx: TokenContext) -> Tensor:
-        """Run the last block on ``x`` (``[B, 1 + N, C]``, batch first) and return ``[B, 1 + N, C]``."""
+        """Run the last block on ``x`` (``[B, 1 + N, C]``, batch first); returns ``[B, 1 + N, C]``.
+        """
         q, k, v = split_qkv(block, block.ln_1(x))
         out = merge_heads(block, self.attend(q, k, v, ctx))
         if not self.keep_residual:
@@ -152,7 +154,8 @@ class MaskCLIPAttention(AttentionStrategy):
 
 @STRATEGIES.register("sclip")
 class SCLIPAttention(AttentionStrategy):
-    """SCLIP (Wang et al., ECCV 2024) correlative self-attention: ``softmax(qqᵀs) + softmax(kkᵀs)``."""
+    """SCLIP (Wang et al., ECCV 2024) correlative self-attention:
+    ``softmax(q qᵀ s) + softmax(k kᵀ s)``, residual and FFN kept."""
 
     name = "sclip"
 
@@ -179,7 +182,8 @@ def gaussian_window_bias(
     and columns."""
     gh, gw = grid
     ii, jj = torch.meshgrid(
-        torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+        torch.arange(gh, dtype=torch.float64),
+        torch.arange(gw, dtype=torch.float64),
         indexing="ij",
     )
     coords = torch.stack([ii.flatten(), jj.flatten()], dim=1)

@@ -38,7 +38,7 @@ class FeatureInfo:
 
 
 class DenseBackbone(nn.Module):
-    """Base class: images ``[B, 3, H, W]`` normalised with ``mean``/``std`` -> :class:`DenseFeatures`.
+    """Base class: images ``[B, 3, H, W]`` (normalised with ``mean``/``std``) -> DenseFeatures.
 
     Subclasses set ``embed_dim`` (D), ``patch_size``, ``mean``, ``std`` and implement
     :meth:`forward`. Any ``H, W`` of at least one patch must work.

@@ -207,6 +207,9 @@ def build_clip_backbone(
         model_name, pretrained, checkpoint=checkpoint, config=config, model=model, device=device
     )
     return DenseCLIPBackbone(
-        clip, strategy=strategy, strategy_kwargs=strategy_kwargs, pos_interp=pos_interp,
+        clip,
+        strategy=strategy,
+        strategy_kwargs=strategy_kwargs,
+        pos_interp=pos_interp,
         out_indices=out_indices,
     )

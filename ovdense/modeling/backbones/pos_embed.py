@@ -46,11 +46,13 @@ def interpolate_pos_embed(
     else:
         scale = ((gh + 0.1) / gh0, (gw + 0.1) / gw0)
         grid = F.interpolate(
-            grid, scale_factor=scale, mode="bicubic", align_corners=False,
+            grid,
+            scale_factor=scale,
+            mode="bicubic",
+            align_corners=False,
             recompute_scale_factor=False,
         )
         if grid.shape[-2:] != (gh, gw):  # floor((g + 0.1)) == g always; guard anyway
             raise RuntimeError(f"scale_factor interpolation gave {tuple(grid.shape[-2:])}")
     grid = grid.permute(0, 2, 3, 1).reshape(gh * gw, dim).to(orig_dtype)
     return torch.cat([prefix, grid], dim=0)
-

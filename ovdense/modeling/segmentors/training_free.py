@@ -210,8 +210,10 @@ class TrainingFreeSegmentor(nn.Module):
                 f"Image of {h}x{w} pixels is smaller than one {p}x{p} patch after resizing to "
                 f"{hr}x{wr}; set short_side (e.g. 336) or give a larger image."
             )
-        x = images if (hr, wr) == (h, w) else F.interpolate(
-            images, size=(hr, wr), mode="bilinear", align_corners=False
+        x = (
+            images
+            if (hr, wr) == (h, w)
+            else F.interpolate(images, size=(hr, wr), mode="bilinear", align_corners=False)
         )
         x = self.backbone.normalize(x)
         windows = sliding_windows(hr, wr, self.window, self.stride)
@@ -231,7 +233,9 @@ class TrainingFreeSegmentor(nn.Module):
         )
 
     # -- text side ------------------------------------------------------------------------
-    def encode_text(self, vocabulary: Vocabulary | Sequence[str | Sequence[str]]) -> ClassEmbeddings:
+    def encode_text(
+        self, vocabulary: Vocabulary | Sequence[str | Sequence[str]]
+    ) -> ClassEmbeddings:
         """Class-name embeddings (cached): see :class:`TextEncoder`."""
         return self.text_encoder(vocabulary).to(self.device)
 
@@ -267,7 +271,9 @@ class TrainingFreeSegmentor(nn.Module):
                     count[0, 0, y1:y2, x1:x2] += 1
         logits /= count
         if (hr, wr) != feats.image_size:
-            logits = F.interpolate(logits, size=feats.image_size, mode="bilinear", align_corners=False)
+            logits = F.interpolate(
+                logits, size=feats.image_size, mode="bilinear", align_corners=False
+            )
         if self.pamr is not None:
             assert feats.images is not None
             logits = self.pamr(self.backbone.normalize(feats.images), logits)
@@ -285,7 +291,8 @@ class TrainingFreeSegmentor(nn.Module):
         return SegmentationOutput(labels=labels, probs=probs, vocabulary=text.vocabulary)
 
     def assign_labels(self, probs: Tensor, prob_thd: float | None = None) -> Tensor:
-        """Argmax with SCLIP's area rule and the background threshold. ``probs``: ``[B, C, H, W]``."""
+        """Argmax with SCLIP's area rule and the background threshold (``probs``: ``[B, C, H, W]``).
+        """
         thd = self.prob_thd if prob_thd is None else float(prob_thd)
         bg = self.background_index
         c = probs.shape[1]

@@ -177,8 +177,11 @@ class TextEncoder(nn.Module):
         out: Tensor | None = None
         n = tokens.shape[0]
         bar = tqdm(
-            total=n, desc="Encoding prompts", unit="prompt",
-            disable=not self.progress or n <= self.batch_size, leave=False,
+            total=n,
+            desc="Encoding prompts",
+            unit="prompt",
+            disable=not self.progress or n <= self.batch_size,
+            leave=False,
         )
         for start in range(0, n, self.batch_size):
             sel = (

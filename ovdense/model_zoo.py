@@ -1,0 +1,110 @@
+"""Method presets: LazyConfig files shipped in ``ovdense/configs`` and one-line builders.
+
+``configs/`` at the repository root links to the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from .config import LazyConfig, instantiate
+from .modeling.segmentors import TrainingFreeSegmentor
+from .utils.registry import unknown_name_message
+
+__all__ = ["CONFIGS_DIR", "build_segmentor", "get_config", "get_config_file", "list_presets"]
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+
+#: Short method names -> preset files.
+ALIASES = {
+    "maskclip": "seg/maskclip_vitb16.py",
+    "sclip": "seg/sclip_vitb16.py",
+    "clearclip": "seg/clearclip_vitb16.py",
+    "naclip": "seg/naclip_vitb16.py",
+}
+
+
+def list_presets() -> list[str]:
+    """Preset names: the short aliases and every ``group/file`` under ``ovdense/configs``."""
+    files = sorted(
+        str(p.relative_to(CONFIGS_DIR).with_suffix(""))
+        for p in CONFIGS_DIR.rglob("*.py")
+        if not p.name.startswith(("base", "_"))
+    )
+    return sorted(ALIASES) + files
+
+
+def get_config_file(name: str | os.PathLike) -> Path:
+    """Resolve a preset alias (``"naclip"``), a ``group/name`` (``"seg/naclip_vitb16"``) or a
+    path to a config file."""
+    path = Path(name)
+    if path.suffix in (".py", ".yaml") and path.is_file():
+        return path
+    key = str(name)
+    rel = ALIASES.get(key, key if key.endswith(".py") else key + ".py")
+    found = CONFIGS_DIR / rel
+    if found.is_file():
+        return found
+    if path.suffix in (".py", ".yaml"):
+        raise FileNotFoundError(f"Config file not found: {path}")
+    raise KeyError(unknown_name_message("preset", key, list_presets()))
+
+
+def get_config(name: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
+    """Load a preset (see :func:`get_config_file`) and apply ``key=value`` overrides."""
+    cfg = LazyConfig.load(str(get_config_file(name)))
+    return LazyConfig.apply_overrides(cfg, list(overrides)) if overrides else cfg
+
+
+def _override_list(values: Mapping[str, Any]) -> list[str]:
+    return [
+        f"model.{k}={v!r}" if isinstance(v, str) else f"model.{k}={v}" for k, v in values.items()
+    ]
+
+
+def build_segmentor(
+    preset: str | os.PathLike = "naclip",
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> TrainingFreeSegmentor:
+    """Build a segmentor from a method preset in one line.
+
+    Args:
+        preset: ``"maskclip"``, ``"sclip"``, ``"clearclip"``, ``"naclip"``, a ``group/name`` under
+            ``ovdense/configs`` or a config file path.
+        model: open_clip architecture replacing the preset's (e.g. ``"ViT-L-14"``).
+        pretrained: open_clip weight tag replacing the preset's (e.g. ``"laion2b_s34b_b88k"``).
+        checkpoint: local open_clip checkpoint file (use this offline).
+        overrides: ``"model.key=value"`` strings, as on the command line.
+        device: where to put the model (default: CUDA if available).
+        **options: segmentor arguments, e.g. ``logit_scale=50, window=None``.
+
+    Example::
+
+        seg = build_segmentor("naclip", checkpoint="ViT-B-16.bin", prob_thd=0.1)
+    """
+    cfg = get_config(preset)
+    clip_cfg = cfg.model.clip
+    if model is not None:
+        clip_cfg.model_name = model
+    if checkpoint is not None:
+        clip_cfg.pretrained = None
+        clip_cfg.checkpoint = str(checkpoint)
+    elif pretrained is not None:
+        clip_cfg.pretrained = pretrained
+    cfg = LazyConfig.apply_overrides(cfg, [*_override_list(options), *overrides])
+    seg = instantiate(cfg.model)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return seg.to(device)

@@ -1,0 +1,87 @@
+"""load_clip: every weight source, and clear errors when a source is unusable."""
+
+import json
+
+import open_clip
+import pytest
+import torch
+
+from ovdense.modeling.clip import WeightsUnavailableError, load_clip
+
+
+@pytest.fixture()
+def registered_tiny(tmp_path, tiny_clip_config):
+    """Register the tiny architecture under a name, as a user's open_clip JSON config."""
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    (cfg_dir / "ovdense-test-tiny.json").write_text(json.dumps(tiny_clip_config))
+    open_clip.add_model_config(cfg_dir)
+    return "ovdense-test-tiny"
+
+
+def test_from_config_is_random_and_identified(tiny_clip_config):
+    a = load_clip(config=tiny_clip_config)
+    assert isinstance(a, open_clip.CLIP) and not a.training
+    assert a.ovdense_id.startswith("config:")
+    assert a.ovdense_tokenizer(["a cat"]).shape == (1, 77)
+
+
+def test_from_object_keeps_the_model(tiny_clip):
+    same = load_clip(model=tiny_clip)
+    assert same is tiny_clip
+
+
+def test_from_local_checkpoint(tmp_path, registered_tiny, tiny_clip_factory):
+    src = tiny_clip_factory(seed=7)
+    path = tmp_path / "tiny.pt"
+    torch.save(src.state_dict(), path)
+    loaded = load_clip(registered_tiny, checkpoint=path)
+    for (k, v), (k2, v2) in zip(src.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    assert str(path.resolve()) in loaded.ovdense_id
+    # wrapped {"state_dict": ...} with a DistributedDataParallel "module." prefix also loads
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, wrapped)
+    again = load_clip(registered_tiny, checkpoint=wrapped)
+    assert torch.equal(again.visual.proj, src.visual.proj)
+
+
+def test_checkpoint_errors(tmp_path, registered_tiny, tiny_clip_factory):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_clip(registered_tiny, checkpoint=tmp_path / "missing.pt")
+    src = tiny_clip_factory(seed=1)
+    good = tmp_path / "good.pt"
+    torch.save(src.state_dict(), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises((ValueError, RuntimeError), match="truncated.pt"):
+        load_clip(registered_tiny, checkpoint=truncated)
+    with pytest.raises(RuntimeError, match="does not match"):
+        load_clip("ViT-S-32", checkpoint=good)
+
+
+def test_unknown_names_suggest(registered_tiny):
+    with pytest.raises(KeyError, match="Did you mean 'ViT-B-16'"):
+        load_clip("ViT-B-61", "openai")
+    with pytest.raises(KeyError, match="Did you mean 'openai'"):
+        load_clip("ViT-B-16", "opnai")
+
+
+def test_offline_download_is_one_clear_sentence(monkeypatch):
+    # The real thing: HF_HUB_OFFLINE=1 (set in conftest) makes the hub refuse at once.
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_clip("ViT-B-16", "openai")
+    msg = str(err.value)
+    assert "checkpoint=" in msg and "offline" in msg and "\n" not in msg
+
+    def no_network(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(open_clip, "create_model", no_network)
+    with pytest.raises(WeightsUnavailableError, match="checkpoint="):
+        load_clip("ViT-B-16", "laion2b_s34b_b88k")
+
+
+def test_two_sources_rejected(tiny_clip):
+    with pytest.raises(ValueError, match="one weight source"):
+        load_clip("ViT-B-16", "openai", model=tiny_clip)
