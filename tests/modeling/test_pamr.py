@@ -92,64 +92,230 @@ class RefPAMR(nn.Module):
 # -------------------------------------------------------------------------------------------
 
 
+def _inputs(b, hw, k, mask_hw, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(b, 3, *hw, generator=g, dtype=dtype)
+    masks = torch.randn(b, k, *mask_hw, generator=g, dtype=dtype)
+    return image, masks
+
+
 @pytest.mark.parametrize(
-    "b, hw, mask_hw, dil, iters",
+    "b, hw, k, mask_hw, dil, iters",
     [
-        (1, (20, 30), (20, 30), (8, 16), 10),
-        (2, (9, 7), (3, 4), (8, 16), 3),
-        (1, (33, 17), (11, 6), (1, 2), 5),
-        (2, (16, 16), (16, 16), (1,), 1),
+        (1, (20, 30), 5, (20, 30), (8, 16), 10),  # NACLIP settings, non-square
+        (2, (9, 7), 5, (3, 4), (8, 16), 3),  # H, W smaller than both dilations, B=2
+        (1, (5, 4), 3, (5, 4), (16,), 2),  # image smaller than the dilation in both dims
+        (1, (33, 17), 4, (11, 6), (1, 2), 5),  # masks at lower resolution
+        (2, (16, 16), 6, (16, 16), (1,), 1),
+        (2, (24, 40), 7, (6, 10), (2, 3, 5), 4),  # three dilations
+        (1, (1, 1), 2, (1, 1), (8, 16), 2),  # a single pixel
     ],
 )
-def test_equals_reference(b, hw, mask_hw, dil, iters):
-    torch.manual_seed(0)
-    image = torch.randn(b, 3, *hw)
-    masks = torch.randn(b, 5, *mask_hw)
+def test_equals_reference(b, hw, k, mask_hw, dil, iters):
+    image, masks = _inputs(b, hw, k, mask_hw, seed=sum(hw) + k)
     got = PAMR(iters, dil)(image, masks)
-    ref = RefPAMR(iters, dil)(image, masks)
-    assert got.shape == (b, 5, *hw)
+    ref = RefPAMR(iters, list(dil))(image, masks)
+    assert got.shape == (b, k, *hw)
+    assert got.dtype == torch.float32
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_chunking_is_exact():
-    torch.manual_seed(1)
-    image, masks = torch.randn(1, 3, 24, 24), torch.randn(1, 70, 24, 24)
+def test_equals_reference_on_softmaxed_scores_with_image_like_values():
+    # The NACLIP use: softmaxed class scores at patch resolution, a [0, 1]-ish image.
+    torch.manual_seed(3)
+    image = torch.rand(2, 3, 48, 64)
+    image[:, :, :20, :30] = 0.5  # a flat region: tiny local std, large affinity logits
+    masks = torch.softmax(5 * torch.randn(2, 12, 6, 8), dim=1)
+    got = PAMR(10, (8, 16), class_chunk=5)(image, masks)
+    ref = RefPAMR(10, [8, 16])(image, masks)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_affinity_equals_reference_weights():
+    image, _ = _inputs(2, (13, 21), 1, (1, 1), seed=4)
+    ref = RefPAMR(1, [2, 5])
+    x = -ref.aff_x(image) / (1e-8 + 0.1 * ref.aff_std(image))
+    want = F.softmax(x.mean(1, keepdim=True), 2)
+    got = PAMR(1, (2, 5)).affinity(image)
+    assert got.shape == (2, 1, 16, 13, 21)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got.sum(2), torch.ones(2, 1, 13, 21))
+
+
+def test_float64_matches_reference_tightly():
+    image, masks = _inputs(2, (19, 23), 4, (7, 9), seed=5, dtype=torch.float64)
+    got = PAMR(10, (8, 16))(image, masks)
+    ref = RefPAMR(10, [8, 16]).double()(image, masks)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 69, 70, 1000])
+def test_chunking_is_exact(chunk):
+    image, masks = _inputs(2, (24, 20), 70, (12, 10), seed=6)
     a = PAMR(4, (2, 4), class_chunk=None)(image, masks)
-    b = PAMR(4, (2, 4), class_chunk=8)(image, masks)
+    b = PAMR(4, (2, 4), class_chunk=chunk)(image, masks)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 def test_zero_iterations_is_upsampling():
-    masks = torch.randn(1, 2, 4, 5)
-    out = PAMR(0)(torch.randn(1, 3, 8, 10), masks)
-    ref = F.interpolate(masks, size=(8, 10), mode="bilinear", align_corners=True)
-    torch.testing.assert_close(out, ref)
+    masks = torch.randn(2, 3, 4, 5)
+    out = PAMR(0, class_chunk=2)(torch.randn(2, 3, 8, 11), masks)
+    ref = F.interpolate(masks, size=(8, 11), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    torch.testing.assert_close(out, RefPAMR(0, [8, 16])(torch.randn(2, 3, 8, 11), masks))
 
 
 def test_constant_image_is_a_neighbour_average():
-    masks = torch.randn(1, 1, 10, 10)
-    out = PAMR(1, (1,))(torch.ones(1, 3, 10, 10), masks)
-    y, x = 4, 6
-    neigh = [masks[0, 0, y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-    assert out[0, 0, y, x].item() == pytest.approx(torch.stack(neigh).mean().item(), abs=1e-6)
+    # A constant image has zero differences and zero std, so every neighbour gets weight
+    # 1 / (8 * len(dilations)): one step is the plain mean of the neighbours (centre excluded).
+    torch.manual_seed(7)
+    masks = torch.randn(1, 2, 12, 12)
+    out = PAMR(1, (1, 3))(torch.full((1, 3, 12, 12), 0.3), masks)
+    y, x = 5, 6  # interior for both dilations
+    neigh = [
+        masks[0, 1, y + d * dy, x + d * dx]
+        for d in (1, 3)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if dy or dx
+    ]
+    assert len(neigh) == 16
+    assert out[0, 1, y, x].item() == pytest.approx(sum(v.item() for v in neigh) / 16, abs=1e-6)
+
+
+def test_constant_image_border_uses_replicate_padding():
+    masks = torch.arange(16.0).view(1, 1, 4, 4)
+    out = PAMR(1, (1,))(torch.zeros(1, 3, 4, 4), masks)
+    # Corner (0, 0): neighbours clamp into the image -> rows/cols {0, 0, 1} x {0, 0, 1}.
+    neigh = [masks[0, 0, max(dy, 0), max(dx, 0)] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    neigh.pop(4)  # the centre is not a neighbour
+    assert out[0, 0, 0, 0].item() == pytest.approx(sum(v.item() for v in neigh) / 8, abs=1e-6)
 
 
 def test_one_hot_stays_a_distribution():
     torch.manual_seed(2)
-    labels = torch.randint(0, 4, (1, 15, 15))
+    labels = torch.randint(0, 4, (2, 15, 17))
     onehot = F.one_hot(labels, 4).permute(0, 3, 1, 2).float()
-    out = PAMR(10, (2, 4))(torch.randn(1, 3, 15, 15), onehot)
-    torch.testing.assert_close(out.sum(1), torch.ones(1, 15, 15), atol=1e-5, rtol=0)
+    out = PAMR(10, (2, 4), class_chunk=3)(torch.randn(2, 3, 15, 17), onehot)
+    torch.testing.assert_close(out.sum(1), torch.ones(2, 15, 17), atol=1e-5, rtol=0)
     assert out.min() >= 0
+    assert out.max() <= 1 + 1e-6
 
 
-def test_half_precision_masks_and_errors():
-    image, masks = torch.randn(1, 3, 8, 8), torch.randn(1, 2, 8, 8)
-    out = PAMR(2, (1,))(image, masks.bfloat16())
-    assert out.dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="Batch sizes"):
-        PAMR()(torch.randn(2, 3, 8, 8), masks)
-    with pytest.raises(ValueError, match="num_iter"):
-        PAMR(-1)
-    with pytest.raises(ValueError, match="dilations"):
-        PAMR(1, ())
+def test_sharp_edge_blocks_propagation():
+    # Left half black, right half white: the labels should not leak across the edge much.
+    image = torch.zeros(1, 3, 16, 32)
+    image[..., 16:] = 1.0
+    masks = torch.zeros(1, 2, 16, 32)
+    masks[:, 0, :, :16] = 1.0
+    masks[:, 1, :, 16:] = 1.0
+    out = PAMR(10, (1, 2))(image, masks)
+    assert out[0, 0, :, :16].min() > 0.99
+    assert out[0, 1, :, 16:].min() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_masks(dtype):
+    image, masks = _inputs(1, (16, 12), 3, (8, 6), seed=8)
+    out = PAMR(5, (2, 4))(image.to(dtype), masks.to(dtype))
+    assert out.dtype == dtype
+    ref = RefPAMR(5, [2, 4])(image.to(dtype).float(), masks.to(dtype).float())
+    torch.testing.assert_close(out.float(), ref.to(dtype).float(), atol=0, rtol=0)
+
+
+def test_mixed_image_and_mask_dtypes():
+    image, masks = _inputs(1, (10, 10), 2, (5, 5), seed=9)
+    out = PAMR(3, (1, 2))(image.half(), masks)
+    assert out.dtype == torch.float32
+    ref = RefPAMR(3, [1, 2])(image.half().float(), masks)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_match_reference():
+    image, masks = _inputs(1, (12, 10), 3, (6, 5), seed=10, dtype=torch.float64)
+    m1 = masks.clone().requires_grad_(True)
+    m2 = masks.clone().requires_grad_(True)
+    w = torch.randn(1, 3, 12, 10, dtype=torch.float64)
+    (PAMR(3, (1, 2), class_chunk=2)(image, m1) * w).sum().backward()
+    (RefPAMR(3, [1, 2]).double()(image, m2) * w).sum().backward()
+    torch.testing.assert_close(m1.grad, m2.grad, atol=1e-10, rtol=1e-10)
+
+
+def test_image_gradients_match_reference():
+    image, masks = _inputs(1, (9, 11), 2, (9, 11), seed=12, dtype=torch.float64)
+    i1 = image.clone().requires_grad_(True)
+    i2 = image.clone().requires_grad_(True)
+    w = torch.randn(1, 2, 9, 11, dtype=torch.float64)
+    (PAMR(2, (1, 3))(i1, masks) * w).sum().backward()
+    (RefPAMR(2, [1, 3]).double()(i2, masks) * w).sum().backward()
+    torch.testing.assert_close(i1.grad, i2.grad, atol=1e-8, rtol=1e-8)
+
+
+def test_inputs_are_not_modified():
+    image, masks = _inputs(1, (8, 8), 3, (8, 8), seed=13)
+    image0, masks0 = image.clone(), masks.clone()
+    with torch.no_grad():
+        out = PAMR(3, (1, 2), class_chunk=2)(image, masks)
+    assert out.data_ptr() not in (image.data_ptr(), masks.data_ptr())
+    torch.testing.assert_close(image, image0, atol=0, rtol=0)
+    torch.testing.assert_close(masks, masks0, atol=0, rtol=0)
+
+
+def test_empty_vocabulary():
+    out = PAMR()(torch.randn(2, 3, 8, 8), torch.randn(2, 0, 4, 4))
+    assert out.shape == (2, 0, 8, 8)
+
+
+def test_module_has_no_state_and_repr():
+    pamr = PAMR()
+    assert list(pamr.state_dict()) == []
+    assert pamr.num_iter == 10 and pamr.dilations == (8, 16) and pamr.class_chunk == 64
+    assert "dilations=(8, 16)" in repr(pamr)
+
+
+@pytest.mark.parametrize(
+    "image_shape, mask_shape, match",
+    [
+        ((3, 8, 8), (1, 2, 8, 8), "image"),
+        ((1, 1, 3, 8, 8), (1, 2, 8, 8), "image"),
+        ((1, 3, 8, 8), (2, 8, 8), "masks"),
+        ((1, 3, 8, 8), (1, 1, 2, 8, 8), "masks"),
+        ((2, 3, 8, 8), (1, 2, 8, 8), "Batch sizes"),
+    ],
+)
+def test_forward_validation(image_shape, mask_shape, match):
+    with pytest.raises(ValueError, match=match):
+        PAMR()(torch.randn(image_shape), torch.randn(mask_shape))
+
+
+def test_integer_masks_are_rejected():
+    with pytest.raises(ValueError, match="floating-point"):
+        PAMR()(torch.randn(1, 3, 8, 8), torch.ones(1, 2, 8, 8, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_iter": -1}, "num_iter"),
+        ({"num_iter": 1.5}, "num_iter"),
+        ({"dilations": ()}, "dilations"),
+        ({"dilations": []}, "dilations"),
+        ({"dilations": (8, 0)}, "dilations"),
+        ({"class_chunk": 0}, "class_chunk"),
+    ],
+)
+def test_constructor_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PAMR(**kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu(dtype):
+    image, masks = _inputs(2, (40, 56), 9, (10, 14), seed=11)
+    cpu = PAMR(10, (8, 16), class_chunk=4)(image, masks.to(dtype)).float()
+    gpu = PAMR(10, (8, 16), class_chunk=4)(image.cuda(), masks.to(dtype).cuda())
+    assert gpu.dtype == dtype and gpu.device.type == "cuda"
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(gpu.float().cpu(), cpu, atol=tol, rtol=tol)

@@ -183,3 +183,20 @@ def test_tiny_image_without_resize_is_a_clear_error(tiny_clip):
     # with the short-side resize the same image is simply scaled up
     up = _seg(tiny_clip, short_side=32, window=None)
     assert up(torch.rand(1, 3, 4, 30), ["a", "b"]).labels.shape == (1, 4, 30)
+
+
+def test_pamr_refines_the_upsampled_logits(tiny_clip):
+    from ovdense.modeling.refiners import PAMR
+
+    torch.manual_seed(6)
+    image = torch.rand(1, 3, 30, 44)
+    vocab = ["background", "x", "y, z"]
+    kw = dict(short_side=40, window=32, stride=16, strategy="naclip")
+    plain = _seg(tiny_clip, **kw)
+    refined = _seg(tiny_clip, pamr=PAMR(3, (1, 2)), **kw)
+    text = plain.encode_text(vocab)
+    base = plain.name_logits(plain.encode_image(image), text)
+    got = refined.name_logits(refined.encode_image(image), text)
+    expected = PAMR(3, (1, 2))(plain.backbone.normalize(image), base)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, base)

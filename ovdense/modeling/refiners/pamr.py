@@ -64,9 +64,10 @@ class PAMR(nn.Module):
     The result equals the reference implementation (``LocalAffinity*`` conv kernels) to float
     tolerance. Differences, all of them result-preserving:
 
-    * the image affinity is computed once and the classes, which are independent, are upsampled
-      and propagated ``class_chunk`` at a time, so peak memory is the output plus
-      ``O(class_chunk * H * W)`` instead of ``O(8 * len(dilations) * K * H * W)``;
+    * the image affinity is computed once and the classes, which are independent, are
+      propagated ``class_chunk`` at a time in place in the upsampled masks, so peak memory is
+      the upsampled masks plus ``O(class_chunk * H * W)`` instead of
+      ``O(8 * len(dilations) * K * H * W)``; chunking does not change a single bit;
     * the neighbour shifts are slices of a replicate-padded tensor, accumulated one at a time;
     * half-precision inputs are computed in float32 (float64 stays float64) and the result is
       returned in the masks' dtype.
@@ -183,23 +184,24 @@ class PAMR(nn.Module):
         size = (int(image.shape[-2]), int(image.shape[-1]))
         out_dtype = masks.dtype
         dtype = self._compute_dtype(out_dtype)
-        aff = self.affinity(image, dtype) if self.num_iter > 0 and b > 0 and k > 0 else None
+        if b == 0 or k == 0:
+            return masks.new_zeros((b, k, *size))
+        aff = self.affinity(image, dtype) if self.num_iter > 0 else None
 
-        # Classes are independent (per-channel upsampling, shared affinity): fill the output
-        # chunk by chunk so only one chunk of working tensors is alive at a time.
-        out = masks.new_empty((b, k, *size))
-        chunk = self.class_chunk or max(k, 1)
+        # Upsample all classes in one call, as the reference does: the CPU bilinear kernel's
+        # rounding depends on the channel count, so per-chunk upsampling would not be bitwise
+        # chunk-invariant. The propagation is (classes are independent, the affinity is shared)
+        # and runs chunk by chunk, writing each result back into the upsampled buffer unless
+        # autograd needs the graph, so peak memory is that buffer plus one chunk's working set.
+        up = F.interpolate(masks.to(dtype), size=size, mode="bilinear", align_corners=True)
+        if aff is None:
+            return up.to(out_dtype)
+        needs_graph = torch.is_grad_enabled() and (masks.requires_grad or image.requires_grad)
+        out = up.new_empty(up.shape) if needs_graph else up
+        chunk = self.class_chunk or k
         for start in range(0, k, chunk):
-            m = F.interpolate(
-                masks[:, start : start + chunk].to(dtype),
-                size=size,
-                mode="bilinear",
-                align_corners=True,
-            )
-            if aff is not None:
-                m = self._propagate(m, aff)
-            out[:, start : start + chunk] = m
-        return out
+            out[:, start : start + chunk] = self._propagate(up[:, start : start + chunk], aff)
+        return out.to(out_dtype)
 
     def extra_repr(self) -> str:
         return (
