@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
     except WeightsUnavailableError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # the config system chains the original error; show its one sentence as it is
+        cause = err.__cause__ if isinstance(err.__cause__, WeightsUnavailableError) else err
+        print(f"error: {cause}", file=sys.stderr)
         return 2
     except (KeyError, FileNotFoundError, ValueError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -81,7 +81,13 @@ class Predictor:
                 RGBA, 8/16-bit or float are converted to 8-bit RGB).
         """
         rgb = load_image(image)
-        tensor = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        tensor = (
+            torch.from_numpy(np.array(rgb, copy=True))
+            .permute(2, 0, 1)
+            .unsqueeze(0)
+            .float()
+            .div_(255.0)
+        )
         self._features = self.segmentor.encode_image(tensor)
         self._image = rgb
 

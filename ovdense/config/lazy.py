@@ -34,6 +34,7 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import inspect
 import os
 import threading
 import types
@@ -109,7 +110,9 @@ def locate(path: str) -> Any:
         except ModuleNotFoundError as e:
             # Swallow only "this prefix is not a module"; a module that exists but fails to
             # import one of *its* dependencies is a real error and must surface.
-            if e.name is not None and (module_name == e.name or module_name.startswith(e.name)):
+            if e.name is not None and (
+                module_name == e.name or module_name.startswith(e.name + ".")
+            ):
                 continue
             raise
         obj: Any = module
@@ -367,7 +370,7 @@ def _find_relative_file(original_file: str, name: str, level: int, fromlist: Seq
     for _ in range(level - 1):
         folder = folder.parent
     candidate = folder.joinpath(*name.split("."))
-    cur_file = candidate if candidate.suffix == ".py" else candidate.with_name(candidate.name + ".py")
+    cur_file = candidate.with_name(candidate.name + ".py")
     if not cur_file.is_file():
         raise ImportError(
             f"{original_file}: relative import '{'.' * level}{name}' expects the config file "
@@ -448,7 +451,7 @@ def _patch_import() -> Iterator[None]:
 def _is_config_value(value: Any) -> bool:
     if isinstance(value, types.ModuleType | types.FunctionType | types.BuiltinFunctionType | type):
         return False
-    return isinstance(value, DictConfig | ListConfig | dict | list | tuple | _PRIMITIVES)
+    return isinstance(value, (DictConfig, ListConfig, dict, list, tuple, *_PRIMITIVES))
 
 
 class LazyConfig:
@@ -537,8 +540,10 @@ class LazyConfig:
         ``null`` (also inside lists and dicts) and ``inf``/``nan`` are accepted too; anything
         else is kept as a string. List items are addressed by index (``model.sizes.0=3``).
 
-        Only existing keys may be overridden. ``+a.b=1`` adds a new key (and missing parent
-        dicts) and fails if it exists; ``++a.b=1`` adds or overrides.
+        Only existing keys may be overridden; under a lazy call (a node with ``_target_``)
+        every keyword parameter of the target counts as existing, even when the config does
+        not list it (any key when the target takes ``**kwargs``). ``+a.b=1`` adds a new key
+        (and missing parent dicts) and fails if it exists; ``++a.b=1`` adds or overrides.
 
         Args:
             cfg: The config to modify.
@@ -549,7 +554,7 @@ class LazyConfig:
 
         Raises:
             KeyError: For an unknown key (the message names it and suggests the closest valid
-                key) or a ``+`` override of an existing key.
+                key, target parameters included) or a ``+`` override of an existing key.
             ValueError: For an override without ``=``.
         """
         for override in overrides:
@@ -620,8 +625,31 @@ def parse_override_value(text: str) -> Any:
     return _tuples_to_lists(value)
 
 
-def _unknown_key_error(node: DictConfig, prefix: str, key: str, full_key: str) -> KeyError:
-    valid = [str(k) for k in node.keys()]
+def _target_parameters(node: DictConfig) -> tuple[list[str], bool]:
+    """Keyword parameters of a lazy call's target, and whether it takes ``**kwargs``.
+
+    Returns ``([], False)`` for a node without ``_target_`` or whose target cannot be
+    imported or inspected.
+    """
+    if TARGET_KEY not in node:
+        return [], False
+    try:
+        target = node[TARGET_KEY]
+        if isinstance(target, str):
+            target = locate(target)
+        signature = inspect.signature(target)
+    except Exception:
+        return [], False
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [p.name for p in signature.parameters.values() if p.kind in kinds]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    return names, var_kw
+
+
+def _unknown_key_error(
+    node: DictConfig, prefix: str, key: str, full_key: str, params: Sequence[str] = ()
+) -> KeyError:
+    valid = list(dict.fromkeys([*(str(k) for k in node.keys()), *params]))
     bad = _join(prefix, key)
     msg = f"Unknown config key '{bad}'."
     hint = closest_match(key, valid)
@@ -683,7 +711,10 @@ def _apply_override(cfg: DictConfig, override: str) -> None:
             key = _dict_key(node, part)
             if key is None:
                 if mode == "set":
-                    raise _unknown_key_error(node, prefix, part, raw_key)
+                    # A lazy call accepts any argument of its target, listed or not.
+                    params, var_kw = _target_parameters(node)
+                    if not (last and (part in params or var_kw)):
+                        raise _unknown_key_error(node, prefix, part, raw_key, params)
                 with open_dict(node):
                     node[part] = value if last else _new_config()
                 if last:

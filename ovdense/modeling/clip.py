@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -28,9 +30,9 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be fetched (offline, firewall, hub down)."""
 
 
-def _download_failed_message(model_name: str, pretrained: str, err: BaseException) -> str:
+def _download_failed_message(model_name: str, pretrained: str, reason: str) -> str:
     return (
-        f"Could not download the '{pretrained}' weights for {model_name} ({type(err).__name__}); "
+        f"Could not download the '{pretrained}' weights for {model_name} ({reason}); "
         f"if this machine is offline, download the open_clip checkpoint elsewhere and pass its "
         f"path "
         f"instead: checkpoint='/path/to/open_clip_pytorch_model.bin' "
@@ -58,6 +60,40 @@ def _check_pretrained_tag(model_name: str, pretrained: str) -> None:
             unknown_name_message(f"pretrained tag for {model_name}", pretrained, tags or ["<none>"])
             + hint
         )
+
+
+def _check_weights_reachable(model_name: str, tag: str, cache_dir: str | None) -> None:
+    """Fail at once (instead of minutes of download retries) when the weights of a tag are not
+    cached locally and their host cannot be reached."""
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+        candidates = [filename] if filename else []
+        candidates += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for name in candidates:
+            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str):
+                return
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+            raise WeightsUnavailableError(
+                _download_failed_message(model_name, tag, "HF_HUB_OFFLINE is set")
+            )
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    elif url:
+        folder = Path(cache_dir or Path.home() / ".cache" / "clip")
+        if (folder / os.path.basename(url)).is_file():
+            return
+        host = urlparse(url).hostname
+    else:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        raise WeightsUnavailableError(
+            _download_failed_message(model_name, tag, f"{host} unreachable")
+        ) from None
 
 
 def _file_id(path: Path) -> str:
@@ -163,11 +199,12 @@ def load_clip(
     else:
         if pretrained is not None:
             _check_pretrained_tag(model_name, pretrained)
+            _check_weights_reachable(model_name, pretrained, cache_dir)
         try:
             clip = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
         except (OSError, ConnectionError, TimeoutError) as err:
             raise WeightsUnavailableError(
-                _download_failed_message(model_name, str(pretrained), err)
+                _download_failed_message(model_name, str(pretrained), type(err).__name__)
             ) from None
         except RuntimeError as err:
             # open_clip / huggingface_hub wrap network failures in RuntimeError subclasses.
@@ -176,7 +213,7 @@ def load_clip(
                 s in text for s in ("offline", "connect", "download", "resolve", "network", "url")
             ):
                 raise WeightsUnavailableError(
-                    _download_failed_message(model_name, str(pretrained), err)
+                    _download_failed_message(model_name, str(pretrained), type(err).__name__)
                 ) from None
             raise
         clip.ovdense_id = f"{model_name}:{pretrained}:qg={bool(quick_gelu)}"

@@ -85,3 +85,20 @@ def test_offline_download_is_one_clear_sentence(monkeypatch):
 def test_two_sources_rejected(tiny_clip):
     with pytest.raises(ValueError, match="one weight source"):
         load_clip("ViT-B-16", "openai", model=tiny_clip)
+
+
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    import socket
+
+    calls = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("tried to download"))
+    with pytest.raises(WeightsUnavailableError, match="huggingface.co unreachable"):
+        load_clip("ViT-B-16", "laion2b_s34b_b88k")
+    assert calls and calls[0][0][1] == 443

@@ -119,8 +119,7 @@ class AttentionStrategy:
         raise NotImplementedError
 
     def __call__(self, block: nn.Module, x: Tensor, ctx: TokenContext) -> Tensor:
-        """Run the last block on ``x`` (``[B, 1 + N, C]``, batch first); returns ``[B, 1 + N, C]``.
-        """
+        """Run the last block on ``x``, ``[B, 1 + N, C]`` batch first -> ``[B, 1 + N, C]``."""
         q, k, v = split_qkv(block, block.ln_1(x))
         out = merge_heads(block, self.attend(q, k, v, ctx))
         if not self.keep_residual:
