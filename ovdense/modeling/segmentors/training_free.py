@@ -291,7 +291,7 @@ class TrainingFreeSegmentor(nn.Module):
         return SegmentationOutput(labels=labels, probs=probs, vocabulary=text.vocabulary)
 
     def assign_labels(self, probs: Tensor, prob_thd: float | None = None) -> Tensor:
-        """Argmax with SCLIP's area rule and the background threshold; ``probs`` ``[B, C, H, W]``."""
+        """Argmax with SCLIP's area rule and the background threshold (probs: [B, C, H, W])."""
         thd = self.prob_thd if prob_thd is None else float(prob_thd)
         bg = self.background_index
         c = probs.shape[1]
