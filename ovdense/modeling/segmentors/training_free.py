@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..backbones import AttentionStrategy, DenseCLIPBackbone
 from ..heads import CosineSegHead, max_over_synonyms
@@ -219,8 +220,11 @@ class TrainingFreeSegmentor(nn.Module):
         windows = sliding_windows(hr, wr, self.window, self.stride)
         crops = torch.cat([x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
         feats = []
+        starts = range(0, crops.shape[0], self.window_batch_size)
+        # a bar only where the wait is long (huge images, small window batches)
+        bar = tqdm(starts, desc="Windows", unit="batch", leave=False, disable=len(starts) < 8)
         with self._autocast():
-            for start in range(0, crops.shape[0], self.window_batch_size):
+            for start in bar:
                 out = self.backbone(crops[start : start + self.window_batch_size])
                 feats.append(out.dense.float())
         return ImageFeatures(
