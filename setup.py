@@ -32,6 +32,7 @@ setup(
         "pillow>=10.0",
         "omegaconf>=2.3",
         "tqdm>=4.65",
+        "scipy>=1.10",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.4"],
