@@ -1,0 +1,24 @@
+"""ovdense's unified protocol: one setting for every method, so their numbers compare.
+
+Applied on top of a method preset (its strategy, strategy arguments and position interpolation
+are kept; everything else is replaced): short side 336 (Cityscapes 560), 224/112 sliding
+windows, logit scale 40, the 80 OpenAI templates, class names split on ", " and "; " with
+synonyms max-pooled (background classes get all their names), no threshold, no PAMR, fp32.
+"""
+
+class_rule = "unified"
+protocol = {
+    "templates": "openai_imagenet",
+    "short_side": 336,
+    "max_long_side": 2048,
+    "window": 224,
+    "stride": 112,
+    "logit_scale": 40.0,
+    "prob_thd": 0.0,
+    "area_thd": None,
+    "pamr": None,
+    "precision": "fp32",
+}
+benchmarks = {
+    "cityscapes": {"short_side": 560},
+}

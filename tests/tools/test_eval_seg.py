@@ -1,0 +1,148 @@
+"""tools/eval_seg.py end to end: a tiny random CLIP on a synthetic ADE20K layout."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovdense.utils.visualizer import load_label_png
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY_PRESET = """
+from ovdense.config import LazyCall as L
+from ovdense.modeling.clip import load_clip
+from ovdense.modeling.segmentors import TrainingFreeSegmentor
+
+model = L(TrainingFreeSegmentor)(
+    clip=L(load_clip)(config={config!r}),
+    strategy="sclip",
+    templates="single",
+    short_side=40,
+    window=32,
+    stride=16,
+)
+"""
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture()
+def setup(tmp_path, tiny_clip_config):
+    preset = tmp_path / "tiny_sclip.py"
+    preset.write_text(TINY_PRESET.format(config=tiny_clip_config))
+    ade = tmp_path / "data" / "ADEChallengeData2016"
+    (ade / "images" / "validation").mkdir(parents=True)
+    (ade / "annotations" / "validation").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        h, w = 30 + 5 * i, 44
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        lab = rng.integers(0, 6, (h, w), dtype=np.uint8)  # 0 = "other" -> ignored
+        Image.fromarray(img).save(ade / "images" / "validation" / f"ADE_val_{i:08d}.jpg")
+        Image.fromarray(lab).save(ade / "annotations" / "validation" / f"ADE_val_{i:08d}.png")
+    return preset, tmp_path / "data", tmp_path / "out"
+
+
+def _brute_force_miou(out: Path, data: Path) -> float:
+    """mIoU from the written predictions and the raw ADE labels, with explicit loops."""
+    tp, fp, fn = np.zeros(150), np.zeros(150), np.zeros(150)
+    for pred_file in sorted((out / "preds").glob("*.png")):
+        pred = load_label_png(pred_file).astype(np.int64)
+        raw = np.array(
+            Image.open(data / "ADEChallengeData2016/annotations/validation" / pred_file.name)
+        ).astype(np.int64)
+        for c in range(150):
+            valid = raw != 0
+            gt_c = (raw - 1 == c) & valid
+            pr_c = (pred == c) & valid
+            tp[c] += np.sum(gt_c & pr_c)
+            fp[c] += np.sum(~gt_c & pr_c)
+            fn[c] += np.sum(gt_c & ~pr_c)
+    union = tp + fp + fn
+    return float(np.mean(tp[union > 0] / union[union > 0]) * 100)
+
+
+def test_eval_end_to_end_and_resume(setup, capsys):
+    preset, data, out = setup
+    tool = _tool("eval_seg")
+    args = ["--config", str(preset), "--dataset", "ade20k_150", "--data-root", str(data),
+            "--output", str(out), "--device", "cpu"]
+    assert tool.main(args + ["--limit", "2"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["num_images"] == 2 and first["resumed_images"] == 0
+    assert tool.main(args) == 0  # "interrupted" after 2 images: resume scores the rest
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_images"] == 4 and res["resumed_images"] == 2
+    assert len(list((out / "preds").glob("*.png"))) == 4
+    m = res["metrics"]
+    assert m["mIoU"] == pytest.approx(_brute_force_miou(out, data), abs=1e-6)
+    assert set(res["versions"]) >= {"ovdense", "torch", "open_clip"}
+    assert (out / "config.yaml").is_file() and "mIoU" in (out / "results.md").read_text()
+    # classes absent from GT and predictions are NaN in memory, null in JSON
+    assert any(v is None for v in m["IoU"].values())
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_bad_files_are_skipped_and_counted(setup):
+    preset, data, out = setup
+    lab_dir = data / "ADEChallengeData2016/annotations/validation"
+    Image.fromarray(np.zeros((7, 7), np.uint8)).save(lab_dir / "ADE_val_00000001.png")
+    tool = _tool("eval_seg")
+    rc = tool.main(["--config", str(preset), "--dataset", "ade20k_150", "--data-root",
+                    str(data), "--output", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_images"] == 3 and len(res["skipped"]) == 1
+    assert "ADE_val_00000001" in res["skipped"][0]
+
+
+def test_missing_root_is_a_clear_error(setup, capsys, tmp_path):
+    preset, _, out = setup
+    rc = _tool("eval_seg").main(["--config", str(preset), "--dataset", "ade20k_150",
+                                 "--data-root", str(tmp_path / "nowhere"), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nowhere" in err and "Traceback" not in err
+
+
+def test_torchrun_two_processes_match_one(setup, tmp_path):
+    preset, data, out = setup
+    base = [str(ROOT / "tools" / "eval_seg.py"), "--config", str(preset), "--dataset",
+            "ade20k_150", "--data-root", str(data), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *base, "--output", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    multi = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29517", *base, "--output", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())["metrics"]
+    assert one == two
+
+
+def test_eval_all_table(setup, tmp_path):
+    preset, data, out = setup
+    rc = _tool("eval_all").main(["--config", str(preset), "--datasets", "voc21", "ade20k_150",
+                                 "--data-root", str(data), "--output", str(tmp_path / "all")])
+    assert rc == 0
+    table = json.loads((tmp_path / "all" / "table.json").read_text())
+    assert table["mIoU"]["voc21"] is None  # not on disk: reported, the rest still ran
+    ade = json.loads((tmp_path / "all" / "ade20k_150" / "results.json").read_text())
+    assert table["mIoU"]["ade20k_150"] == pytest.approx(ade["metrics"]["mIoU"])
+    md = (tmp_path / "all" / "table.md").read_text()
+    assert "| VOC21 | ADE | Avg |" in md and "–" in md
