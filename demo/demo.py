@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"skipped {path}: {err}")
             skipped.append(str(path))
             continue
-        pred = predictor.predict(vocab, prob_thd=args.prob_thd)
+        pred = predictor.predict(vocab, prob_thd=args.prob_thd, return_probs=False)
         stem = path.stem if src.is_file() else "_".join(path.relative_to(src).with_suffix("").parts)
         save_label_png(pred.labels, out_dir / f"{stem}_labels.png")
         vis = overlay(predictor.image, pred.labels, pred.classes, alpha=args.alpha)

@@ -26,13 +26,13 @@ class Prediction:
 
     Attributes:
         labels: ``[H, W]`` int64 numpy array of class indices.
-        probs: ``[C, H, W]`` float tensor of class probabilities.
+        probs: ``[C, H, W]`` float tensor of class probabilities (``None`` if not requested).
         classes: ``C`` display names (``classes[labels[y, x]]`` names a pixel).
         vocabulary: the full :class:`Vocabulary` (with synonyms).
     """
 
     labels: np.ndarray
-    probs: Tensor
+    probs: Tensor | None
     classes: list[str]
     vocabulary: Vocabulary
 
@@ -99,20 +99,25 @@ class Predictor:
         self,
         vocabulary: Vocabulary | Sequence[str | Sequence[str]],
         prob_thd: float | None = None,
+        return_probs: bool = True,
     ) -> Prediction:
         """Segment the current image with a vocabulary.
 
         Args:
             vocabulary: a :class:`Vocabulary` or a list like ``["cat", "sofa, couch"]``.
             prob_thd: override the segmentor's background threshold for this call.
+            return_probs: also return the ``[C, H, W]`` probabilities; ``False`` saves memory
+                with large vocabularies on large images (``probs`` is then ``None``).
         """
         if self._features is None:
             raise RuntimeError("An image must be set with .set_image(...) before prediction.")
         vocab = Vocabulary.coerce(vocabulary)
-        out = self.segmentor.decode(self._features, self.segmentor.encode_text(vocab), prob_thd)
+        out = self.segmentor.decode(
+            self._features, self.segmentor.encode_text(vocab), prob_thd, return_probs
+        )
         return Prediction(
             labels=out.labels[0].cpu().numpy(),
-            probs=out.probs[0].cpu(),
+            probs=out.probs[0].cpu() if out.probs is not None else None,
             classes=vocab.display_names,
             vocabulary=vocab,
         )

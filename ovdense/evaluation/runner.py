@@ -220,7 +220,7 @@ def run_eval(
                 pred = None  # a damaged prediction is recomputed
         if pred is None or pred.shape != item["label"].shape:
             image = torch.from_numpy(np.array(item["image"])).permute(2, 0, 1)[None].float()
-            out = seg.decode(seg.encode_image(image / 255.0), text)
+            out = seg.decode(seg.encode_image(image / 255.0), text, return_probs=False)
             pred = out.labels[0].cpu().numpy()
             _atomic_save_label(pred, path)
         evaluator.process(pred, item["label"])

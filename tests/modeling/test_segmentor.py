@@ -200,3 +200,20 @@ def test_pamr_refines_the_upsampled_logits(tiny_clip):
     expected = PAMR(3, (1, 2))(plain.backbone.normalize(image), base)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got, base)
+
+
+@pytest.mark.parametrize("prob_thd", [0.0, 0.3])
+def test_streaming_decode_equals_full(tiny_clip, prob_thd):
+    """return_probs=False streams names in chunks; labels equal the full softmax path."""
+    torch.manual_seed(7)
+    image = torch.rand(2, 3, 37, 52)
+    names = ["background"] + [f"thing {i}, item {i}" for i in range(40)]
+    seg = _seg(tiny_clip, short_side=40, window=32, stride=16, prob_thd=prob_thd,
+               logit_scale=60.0)
+    feats, text = seg.encode_image(image), seg.encode_text(names)
+    full = seg.decode(feats, text)
+    lean = seg.decode(feats, text, return_probs=False, name_chunk=7)
+    assert lean.probs is None
+    assert torch.equal(full.labels, lean.labels)
+    if prob_thd:
+        assert (full.labels == 0).any()

@@ -93,12 +93,13 @@ class ImageFeatures:
 class SegmentationOutput:
     """Attributes:
     labels: ``[B, H, W]`` int64 class index per pixel.
-    probs: ``[B, C, H, W]`` class probabilities (max over each class's names).
+    probs: ``[B, C, H, W]`` class probabilities (max over each class's names), or ``None``
+        when not requested (``decode(..., return_probs=False)``).
     vocabulary: the classes, ``vocabulary.display_names[labels]`` names each pixel.
     """
 
     labels: Tensor
-    probs: Tensor
+    probs: Tensor | None
     vocabulary: Vocabulary
 
 
@@ -245,18 +246,16 @@ class TrainingFreeSegmentor(nn.Module):
 
     # -- decoding -------------------------------------------------------------------------
     @torch.no_grad()
-    def name_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
-        """Cosine logits per name at the input size: ``[B, N, H, W]`` (before ``logit_scale``).
+    def window_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
+        """Cosine logits per name at the resized size: ``[B, N, Hr, Wr]``.
 
         Window logits are upsampled (bilinear) to their crop size, summed where windows overlap
-        and divided by the overlap count; the result is resized to the input size and refined
-        by PAMR if configured.
+        and divided by the overlap count.
         """
         b = feats.batch_size
         hr, wr = feats.resized_size
         embeds = text.embeds.to(feats.dense.device)
-        n = embeds.shape[0]
-        logits = feats.dense.new_zeros(b, n, hr, wr)
+        logits = feats.dense.new_zeros(b, embeds.shape[0], hr, wr)
         count = feats.dense.new_zeros(1, 1, hr, wr)
         y1, y2, x1, x2 = feats.windows[0]
         crop_size = (y2 - y1, x2 - x1)
@@ -273,11 +272,19 @@ class TrainingFreeSegmentor(nn.Module):
                 logits[bi, :, y1:y2, x1:x2] += wl[j]
                 if bi == 0:
                     count[0, 0, y1:y2, x1:x2] += 1
-        logits /= count
-        if (hr, wr) != feats.image_size:
-            logits = F.interpolate(
-                logits, size=feats.image_size, mode="bilinear", align_corners=False
-            )
+        return logits.div_(count)
+
+    def _to_input_size(self, logits: Tensor, feats: ImageFeatures) -> Tensor:
+        if tuple(logits.shape[-2:]) == tuple(feats.image_size):
+            return logits
+        return F.interpolate(logits, size=feats.image_size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def name_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
+        """Cosine logits per name at the input size: ``[B, N, H, W]`` (before ``logit_scale``):
+        :meth:`window_logits` resized to the input size (bilinear) and refined by PAMR if
+        configured."""
+        logits = self._to_input_size(self.window_logits(feats, text), feats)
         if self.pamr is not None:
             assert feats.images is not None
             logits = self.pamr(self.backbone.normalize(feats.images), logits)
@@ -285,25 +292,62 @@ class TrainingFreeSegmentor(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, feats: ImageFeatures, text: ClassEmbeddings, prob_thd: float | None = None
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        prob_thd: float | None = None,
+        return_probs: bool = True,
+        name_chunk: int = 32,
     ) -> SegmentationOutput:
-        """Labels and class probabilities from cached image features and class embeddings."""
-        logits = self.name_logits(feats, text)
-        probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
-        probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
-        labels = self.assign_labels(probs, prob_thd)
-        return SegmentationOutput(labels=labels, probs=probs, vocabulary=text.vocabulary)
+        """Labels (and class probabilities) from cached image features and class embeddings.
+
+        With ``return_probs=False`` (and no PAMR / area rule, which need every map at once) the
+        input-size maps are made ``name_chunk`` names at a time with a streaming softmax, so
+        thousands of classes on large images need memory for one chunk only; the labels are
+        the same.
+        """
+        if return_probs or self.pamr is not None or self.area_thd is not None:
+            logits = self.name_logits(feats, text)
+            probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
+            probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
+            labels = self.assign_labels(probs, prob_thd)
+            return SegmentationOutput(labels=labels, probs=probs, vocabulary=text.vocabulary)
+        low = self.window_logits(feats, text)
+        b, n = low.shape[:2]
+        h, w = feats.image_size
+        best = low.new_full((b, h, w), float("-inf"))
+        best_name = torch.zeros((b, h, w), dtype=torch.long, device=low.device)
+        lse = low.new_full((b, h, w), float("-inf"))
+        for start in range(0, n, name_chunk):
+            part = self._to_input_size(low[:, start : start + name_chunk], feats)
+            part = part.mul_(self.logit_scale)
+            top, arg = part.max(dim=1)
+            better = top > best
+            best = torch.where(better, top, best)
+            best_name = torch.where(better, arg + start, best_name)
+            lse = torch.logaddexp(lse, torch.logsumexp(part, dim=1))
+        labels = text.name_to_class.to(low.device)[best_name]
+        thd = self.prob_thd if prob_thd is None else float(prob_thd)
+        if thd > 0:
+            self._check_background(text.num_classes)
+            labels[torch.exp(best - lse) < thd] = self.background_index
+        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
+
+    def _check_background(self, num_classes: int) -> None:
+        if not 0 <= self.background_index < num_classes:
+            raise ValueError(
+                f"background_index {self.background_index} is not a class of this "
+                f"{num_classes}-class vocabulary; thresholds need a background class (put it "
+                "first, e.g. 'background,cat,dog')."
+            )
 
     def assign_labels(self, probs: Tensor, prob_thd: float | None = None) -> Tensor:
         """Argmax with SCLIP's area rule and the background threshold (probs: [B, C, H, W])."""
         thd = self.prob_thd if prob_thd is None else float(prob_thd)
         bg = self.background_index
         c = probs.shape[1]
-        if (thd > 0 or self.area_thd is not None) and not 0 <= bg < c:
-            raise ValueError(
-                f"background_index {bg} is not a class of this {c}-class vocabulary; thresholds "
-                "need a background class (put it first, e.g. 'background,cat,dog')."
-            )
+        if thd > 0 or self.area_thd is not None:
+            self._check_background(c)
         if self.area_thd is not None:
             pred = probs.argmax(dim=1)
             onehot = F.one_hot(pred, c).to(probs.dtype)  # [B, H, W, C]
