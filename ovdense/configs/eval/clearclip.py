@@ -2,7 +2,7 @@
 448/224 windows, logit scale 50, fp16 on GPU, class names split on "," (leading spaces kept),
 the single word "background" for VOC21 / COCO-Object."""
 
-from ..seg.clearclip_vitb16 import model
+from ..seg.clearclip_vitb16 import model  # noqa: F401 - the config this file extends
 
 class_rule = "clearclip"
 benchmarks = {

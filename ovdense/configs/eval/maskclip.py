@@ -1,7 +1,7 @@
 """MaskCLIP as CLIP-DINOiser evaluates it (REFERENCE §2): short side 448, 448/224 windows,
 softmax(100 cos); ovdense's unified class-name rule."""
 
-from ..seg.maskclip_vitb16 import model
+from ..seg.maskclip_vitb16 import model  # noqa: F401 - the config this file extends
 
 class_rule = "unified"
 benchmarks = {}

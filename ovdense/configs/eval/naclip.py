@@ -1,7 +1,7 @@
 """NACLIP's evaluation settings (Hajimiri et al., WACV 2025; REFERENCE §2): PAMR on, whole-image
 inference on VOC, background threshold 0.1 on the datasets with a background class."""
 
-from ..seg.naclip_vitb16 import model
+from ..seg.naclip_vitb16 import model  # noqa: F401 - the config this file extends
 
 class_rule = "naclip"
 benchmarks = {
