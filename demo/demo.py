@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ovdense import Predictor, Vocabulary, build_segmentor
-from ovdense.modeling.clip import WeightsUnavailableError
+from ovdense.utils.cli import USER_ERRORS, report_user_error
 from ovdense.utils.image import list_images
 from ovdense.utils.visualizer import overlay, save_label_png
 
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vocab = build_vocabulary(args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error(err)
     src = Path(args.input)
     if not src.exists():
         print(f"error: input not found: {src}", file=sys.stderr)
@@ -92,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = list_images(src, recursive=args.recursive) if src.is_dir() else [src]
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_user_error(err)
     try:
         seg = build_segmentor(
             args.config,
@@ -103,15 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides=args.opts,
             device=args.device,
         )
-    except WeightsUnavailableError as err:
-        # the config system chains the original error; show its one sentence as it is
-        cause = err.__cause__ if isinstance(err.__cause__, WeightsUnavailableError) else err
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
-    except (KeyError, FileNotFoundError, ValueError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_user_error(err)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(seg)

@@ -58,3 +58,32 @@ def tiny_clip_factory():
 @pytest.fixture(scope="session")
 def tiny_clip_config():
     return TINY_CLIP_CONFIG
+
+
+TINY_PRESET = """
+from ovdense.config import LazyCall as L
+from ovdense.modeling.clip import load_clip
+from ovdense.modeling.segmentors import TrainingFreeSegmentor
+
+model = L(TrainingFreeSegmentor)(
+    clip=L(load_clip)(config={config!r}),
+    strategy={strategy!r},
+    templates="single",
+    short_side=40,
+    window=32,
+    stride=16,
+)
+"""
+
+
+@pytest.fixture()
+def tiny_preset(tmp_path):
+    """Write a preset file building a tiny random segmentor; returns a function of the
+    strategy name giving the file's path."""
+
+    def write(strategy: str = "naclip"):
+        path = tmp_path / f"tiny_{strategy}.py"
+        path.write_text(TINY_PRESET.format(config=TINY_CLIP_CONFIG, strategy=strategy))
+        return path
+
+    return write

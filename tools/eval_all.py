@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ovdense.evaluation.runner import PROTOCOLS, method_name, run_eval
 from ovdense.modeling.clip import WeightsUnavailableError
+from ovdense.utils.cli import report_user_error
 
 BENCHMARKS = {
     "voc21": "VOC21",
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             miou[name] = res["metrics"]["mIoU"]
         except WeightsUnavailableError as err:
-            cause = err.__cause__ if isinstance(err.__cause__, WeightsUnavailableError) else err
-            print(f"error: {cause}", file=sys.stderr)
-            return 2
+            return report_user_error(err)
         except (FileNotFoundError, ValueError) as err:
             print(f"{name}: not evaluated ({err})", file=sys.stderr)
             miou[name] = None

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from ovdense.evaluation.runner import PROTOCOLS, run_eval
-from ovdense.modeling.clip import WeightsUnavailableError
+from ovdense.utils.cli import USER_ERRORS, report_user_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,14 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             overrides=args.opts,
         )
-    except WeightsUnavailableError as err:
-        cause = err.__cause__ if isinstance(err.__cause__, WeightsUnavailableError) else err
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
-    except (KeyError, FileNotFoundError, ValueError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_user_error(err)
     if int(os.environ.get("RANK", "0")) == 0:
         m = results["metrics"]
         print(

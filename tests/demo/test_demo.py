@@ -20,27 +20,9 @@ def _demo():
     return mod
 
 
-TINY_PRESET = """
-from ovdense.config import LazyCall as L
-from ovdense.modeling.clip import load_clip
-from ovdense.modeling.segmentors import TrainingFreeSegmentor
-
-model = L(TrainingFreeSegmentor)(
-    clip=L(load_clip)(config={config!r}),
-    strategy="naclip",
-    templates="single",
-    short_side=40,
-    window=32,
-    stride=16,
-)
-"""
-
-
 @pytest.fixture()
-def tiny_preset(tmp_path, tiny_clip_config):
-    path = tmp_path / "tiny_naclip.py"
-    path.write_text(TINY_PRESET.format(config=tiny_clip_config))
-    return path
+def tiny_preset_file(tiny_preset):
+    return tiny_preset("naclip")
 
 
 def _images(folder: Path) -> None:
@@ -51,13 +33,13 @@ def _images(folder: Path) -> None:
     (folder / "broken.png").write_bytes(b"not an image")
 
 
-def test_demo_on_a_folder(tmp_path, tiny_preset, capsys):
+def test_demo_on_a_folder(tmp_path, tiny_preset_file, capsys):
     _images(tmp_path / "in")
     out = tmp_path / "out"
     rc = _demo().main(
         [
             "--config",
-            str(tiny_preset),
+            str(tiny_preset_file),
             "--input",
             str(tmp_path / "in"),
             "--classes",
@@ -84,12 +66,12 @@ def test_demo_on_a_folder(tmp_path, tiny_preset, capsys):
         assert frac == pytest.approx(fractions[summary["classes"].index(name)], abs=1e-4)
 
 
-def test_demo_background_class(tmp_path, tiny_preset):
+def test_demo_background_class(tmp_path, tiny_preset_file):
     _images(tmp_path / "in")
     rc = _demo().main(
         [
             "--config",
-            str(tiny_preset),
+            str(tiny_preset_file),
             "--input",
             str(tmp_path / "in" / "a.jpg"),
             "--classes",
@@ -115,11 +97,11 @@ def test_demo_background_class(tmp_path, tiny_preset):
         (["--classes", "cat", "model.logit_scal=3"], "logit_scale"),
     ],
 )
-def test_demo_errors_are_one_line(tmp_path, tiny_preset, capsys, argv, message):
+def test_demo_errors_are_one_line(tmp_path, tiny_preset_file, capsys, argv, message):
     _images(tmp_path / "in")
     base = [
         "--config",
-        str(tiny_preset),
+        str(tiny_preset_file),
         "--input",
         str(tmp_path / "in"),
         "--output",

@@ -15,21 +15,6 @@ from ovdense.utils.visualizer import load_label_png
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY_PRESET = """
-from ovdense.config import LazyCall as L
-from ovdense.modeling.clip import load_clip
-from ovdense.modeling.segmentors import TrainingFreeSegmentor
-
-model = L(TrainingFreeSegmentor)(
-    clip=L(load_clip)(config={config!r}),
-    strategy="sclip",
-    templates="single",
-    short_side=40,
-    window=32,
-    stride=16,
-)
-"""
-
 
 def _tool(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
@@ -39,9 +24,8 @@ def _tool(name):
 
 
 @pytest.fixture()
-def setup(tmp_path, tiny_clip_config):
-    preset = tmp_path / "tiny_sclip.py"
-    preset.write_text(TINY_PRESET.format(config=tiny_clip_config))
+def setup(tmp_path, tiny_preset):
+    preset = tiny_preset("sclip")
     ade = tmp_path / "data" / "ADEChallengeData2016"
     (ade / "images" / "validation").mkdir(parents=True)
     (ade / "annotations" / "validation").mkdir(parents=True)
@@ -77,8 +61,18 @@ def _brute_force_miou(out: Path, data: Path) -> float:
 def test_eval_end_to_end_and_resume(setup, capsys):
     preset, data, out = setup
     tool = _tool("eval_seg")
-    args = ["--config", str(preset), "--dataset", "ade20k_150", "--data-root", str(data),
-            "--output", str(out), "--device", "cpu"]
+    args = [
+        "--config",
+        str(preset),
+        "--dataset",
+        "ade20k_150",
+        "--data-root",
+        str(data),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert tool.main(args + ["--limit", "2"]) == 0
     first = json.loads((out / "results.json").read_text())
     assert first["num_images"] == 2 and first["resumed_images"] == 0
@@ -100,8 +94,18 @@ def test_bad_files_are_skipped_and_counted(setup):
     lab_dir = data / "ADEChallengeData2016/annotations/validation"
     Image.fromarray(np.zeros((7, 7), np.uint8)).save(lab_dir / "ADE_val_00000001.png")
     tool = _tool("eval_seg")
-    rc = tool.main(["--config", str(preset), "--dataset", "ade20k_150", "--data-root",
-                    str(data), "--output", str(out)])
+    rc = tool.main(
+        [
+            "--config",
+            str(preset),
+            "--dataset",
+            "ade20k_150",
+            "--data-root",
+            str(data),
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["num_images"] == 3 and len(res["skipped"]) == 1
@@ -110,24 +114,61 @@ def test_bad_files_are_skipped_and_counted(setup):
 
 def test_missing_root_is_a_clear_error(setup, capsys, tmp_path):
     preset, _, out = setup
-    rc = _tool("eval_seg").main(["--config", str(preset), "--dataset", "ade20k_150",
-                                 "--data-root", str(tmp_path / "nowhere"), "--output", str(out)])
+    rc = _tool("eval_seg").main(
+        [
+            "--config",
+            str(preset),
+            "--dataset",
+            "ade20k_150",
+            "--data-root",
+            str(tmp_path / "nowhere"),
+            "--output",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "nowhere" in err and "Traceback" not in err
 
 
 def test_torchrun_two_processes_match_one(setup, tmp_path):
     preset, data, out = setup
-    base = [str(ROOT / "tools" / "eval_seg.py"), "--config", str(preset), "--dataset",
-            "ade20k_150", "--data-root", str(data), "--device", "cpu"]
+    base = [
+        str(ROOT / "tools" / "eval_seg.py"),
+        "--config",
+        str(preset),
+        "--dataset",
+        "ade20k_150",
+        "--data-root",
+        str(data),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, *base, "--output", str(tmp_path / "one")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, *base, "--output", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     multi = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", "29517", *base, "--output", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            *base,
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert multi.returncode == 0, multi.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
@@ -137,8 +178,19 @@ def test_torchrun_two_processes_match_one(setup, tmp_path):
 
 def test_eval_all_table(setup, tmp_path):
     preset, data, out = setup
-    rc = _tool("eval_all").main(["--config", str(preset), "--datasets", "voc21", "ade20k_150",
-                                 "--data-root", str(data), "--output", str(tmp_path / "all")])
+    rc = _tool("eval_all").main(
+        [
+            "--config",
+            str(preset),
+            "--datasets",
+            "voc21",
+            "ade20k_150",
+            "--data-root",
+            str(data),
+            "--output",
+            str(tmp_path / "all"),
+        ]
+    )
     assert rc == 0
     table = json.loads((tmp_path / "all" / "table.json").read_text())
     assert table["mIoU"]["voc21"] is None  # not on disk: reported, the rest still ran
