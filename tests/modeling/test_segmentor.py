@@ -208,8 +208,7 @@ def test_streaming_decode_equals_full(tiny_clip, prob_thd):
     torch.manual_seed(7)
     image = torch.rand(2, 3, 37, 52)
     names = ["background"] + [f"thing {i}, item {i}" for i in range(40)]
-    seg = _seg(tiny_clip, short_side=40, window=32, stride=16, prob_thd=prob_thd,
-               logit_scale=60.0)
+    seg = _seg(tiny_clip, short_side=40, window=32, stride=16, prob_thd=prob_thd, logit_scale=60.0)
     feats, text = seg.encode_image(image), seg.encode_text(names)
     full = seg.decode(feats, text)
     lean = seg.decode(feats, text, return_probs=False, name_chunk=7)
