@@ -51,7 +51,7 @@ class TokenContext:
 
     Attributes:
         grid: ``(gh, gw)`` patch grid of the current input (token ``1 + i * gw + j`` is patch
-            ``(i, j)``).
+            ``(i, j)``); a strategy that outputs tokens on another grid updates it.
         images: the normalised input images ``[B, 3, H, W]`` (for strategies that consult another
             model, e.g. ProxyCLIP's vision foundation model).
         extras: free-form values a caller passes through to a strategy.
@@ -96,8 +96,11 @@ def merge_heads(block: nn.Module, o: Tensor) -> Tensor:
     return out_proj(o)
 
 
-class AttentionStrategy:
+class AttentionStrategy(nn.Module):
     """Computes a ViT last block with modified attention.
+
+    An ``nn.Module`` so that strategies holding models or buffers (e.g. ProxyCLIP's vision
+    foundation model) move with the backbone (``.to(device)``); most hold no parameters.
 
     Args:
         keep_residual: keep the block's residual connection and FFN (``True``) or return only
@@ -110,6 +113,7 @@ class AttentionStrategy:
     default_keep_residual: bool = True
 
     def __init__(self, keep_residual: bool | None = None) -> None:
+        super().__init__()
         self.keep_residual = (
             self.default_keep_residual if keep_residual is None else bool(keep_residual)
         )
@@ -118,8 +122,12 @@ class AttentionStrategy:
         """Per-head attention output ``[B, heads, L, hd]`` from ``q, k, v`` of the same shape."""
         raise NotImplementedError
 
-    def __call__(self, block: nn.Module, x: Tensor, ctx: TokenContext) -> Tensor:
-        """Run the last block on ``x``, ``[B, 1 + N, C]`` batch first -> ``[B, 1 + N, C]``."""
+    def forward(self, block: nn.Module, x: Tensor, ctx: TokenContext) -> Tensor:
+        """Run the last block on ``x``, ``[B, 1 + N, C]`` batch first -> ``[B, 1 + N, C]``.
+
+        A strategy may return tokens on another patch grid (ProxyCLIP works on its vision
+        foundation model's grid); it then sets ``ctx.grid`` to that grid.
+        """
         q, k, v = split_qkv(block, block.ln_1(x))
         out = merge_heads(block, self.attend(q, k, v, ctx))
         if not self.keep_residual:
@@ -127,8 +135,8 @@ class AttentionStrategy:
         y = x + block.ls_1(out)
         return y + block.ls_2(block.mlp(block.ln_2(y)))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(keep_residual={self.keep_residual})"
+    def extra_repr(self) -> str:
+        return f"keep_residual={self.keep_residual}"
 
 
 @STRATEGIES.register("vanilla")
@@ -225,8 +233,8 @@ class NACLIPAttention(AttentionStrategy):
         omega = self.bias(ctx.grid, k.device, k.dtype)
         return F.scaled_dot_product_attention(k, k, v, attn_mask=omega)
 
-    def __repr__(self) -> str:
-        return f"NACLIPAttention(std={self.std}, keep_residual={self.keep_residual})"
+    def extra_repr(self) -> str:
+        return f"std={self.std}, keep_residual={self.keep_residual}"
 
 
 def list_strategies() -> list[str]:

@@ -147,6 +147,7 @@ class DenseCLIPBackbone(DenseBackbone):
         if not batch_first:
             x = x.transpose(0, 1)
         x = self.strategy(blocks[-1], x, ctx)
+        grid = ctx.grid  # the strategy may output tokens on another grid
         if len(blocks) - 1 in self.out_indices:
             inter[f"block{len(blocks) - 1}"] = self._to_nchw(x, grid)
         return x, grid, inter
@@ -175,13 +176,13 @@ class DenseCLIPBackbone(DenseBackbone):
         dense = x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
         return DenseFeatures(
             dense=F.normalize(dense, dim=1),
-            stride=self.patch_size,
+            stride=images.shape[-2] // grid[0],
             global_embed=F.normalize(x[:, 0], dim=-1),
             intermediates=inter,
         )
 
     def extra_repr(self) -> str:
-        return f"strategy={self.strategy!r}, pos_interp={self.pos_interp!r}"
+        return f"pos_interp={self.pos_interp!r}"
 
 
 def build_clip_backbone(
