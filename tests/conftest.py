@@ -66,7 +66,7 @@ from ovdense.modeling.clip import load_clip
 from ovdense.modeling.segmentors import TrainingFreeSegmentor
 
 model = L(TrainingFreeSegmentor)(
-    clip=L(load_clip)(config={config!r}),
+    clip=L(load_clip)(config={config!r}, seed=0),
     strategy={strategy!r},
     templates="single",
     short_side=40,

@@ -1,9 +1,40 @@
-"""Data: dataset catalog and the class-name files of the OVSS literature."""
+"""Data: the catalog of semantic-segmentation datasets and the class-name files of the literature.
 
-from pathlib import Path
+``get_metadata(name)`` says what a benchmark is (classes, ignore label, label convention);
+``build_semseg_dataset(name, data_root)`` loads its validation split. The built-in benchmarks
+(:mod:`ovdense.data.builtin`) are registered on import.
+"""
 
-#: ``cls_*.txt`` files, one class per line, synonyms as written by each benchmark's literature
-#: (ProxyCLIP's copies: the VOC21 / COCO-Object background line uses "; ").
-CLASSNAMES_DIR = Path(__file__).parent / "classnames"
+from . import builtin  # noqa: F401  (registers the built-in datasets)
+from .catalog import (
+    CLASSNAMES_DIR,
+    DATASETS_ENV,
+    PARSE_RULES,
+    SemSegMetadata,
+    build_semseg_dataset,
+    get_metadata,
+    list_datasets,
+    parse_dataset_spec,
+    register_folder_dataset,
+    register_semseg,
+    resolve_data_root,
+)
+from .semseg import DatasetFileError, SemSegDataset, SemSegSample, list_folder_samples
 
-__all__ = ["CLASSNAMES_DIR"]
+__all__ = [
+    "CLASSNAMES_DIR",
+    "DATASETS_ENV",
+    "PARSE_RULES",
+    "DatasetFileError",
+    "SemSegDataset",
+    "SemSegMetadata",
+    "SemSegSample",
+    "build_semseg_dataset",
+    "get_metadata",
+    "list_datasets",
+    "list_folder_samples",
+    "parse_dataset_spec",
+    "register_folder_dataset",
+    "register_semseg",
+    "resolve_data_root",
+]

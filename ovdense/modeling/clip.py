@@ -121,6 +121,7 @@ def load_clip(
     quick_gelu: bool | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """Build an open_clip model from exactly one source.
 
@@ -138,6 +139,8 @@ def load_clip(
             ``model_name`` lacks the ``-quickgelu`` suffix). ``None`` keeps open_clip's choice.
         device: where to put the model.
         cache_dir: open_clip download cache.
+        seed: with ``config``, seed the random initialisation (the same model in every
+            process, e.g. under torchrun); the global RNG state is left untouched.
 
     Returns:
         The open_clip model (``CLIP`` or ``CustomTextCLIP``), eval mode, with ``ovdense_id`` and
@@ -167,9 +170,15 @@ def load_clip(
         cfg = copy.deepcopy(dict(config))
         if quick_gelu is not None:
             cfg["quick_gelu"] = quick_gelu
-        clip = open_clip.CLIP(**cfg) if "hf_model_name" not in cfg.get("text_cfg", {}) else None
-        if clip is None:
-            clip = open_clip.CustomTextCLIP(**cfg)
+        model_cls = (
+            open_clip.CustomTextCLIP
+            if "hf_model_name" in cfg.get("text_cfg", {})
+            else open_clip.CLIP
+        )
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            clip = model_cls(**cfg)
         clip.ovdense_id = f"config:{model_fingerprint(clip)}"
         clip.ovdense_tokenizer = _default_tokenizer(clip, None)
         return clip.to(device).eval()

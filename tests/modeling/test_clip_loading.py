@@ -102,3 +102,13 @@ def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="huggingface.co unreachable"):
         load_clip("ViT-B-16", "laion2b_s34b_b88k")
     assert calls and calls[0][0][1] == 443
+
+
+def test_seeded_random_models_are_identical(tiny_clip_config):
+    state = torch.random.get_rng_state()
+    a = load_clip(config=tiny_clip_config, seed=3)
+    b = load_clip(config=tiny_clip_config, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    c = load_clip(config=tiny_clip_config, seed=4)
+    assert not torch.equal(a.visual.conv1.weight, c.visual.conv1.weight)

@@ -134,3 +134,11 @@ def test_many_classes_with_progress(tiny_clip):
     assert out.embeds.shape == (300, 32)
     ref = F.normalize(tiny_clip.encode_text(enc.tokenizer(names[:5])), dim=-1)
     torch.testing.assert_close(out.embeds[:5], ref.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_classes_sharing_a_first_name_are_distinct_classes():
+    with pytest.warns(UserWarning, match="more than one class"):
+        v = Vocabulary(["bag", "bag, traveling bag", "cat"])
+    assert v.display_names == ["bag", "bag (class 1)", "cat"]
+    with pytest.raises(ValueError, match="Duplicated class"):
+        Vocabulary(["bag, sack", "cat", "bag, sack"])

@@ -29,9 +29,9 @@ class Vocabulary:
         strip: strip whitespace around names (``False`` reproduces ClearCLIP's parsing).
 
     Raises:
-        ValueError: an empty vocabulary, an empty name, a duplicated class (same first name) or a
-            name repeated inside one class. A name shared by two different classes is allowed with
-            a warning (the literature's ADE-847 and COCO-Object files have some).
+        ValueError: an empty vocabulary, an empty name, a duplicated class (the same names
+            twice) or a name repeated inside one class. A name shared by two different classes
+            is allowed with a warning (the literature's ADE-847 and COCO-Object files have some).
     """
 
     def __init__(
@@ -61,8 +61,7 @@ class Vocabulary:
             parsed.append(tuple(names))
         if not parsed:
             raise ValueError("The vocabulary is empty: give at least one class name.")
-        firsts = Counter(names[0] for names in parsed)
-        dup_classes = [n for n, c in firsts.items() if c > 1]
+        dup_classes = [" | ".join(c) for c, n in Counter(parsed).items() if n > 1]
         if dup_classes:
             raise ValueError(
                 f"Duplicated class(es) in the vocabulary: {dup_classes}. Each class must appear "
@@ -71,9 +70,11 @@ class Vocabulary:
         all_names = Counter(n for names in parsed for n in names)
         shared = [n for n, c in all_names.items() if c > 1]
         if shared:
+            # NOTE: allowed because benchmark files have them (ADE20K-847 has distinct classes
+            # "bag" and "bag, traveling bag, ..."; COCO-Object's background lists "bed").
             warnings.warn(
-                f"Name(s) {shared[:10]} belong to more than one class; those classes will compete "
-                "for the same pixels.",
+                f"Name(s) {shared[:10]} belong to more than one class; those classes will "
+                "compete for the same pixels.",
                 stacklevel=2,
             )
         self.classes: tuple[tuple[str, ...], ...] = tuple(parsed)
@@ -111,8 +112,16 @@ class Vocabulary:
 
     @property
     def display_names(self) -> list[str]:
-        """One name per class (its first)."""
-        return [names[0] for names in self.classes]
+        """One name per class: its first, made unique where two classes share it
+        (``"bag"`` and ``"bag (class 191)"``)."""
+        firsts = [names[0] for names in self.classes]
+        counts = Counter(firsts)
+        seen: set[str] = set()
+        out = []
+        for i, name in enumerate(firsts):
+            out.append(name if counts[name] == 1 or name not in seen else f"{name} (class {i})")
+            seen.add(name)
+        return out
 
     def name_to_class(self, device: torch.device | str | None = None) -> Tensor:
         """``[num_names]`` int64: the class index of each name in :attr:`names`."""
