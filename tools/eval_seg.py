@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         return report_user_error(err)
     if int(os.environ.get("RANK", "0")) == 0:
+        print((Path(results["config"]).parent / "results.md").read_text())
         m = results["metrics"]
         print(
             f"{results['method']} / {results['dataset']} ({results['protocol']}): "
