@@ -27,6 +27,7 @@ ALIASES = {
     "sclip": "seg/sclip_vitb16.py",
     "clearclip": "seg/clearclip_vitb16.py",
     "naclip": "seg/naclip_vitb16.py",
+    "proxyclip": "seg/proxyclip_vitb16.py",
 }
 
 

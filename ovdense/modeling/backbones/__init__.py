@@ -11,6 +11,8 @@ from .attention import (
 from .base import DenseBackbone, DenseFeatures, FeatureInfo
 from .clip_vit import DenseCLIPBackbone, build_clip_backbone
 from .pos_embed import interpolate_pos_embed
+from .proxy import ProxyAttention  # registers the "proxy" strategy
+from .vfm import VFMS, VisionFoundationModel, build_vfm, list_vfms
 
 __all__ = [
     "STRATEGIES",
@@ -19,10 +21,15 @@ __all__ = [
     "DenseCLIPBackbone",
     "DenseFeatures",
     "FeatureInfo",
+    "ProxyAttention",
     "TokenContext",
+    "VFMS",
+    "VisionFoundationModel",
     "build_clip_backbone",
     "build_strategy",
+    "build_vfm",
     "gaussian_window_bias",
     "interpolate_pos_embed",
     "list_strategies",
+    "list_vfms",
 ]

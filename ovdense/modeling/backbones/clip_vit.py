@@ -136,7 +136,9 @@ class DenseCLIPBackbone(DenseBackbone):
         inter: dict[str, Tensor] = {}
         if not batch_first:
             x = x.transpose(0, 1)
-        ctx = TokenContext(grid=grid, images=images, extras=extras or {})
+        # strategies that consult another model need the un-normalised image (ProxyCLIP)
+        extras = {"clip_mean": self.mean, "clip_std": self.std, **(extras or {})}
+        ctx = TokenContext(grid=grid, images=images, extras=extras)
         for i, blk in enumerate(blocks[:-1]):
             # NOTE: open_clip's standard block runs nn.MultiheadAttention, whose CPU fast path
             # uses unfused bmm; the same block through scaled_dot_product_attention is ~1.2x

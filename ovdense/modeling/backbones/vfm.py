@@ -1,0 +1,580 @@
+"""Vision foundation models (VFMs): frozen DINO / DINOv2 / SAM image encoders as patch features.
+
+They provide the affinities that guide dense CLIP (ProxyCLIP's proxy attention, CLIP-DINOiser's
+teacher, Trident's global aggregation). Every wrapper has one contract,
+:class:`VisionFoundationModel`:
+
+- ``forward(images01)`` takes RGB images in ``[0, 1]`` (``[B, 3, H, W]``, any ``H, W >= 1``),
+  normalises them with the model's own ``mean``/``std`` and returns patch features
+  ``[B, embed_dim, h, w]`` on the model's own grid;
+- ``output_grid(H, W)`` tells that grid in advance.
+
+Models, by name (:func:`build_vfm`, :func:`list_vfms`):
+
+- ``dino_vits16``, ``dino_vitb16``, ``dino_vitb8``: DINO through timm
+  (``vit_{small,base}_patch{16,8}_224.dino``); features = keys of the last block (heads
+  concatenated, patch tokens).
+- ``dinov2_vitb14_reg``: DINOv2 ViT-B/14 with 4 registers through timm
+  (``vit_base_patch14_reg4_dinov2.lvd142m``); last-layer normalised patch tokens (CLS and
+  registers dropped).
+- ``sam_vit_b``, ``sam_vit_l``, ``sam_vit_h``: the SAM image encoder from segment-anything and
+  the official checkpoint file; its (neck) output, 256 channels.
+
+Weights are loaded the real way (timm ``pretrained=True`` from the Hugging Face hub, or
+``checkpoint=`` a local file read with ``weights_only=True``). Tests build tiny random models with
+``pretrained=False`` and timm size arguments, or wrap existing modules
+(``DINOFeatures(model=...)``, ``SAMFeatures(image_encoder=...)``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...utils.registry import Registry, unknown_name_message
+from ..clip import WeightsUnavailableError
+from .pos_embed import interpolate_pos_embed
+
+__all__ = [
+    "VFMS",
+    "DINOFeatures",
+    "DINOv2Features",
+    "SAMFeatures",
+    "TimmViTFeatures",
+    "VisionFoundationModel",
+    "build_vfm",
+    "list_vfms",
+    "load_sam_image_encoder",
+    "load_timm_vit",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+VFMS: Registry[Callable[..., VisionFoundationModel]] = Registry("vision foundation model")
+VFMS.__doc__ = """Registered objects are builders ``fn(checkpoint=None, pretrained=True, **kwargs)``
+returning a :class:`VisionFoundationModel`."""
+
+
+class VisionFoundationModel(nn.Module):
+    """Base class: RGB images in ``[0, 1]`` -> patch features on the model's own grid.
+
+    Attributes:
+        patch_size: input pixels per feature cell (at the resolution the model runs at).
+        embed_dim: channels ``C`` of the features.
+        mean, std: the per-channel normalisation the model was trained with (``[0, 1]`` units).
+
+    Padding convention (every ViT wrapper): after normalisation the image is padded with zeros at
+    the bottom and right up to a multiple of ``patch_size``, so the grid is
+    ``(ceil(H / p), ceil(W / p))`` and feature ``(i, j)`` covers pixels
+    ``[i p, (i + 1) p) x [j p, (j + 1) p)`` (the last row / column partly padding). Nothing is
+    resized. SAM is the exception (it runs at a fixed 1024 input): see :class:`SAMFeatures`.
+    """
+
+    patch_size: int
+    embed_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def forward(self, images01: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Args:
+            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+
+        Returns:
+            ``[B, embed_dim, h, w]`` with ``(h, w) = self.output_grid(H, W)``.
+        """
+        raise NotImplementedError
+
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The feature grid ``(h, w)`` returned for an ``height x width`` input."""
+        p = self.patch_size
+        return math.ceil(height / p), math.ceil(width / p)
+
+    def normalize(self, images01: Tensor) -> Tensor:
+        """``(images01 - mean) / std`` per channel, ``[B, 3, H, W]``."""
+        mean = torch.tensor(self.mean, device=images01.device, dtype=images01.dtype)
+        std = torch.tensor(self.std, device=images01.device, dtype=images01.dtype)
+        return (images01 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+    def pad_to_patches(self, images: Tensor) -> Tensor:
+        """Zero-pad ``[B, 3, H, W]`` at the bottom and right to a multiple of ``patch_size``."""
+        h, w = images.shape[-2:]
+        gh, gw = self.output_grid(h, w)
+        p = self.patch_size
+        if (gh * p, gw * p) == (h, w):
+            return images
+        return F.pad(images, (0, gw * p - w, 0, gh * p - h))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @staticmethod
+    def _check_images(images01: Tensor) -> None:
+        if images01.ndim != 4 or images01.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W] RGB, got {tuple(images01.shape)}.")
+
+    def extra_repr(self) -> str:
+        return f"patch_size={self.patch_size}, embed_dim={self.embed_dim}"
+
+
+# -- timm ViTs (DINO, DINOv2) ---------------------------------------------------------------------
+TIMM_FEATURES = ("key", "query", "value", "tokens")
+TIMM_POS_INTERP = ("timm", "dino")
+
+
+class TimmViTFeatures(VisionFoundationModel):
+    """Patch features of a timm ``VisionTransformer`` at any input size.
+
+    Args:
+        model: a timm ViT (``timm.create_model("vit_...")``); shared, not copied.
+        feature: ``"key"`` / ``"query"`` / ``"value"``: the last block's attention projections of
+            ``blocks[-1].norm1(x)`` (heads concatenated, ``qkv`` bias included); ``"tokens"``:
+            the output of the last block after the final ``norm``. Prefix tokens (CLS,
+            registers) are dropped.
+        pos_interp: how position embeddings reach a non-native grid. ``"timm"``: timm's
+            ``resample_abs_pos_embed`` (bicubic to the target size, antialiased), also what the
+            official DINOv2 register models do; ``"dino"``: the official DINO (v1) code, bicubic
+            with ``scale_factor = (g + 0.1) / g0`` (values differ slightly off the native grid).
+        mean, std: normalisation; default: the model's ``pretrained_cfg`` (else ImageNet's).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        feature: str = "tokens",
+        pos_interp: str = "timm",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if feature not in TIMM_FEATURES:
+            raise ValueError(f"feature must be one of {TIMM_FEATURES}, got {feature!r}.")
+        if pos_interp not in TIMM_POS_INTERP:
+            raise ValueError(f"pos_interp must be one of {TIMM_POS_INTERP}, got {pos_interp!r}.")
+        proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+        if not isinstance(proj, nn.Conv2d) or not hasattr(model, "blocks"):
+            raise TypeError(
+                "TimmViTFeatures needs a timm VisionTransformer (patch_embed.proj and blocks), "
+                f"got {type(model).__name__}."
+            )
+        kh, kw = proj.kernel_size
+        if kh != kw or tuple(proj.stride) != (kh, kw):
+            raise ValueError(f"Only square, non-overlapping patches are supported, got {kh}x{kw}.")
+        if feature != "tokens" and getattr(model.blocks[-1].attn, "qkv", None) is None:
+            raise ValueError(
+                f"feature={feature!r} needs a fused qkv projection in the last block; "
+                "use feature='tokens'."
+            )
+        self.model = model
+        self.feature = feature
+        self.pos_interp = pos_interp
+        self.patch_size = int(kh)
+        self.embed_dim = int(proj.out_channels)
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        self.mean = tuple(mean or cfg.get("mean") or IMAGENET_MEAN)  # type: ignore[assignment]
+        self.std = tuple(std or cfg.get("std") or IMAGENET_STD)  # type: ignore[assignment]
+
+    def _pos_embed(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        """timm's ``_pos_embed`` with our interpolation: ``[B, gh*gw, C]`` -> ``[B, P + N, C]``."""
+        m = self.model
+        to_cat = []
+        if getattr(m, "cls_token", None) is not None:
+            to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
+        if getattr(m, "reg_token", None) is not None:
+            to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
+        pos = getattr(m, "pos_embed", None)
+        no_embed_class = bool(getattr(m, "no_embed_class", False))
+        if pos is not None:
+            prefix = 0 if no_embed_class else int(getattr(m, "num_prefix_tokens", len(to_cat)))
+            src = tuple(int(g) for g in m.patch_embed.grid_size)
+            if self.pos_interp == "dino":
+                pos = interpolate_pos_embed(pos[0], src, grid, "scale_factor", prefix)[None]
+            elif grid != src:
+                from timm.layers import resample_abs_pos_embed
+
+                pos = resample_abs_pos_embed(pos, list(grid), list(src), num_prefix_tokens=prefix)
+            pos = pos.to(x.dtype)
+        if pos is not None and no_embed_class:
+            x = x + pos
+        x = torch.cat([*to_cat, x], dim=1) if to_cat else x
+        if pos is not None and not no_embed_class:
+            x = x + pos
+        return m.pos_drop(x) if hasattr(m, "pos_drop") else x
+
+    def tokens(
+        self, images01: Tensor, num_blocks: int | None = None
+    ) -> tuple[Tensor, tuple[int, int]]:
+        """Tokens ``[B, P + gh*gw, C]`` after the first ``num_blocks`` blocks (all: ``None``;
+        no final norm) and the grid ``(gh, gw)``."""
+        self._check_images(images01)
+        m = self.model
+        x = self.pad_to_patches(self.normalize(images01.to(self.dtype)))
+        x = m.patch_embed.proj(x)
+        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        x = x.flatten(2).transpose(1, 2)
+        x = m.patch_embed.norm(x) if hasattr(m.patch_embed, "norm") else x
+        x = self._pos_embed(x, grid)
+        for name in ("patch_drop", "norm_pre"):
+            if hasattr(m, name):
+                x = getattr(m, name)(x)
+        blocks = m.blocks if num_blocks is None else m.blocks[:num_blocks]
+        for blk in blocks:
+            x = blk(x)
+        return x, grid
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS + register tokens before the patch tokens."""
+        return int(getattr(self.model, "num_prefix_tokens", 1))
+
+    def forward(self, images01: Tensor) -> Tensor:
+        """Args:
+            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+
+        Returns:
+            ``[B, C, ceil(H / p), ceil(W / p)]`` (see :class:`VisionFoundationModel` for the
+            padding).
+        """
+        if self.feature == "tokens":
+            x, grid = self.tokens(images01)
+            x = self.model.norm(x)
+        else:
+            x, grid = self.tokens(images01, len(self.model.blocks) - 1)
+            last = self.model.blocks[-1]
+            qkv = last.attn.qkv(last.norm1(x))
+            x = qkv.chunk(3, dim=-1)[("query", "key", "value").index(self.feature)]
+        x = x[:, self.num_prefix_tokens :]
+        return x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, feature={self.feature!r}, pos_interp={self.pos_interp!r}"
+
+
+class DINOFeatures(TimmViTFeatures):
+    """DINO (Caron et al., 2021) ViT: keys of the last block, position embeddings interpolated
+    as the official DINO code does (see :class:`TimmViTFeatures` for the arguments)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        feature: str = "key",
+        pos_interp: str = "dino",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ) -> None:
+        super().__init__(model, feature=feature, pos_interp=pos_interp, mean=mean, std=std)
+
+
+class DINOv2Features(TimmViTFeatures):
+    """DINOv2 (Oquab et al., 2024) ViT, with or without registers: last-layer normalised patch
+    tokens, CLS and register tokens dropped (see :class:`TimmViTFeatures` for the arguments)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        feature: str = "tokens",
+        pos_interp: str = "timm",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ) -> None:
+        super().__init__(model, feature=feature, pos_interp=pos_interp, mean=mean, std=std)
+
+
+# -- SAM ------------------------------------------------------------------------------------------
+SAM_CHECKPOINTS = {
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+
+
+class SAMFeatures(VisionFoundationModel):
+    """Segment Anything (Kirillov et al., 2023) image encoder: its output (neck) features.
+
+    SAM runs at a fixed square input (1024). As ``SamPredictor`` does, the image is resized
+    (bilinear, antialiased) so that its long side is ``img_size`` (the short side rounded
+    half up), normalised, zero-padded at the bottom and right to ``img_size x img_size``; the
+    feature map is then cropped back to the cells that cover the image:
+    ``(ceil(H' / p), ceil(W' / p))`` with ``H', W'`` the resized size (64 x 64 for a square).
+
+    Args:
+        image_encoder: a ``segment_anything.modeling.ImageEncoderViT`` (``sam.image_encoder``).
+        mean, std: normalisation (default SAM's: ImageNet statistics).
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        proj = getattr(getattr(image_encoder, "patch_embed", None), "proj", None)
+        if not isinstance(proj, nn.Conv2d) or not hasattr(image_encoder, "img_size"):
+            raise TypeError(
+                "SAMFeatures needs a segment_anything ImageEncoderViT (sam.image_encoder), got "
+                f"{type(image_encoder).__name__}."
+            )
+        self.image_encoder = image_encoder
+        self.img_size = int(image_encoder.img_size)
+        self.patch_size = int(proj.stride[0])
+        neck = getattr(image_encoder, "neck", None)
+        out = [m for m in (neck or []) if isinstance(m, nn.Conv2d)]
+        self.embed_dim = int(out[-1].out_channels if out else proj.out_channels)
+        self.mean = tuple(mean)  # type: ignore[assignment]
+        self.std = tuple(std)  # type: ignore[assignment]
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size after the long-side resize (``ResizeLongestSide.get_preprocess_shape``)."""
+        scale = self.img_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        nh, nw = self.input_size(height, width)
+        p = self.patch_size
+        return math.ceil(nh / p), math.ceil(nw / p)
+
+    def forward(self, images01: Tensor) -> Tensor:
+        """Args:
+            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+
+        Returns:
+            ``[B, embed_dim, h, w]``, ``(h, w) = output_grid(H, W)`` (at most 64 x 64).
+        """
+        self._check_images(images01)
+        h, w = images01.shape[-2:]
+        nh, nw = self.input_size(h, w)
+        x = images01.to(self.dtype)
+        if (nh, nw) != (h, w):
+            x = F.interpolate(
+                x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+            )
+        x = F.pad(self.normalize(x), (0, self.img_size - nw, 0, self.img_size - nh))
+        feats = self.image_encoder(x)
+        gh, gw = self.output_grid(h, w)
+        return feats[:, :, :gh, :gw]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, img_size={self.img_size}"
+
+
+# -- loading --------------------------------------------------------------------------------------
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # official DINO training checkpoints: {"teacher": {...}}; others: {"state_dict"|"model": ...}
+    for key in ("teacher", "state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__}).")
+    for prefix in ("module.", "backbone."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _check_file(path: str | os.PathLike, what: str, source: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{what} checkpoint not found: {file}. Get the official file from {source}."
+        )
+    return file
+
+
+def _timm_weights_reachable(name: str) -> None:
+    """Fail at once (instead of minutes of retries) when the weights are neither cached nor
+    reachable."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(hub, filename), str):
+            return
+    reason = None
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+        except OSError:
+            reason = f"{host} unreachable"
+    if reason is not None:
+        raise WeightsUnavailableError(_timm_download_message(name, reason))
+
+
+def _timm_download_message(name: str, reason: str) -> str:
+    return (
+        f"Could not download the timm weights {name} ({reason}); if this machine is offline, "
+        f"download them elsewhere (Hugging Face hub: timm/{name}, or the official checkpoint) "
+        "and pass the file: checkpoint='/path/to/weights.pth' "
+        "(config: model.strategy_kwargs.vfm_kwargs.checkpoint=/path/to/file)."
+    )
+
+
+def load_timm_vit(
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """``timm.create_model(name, **model_kwargs)`` with weights from the hub (``pretrained``) or
+    a local file (``checkpoint``: timm or official DINO / DINOv2 layout, ``weights_only=True``).
+    """
+    import timm
+
+    if checkpoint is not None:
+        path = _check_file(checkpoint, name, f"the Hugging Face hub (timm/{name})")
+        model = timm.create_model(name, pretrained=False, **model_kwargs)
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(_read_state_dict(path), model)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        unexpected = [k for k in unexpected if not k.startswith(("head.", "mask_token"))]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"Could not load {path} into timm {name}: missing keys {missing[:5]}, unexpected "
+                f"keys {unexpected[:5]}; check that the file holds this architecture's weights."
+            )
+        return model
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **model_kwargs)
+    _timm_weights_reachable(name)
+    try:
+        return timm.create_model(name, pretrained=True, **model_kwargs)
+    except (OSError, ConnectionError, TimeoutError) as err:
+        raise WeightsUnavailableError(_timm_download_message(name, type(err).__name__)) from None
+
+
+def load_sam_image_encoder(
+    kind: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True
+) -> nn.Module:
+    """The image encoder of ``segment_anything.sam_model_registry[kind]``, its weights read from
+    ``checkpoint`` (the official SAM file, or a state dict of the encoder alone) with
+    ``weights_only=True``. ``pretrained=False`` without a checkpoint gives random weights."""
+    try:
+        from segment_anything import sam_model_registry
+    except ImportError:
+        raise ImportError(
+            "SAM features need segment-anything: pip install segment-anything"
+        ) from None
+    url = SAM_CHECKPOINTS[kind]
+    if checkpoint is None:
+        if pretrained:
+            raise ValueError(
+                f"SAM {kind} weights come from a local file: pass checkpoint='/path/"
+                f"{os.path.basename(url)}' (download: {url}; config: "
+                f"model.strategy_kwargs.vfm_kwargs.checkpoint=/path/{os.path.basename(url)})."
+            )
+        return sam_model_registry[kind](checkpoint=None).image_encoder
+    path = _check_file(checkpoint, f"SAM {kind}", url)
+    encoder = sam_model_registry[kind](checkpoint=None).image_encoder
+    state = _read_state_dict(path)
+    if any(k.startswith("image_encoder.") for k in state):
+        state = {k[14:]: v for k, v in state.items() if k.startswith("image_encoder.")}
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise RuntimeError(
+            f"Could not load {path} into the SAM {kind} image encoder ({detail}); is it the "
+            f"{kind} file ({url})?"
+        ) from None
+    return encoder
+
+
+def _register_timm(
+    name: str, timm_name: str, cls: type[TimmViTFeatures], feature: str, pos_interp: str
+) -> None:
+    def build(
+        checkpoint: str | os.PathLike | None = None,
+        pretrained: bool = True,
+        feature: str = feature,
+        pos_interp: str = pos_interp,
+        **model_kwargs: Any,
+    ) -> VisionFoundationModel:
+        model = load_timm_vit(timm_name, checkpoint, pretrained, **model_kwargs)
+        return cls(model, feature=feature, pos_interp=pos_interp)
+
+    build.__name__ = f"build_{name}"
+    build.__doc__ = (
+        f"``{cls.__name__}`` of timm ``{timm_name}`` (``feature={feature!r}``); extra keyword "
+        "arguments go to ``timm.create_model``."
+    )
+    VFMS.register(name)(build)
+
+
+def _register_sam(name: str, kind: str) -> None:
+    def build(
+        checkpoint: str | os.PathLike | None = None, pretrained: bool = True
+    ) -> VisionFoundationModel:
+        return SAMFeatures(load_sam_image_encoder(kind, checkpoint, pretrained))
+
+    build.__name__ = f"build_{name}"
+    build.__doc__ = f"``SAMFeatures`` of SAM {kind} (``checkpoint`` = {SAM_CHECKPOINTS[kind]})."
+    VFMS.register(name)(build)
+
+
+_register_timm("dino_vits16", "vit_small_patch16_224.dino", DINOFeatures, "key", "dino")
+_register_timm("dino_vitb16", "vit_base_patch16_224.dino", DINOFeatures, "key", "dino")
+_register_timm("dino_vitb8", "vit_base_patch8_224.dino", DINOFeatures, "key", "dino")
+_register_timm(
+    "dinov2_vitb14_reg", "vit_base_patch14_reg4_dinov2.lvd142m", DINOv2Features, "tokens", "timm"
+)
+for _kind in ("vit_b", "vit_l", "vit_h"):
+    _register_sam(f"sam_{_kind}", _kind)
+
+
+def list_vfms() -> list[str]:
+    """Names accepted by :func:`build_vfm`."""
+    return VFMS.names()
+
+
+def build_vfm(
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    **kwargs: Any,
+) -> VisionFoundationModel:
+    """Build a frozen vision foundation model by name (eval mode, ``requires_grad=False``).
+
+    Args:
+        name: one of :func:`list_vfms` (e.g. ``"dino_vitb8"``, ``"dinov2_vitb14_reg"``,
+            ``"sam_vit_b"``).
+        checkpoint: a local weights file (read with ``weights_only=True``); required for SAM.
+        pretrained: download the weights (timm models) when no checkpoint is given;
+            ``False`` keeps random weights (tests).
+        **kwargs: wrapper options (``feature``, ``pos_interp`` for timm models) and, for timm
+            models, ``timm.create_model`` arguments (e.g. ``img_size``, ``depth``).
+
+    Example::
+
+        vfm = build_vfm("dino_vitb8")  # or checkpoint="/data/dino_vitbase8_pretrain.pth"
+        feats = vfm(images01)  # [B, 768, ceil(H / 8), ceil(W / 8)]
+    """
+    if not isinstance(name, str) or name not in VFMS:
+        raise KeyError(unknown_name_message("vision foundation model", str(name), list_vfms()))
+    vfm = VFMS.get(name)(checkpoint=checkpoint, pretrained=pretrained, **kwargs)
+    vfm.requires_grad_(False)
+    return vfm.eval()
