@@ -30,7 +30,12 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ovdense.data import CLASSNAMES_DIR
-from ovdense.modeling.backbones import list_strategies
+from ovdense.modeling.backbones import (
+    AttentionStrategy,
+    ProxyAttention,
+    build_vfm,
+    list_strategies,
+)
 from ovdense.modeling.clip import load_clip
 from ovdense.modeling.segmentors import TrainingFreeSegmentor, rescale_size, sliding_windows
 from ovdense.modeling.text import TextEncoder, Vocabulary
@@ -125,10 +130,17 @@ def bench_text(clip, vocab: Vocabulary, device: torch.device, cache_dir: Path | 
     }
 
 
+def make_strategy(name: str, args) -> str | AttentionStrategy:
+    """Strategies holding another model get it with random weights unless --pretrained."""
+    if name == "proxy":
+        return ProxyAttention(vfm=build_vfm(args.vfm, pretrained=bool(args.pretrained)))
+    return name
+
+
 def bench_image(clip, strategy: str, args, device: torch.device, rate: float) -> dict:
     seg = TrainingFreeSegmentor(
         clip,
-        strategy=strategy,
+        strategy=make_strategy(strategy, args),
         templates="single",
         short_side=args.short_side,
         window=args.window,
@@ -173,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--strategies", nargs="+", default=list_strategies())
+    p.add_argument("--vfm", default="dino_vitb8", help="vision foundation model of 'proxy'")
     p.add_argument("--classnames", default=str(CLASSNAMES_DIR / "cls_voc21.txt"))
     p.add_argument("--image-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
     p.add_argument("--short-side", type=int, default=336)
