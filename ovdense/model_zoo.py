@@ -28,6 +28,7 @@ ALIASES = {
     "clearclip": "seg/clearclip_vitb16.py",
     "naclip": "seg/naclip_vitb16.py",
     "proxyclip": "seg/proxyclip_vitb16.py",
+    "clip_dinoiser": "seg/clip_dinoiser_vitb16.py",
 }
 
 

@@ -3,3 +3,6 @@
 from .pamr import PAMR
 
 __all__ = ["PAMR"]
+from .clip_dinoiser import CLIPDINOiserHead  # noqa: E402
+
+__all__ += ["CLIPDINOiserHead"]

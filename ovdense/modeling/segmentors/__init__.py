@@ -15,3 +15,6 @@ __all__ = [
     "rescale_size",
     "sliding_windows",
 ]
+from .clip_dinoiser import CLIPDINOiserFeatures, CLIPDINOiserSegmentor  # noqa: E402
+
+__all__ += ["CLIPDINOiserFeatures", "CLIPDINOiserSegmentor"]

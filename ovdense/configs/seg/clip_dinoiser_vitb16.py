@@ -1,0 +1,36 @@
+"""CLIP-DINOiser (Wysoczańska et al., ECCV 2024) on OpenCLIP ViT-B/16 (laion2b_s34b_b88k):
+MaskCLIP features pooled with the correlations of a light head on block −3 (γ 0.2), background
+where the top class probability is below δ 0.99 and the saliency head says "not salient"; short
+side 448, 448/224 windows, position embeddings interpolated to the target size, softmax(100 cos).
+
+The trained head is required: download ``last.pt`` from https://github.com/wysoczanska/
+clip_dinoiser (``checkpoints/``) and set ``model.head_checkpoint=/path/last.pt`` (the file as
+released, or converted by ``tools/convert_clip_dinoiser.py``). Without it the model refuses to
+run.
+"""
+
+from ovdense.config import LazyCall as L
+from ovdense.modeling.clip import load_clip
+from ovdense.modeling.segmentors import CLIPDINOiserSegmentor
+
+model = L(CLIPDINOiserSegmentor)(
+    clip=L(load_clip)(model_name="ViT-B-16", pretrained="laion2b_s34b_b88k"),
+    head_checkpoint=None,
+    feature_block=-3,
+    gamma=0.2,
+    delta=0.99,
+    background_rule=None,
+    templates="openai_imagenet",
+    short_side=448,
+    max_long_side=2048,
+    window=448,
+    stride=224,
+    window_batch_size=8,
+    logit_scale=100.0,
+    prob_thd=0.0,
+    area_thd=None,
+    background_index=0,
+    pamr=None,
+    precision="fp32",
+    text_cache_dir=None,
+)

@@ -1,0 +1,352 @@
+"""CLIP-DINOiser inference (Wysoczańska et al., ECCV 2024; REFERENCE §3).
+
+MaskCLIP features pooled with the correlations of a light head on CLIP's block −3 tokens, plus a
+saliency-based background rule. Everything else (short-side resize, sliding windows, cosine with
+class embeddings, softmax, thresholds) is :class:`TrainingFreeSegmentor`'s.
+
+Design:
+
+* :class:`CLIPDINOiserBackbone` is a :class:`DenseCLIPBackbone` (strategy ``"maskclip"``) whose
+  ``forward`` returns the *pooled* features as ``dense``, so the parent's ``encode_image`` and
+  decoding run unchanged. It owns the :class:`CLIPDINOiserHead` (``backbone.head``).
+* The per-window background maps are collected by the backbone while the parent's
+  ``encode_image`` runs and stored in :class:`CLIPDINOiserFeatures` (an :class:`ImageFeatures`
+  with a ``background`` field), window-major like ``dense``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones import DenseCLIPBackbone
+from ..backbones.base import DenseFeatures
+from ..refiners.clip_dinoiser import CHECKPOINT_HINT, CLIPDINOiserHead
+from ..text import ClassEmbeddings, Vocabulary
+from .training_free import ImageFeatures, SegmentationOutput, TrainingFreeSegmentor
+
+__all__ = [
+    "BACKGROUND_NAMES",
+    "CLIPDINOiserBackbone",
+    "CLIPDINOiserFeatures",
+    "CLIPDINOiserSegmentor",
+    "apply_background_rule",
+]
+
+#: Class names (case-insensitive) that mark a vocabulary's background class.
+BACKGROUND_NAMES = frozenset({"background", "bg", "backdrop"})
+
+
+def apply_background_rule(
+    labels: Tensor,
+    probs: Tensor,
+    saliency: Tensor,
+    delta: float,
+    background_index: int = 0,
+) -> Tensor:
+    """CLIP-DINOiser's rule: pixels with ``max_c probs < delta`` *and* ``saliency < 0.5``
+    become ``background_index``.
+
+    Args:
+        labels: ``[B, H, W]`` int64 labels (not modified).
+        probs: ``[B, C, H, W]`` class probabilities.
+        saliency: ``[B, 1, H, W]`` or ``[B, H, W]`` background-head sigmoid.
+        delta: confidence bound (0.99 in the paper).
+        background_index: the label given to those pixels.
+
+    Returns:
+        ``[B, H, W]`` new labels.
+    """
+    sal = saliency[:, 0] if saliency.ndim == 4 else saliency
+    if sal.shape != labels.shape or probs.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"Shapes do not match: labels {tuple(labels.shape)}, probs {tuple(probs.shape)}, "
+            f"saliency {tuple(saliency.shape)}."
+        )
+    mask = (probs.max(dim=1).values < delta) & (sal < 0.5)
+    return torch.where(mask, torch.full_like(labels, background_index), labels)
+
+
+@dataclass
+class CLIPDINOiserFeatures(ImageFeatures):
+    """:class:`ImageFeatures` plus the background head's output.
+
+    Attributes:
+        background: ``[num_windows * B, 1, gh, gw]`` window-major saliency (sigmoid), or
+            ``None``.
+    """
+
+    background: Tensor | None = None
+
+
+class CLIPDINOiserBackbone(DenseCLIPBackbone):
+    """MaskCLIP backbone whose dense output is pooled by CLIP-DINOiser's correlations.
+
+    A forward hook on ``resblocks[feature_block].ln_2`` captures the normalised tokens entering
+    that block's MLP (``[B, 1 + N, C]``); the head turns them into correlations (pooling the
+    unnormalised projected MaskCLIP features, then L2-normalised) and a saliency map.
+
+    Args:
+        clip: open_clip model or ViT tower (shared).
+        head: the trained head, or ``None`` (``forward`` then refuses to run).
+        feature_block: index of the block whose ``ln_2`` output feeds the head (−3).
+    """
+
+    def __init__(
+        self, clip: nn.Module, head: CLIPDINOiserHead | None, feature_block: int = -3
+    ) -> None:
+        super().__init__(clip, strategy="maskclip", pos_interp="size")
+        n = self.num_blocks
+        j = feature_block + n if feature_block < 0 else feature_block
+        if not 0 <= j < n - 1:
+            raise ValueError(
+                f"feature_block {feature_block} must be a block before the last one of this "
+                f"{n}-block ViT."
+            )
+        if head is not None and head.width != self.width:
+            raise ValueError(
+                f"The CLIP-DINOiser head is for ViT width {head.width}, this ViT has width "
+                f"{self.width}."
+            )
+        self.feature_block = j
+        self.head = head
+        self._collect: list[Tensor] | None = None
+
+    def block_features(
+        self, images: Tensor, extras: dict[str, Any] | None = None
+    ) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Last-block tokens and the hooked block features.
+
+        Returns:
+            ``(tokens [B, 1 + N, C], feats [B, C, gh, gw], grid)``: the MaskCLIP tokens before
+            ``ln_post`` and the ``ln_2`` output of ``feature_block`` with CLS dropped.
+        """
+        captured: list[Tensor] = []
+        ln_2 = self.visual.transformer.resblocks[self.feature_block].ln_2
+        handle = ln_2.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            tokens, grid, _ = self.forward_tokens(images, extras)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(
+                f"Expected one call of block {self.feature_block}'s ln_2, saw {len(captured)}."
+            )
+        x = captured[0]
+        if not getattr(self.visual.transformer, "batch_first", True):
+            x = x.transpose(0, 1)
+        if x.shape[1] != 1 + grid[0] * grid[1]:
+            raise RuntimeError(f"Hooked tokens {tuple(x.shape)} do not fit the grid {grid}.")
+        return tokens, self._to_nchw(x, grid), grid
+
+    def forward(self, images: Tensor, extras: dict[str, Any] | None = None) -> DenseFeatures:
+        """Args:
+            images: ``[B, 3, H, W]`` normalised with ``self.mean``/``self.std``.
+
+        Returns:
+            :class:`DenseFeatures`: ``dense`` ``[B, D, gh, gw]`` pooled and L2-normalised,
+            ``intermediates["background"]`` ``[B, 1, gh, gw]`` saliency.
+        """
+        if self.head is None:
+            raise ValueError(
+                "CLIP-DINOiser needs its trained head (a random one would be meaningless): "
+                f"{CHECKPOINT_HINT}; set model.head_checkpoint=/path/to/last.pt."
+            )
+        tokens, feats, grid = self.block_features(images, extras)
+        x = self.project(tokens)
+        dense = x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
+        pooled = self.head.pool(dense, self.head.correlations(feats.to(dense.dtype)))
+        background = self.head.background(feats)
+        if self._collect is not None:
+            self._collect.append(background.float())
+        return DenseFeatures(
+            dense=F.normalize(pooled, dim=1),
+            stride=images.shape[-2] // grid[0],
+            global_embed=F.normalize(x[:, 0], dim=-1),
+            intermediates={"background": background},
+        )
+
+
+class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
+    """CLIP-DINOiser: MaskCLIP + correlation pooling + saliency background (inference).
+
+    Args:
+        clip: an open_clip model (OpenCLIP ViT-B-16 ``laion2b_s34b_b88k`` for the release).
+        head_checkpoint: the released ``last.pt`` (or a converted head state dict).
+        head: a :class:`CLIPDINOiserHead` object instead of ``head_checkpoint`` (tests,
+            training). With neither, the segmentor is built but refuses to run.
+        feature_block: block whose ``ln_2`` output feeds the head (−3).
+        gamma, delta: correlation threshold and background-rule confidence bound; used to build
+            the head from ``head_checkpoint`` (a given ``head`` keeps its own values).
+        background_rule: ``True``: apply the background rule (the vocabulary's class
+            ``background_index`` must be named e.g. ``"background"``, see
+            :data:`BACKGROUND_NAMES`); ``False``: never; ``None``: apply when that class has
+            such a name.
+        templates, short_side, max_long_side, window, stride, window_batch_size, logit_scale,
+        prob_thd, area_thd, background_index, pamr, precision, text_cache_dir: see
+            :class:`TrainingFreeSegmentor`. The strategy is fixed to ``"maskclip"`` and the
+            position embeddings are interpolated to the target size.
+
+    The head lives at ``self.backbone.head`` (also ``self.dinoiser_head``); ``self.head`` stays
+    the parent's cosine head.
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        head_checkpoint: str | os.PathLike | None = None,
+        head: CLIPDINOiserHead | None = None,
+        feature_block: int = -3,
+        gamma: float = 0.2,
+        delta: float = 0.99,
+        background_rule: bool | None = None,
+        templates: str | Sequence[str] = "openai_imagenet",
+        short_side: int | None = 448,
+        max_long_side: int | None = 2048,
+        window: int | None = 448,
+        stride: int | None = 224,
+        window_batch_size: int = 8,
+        logit_scale: float = 100.0,
+        prob_thd: float = 0.0,
+        area_thd: float | None = None,
+        background_index: int = 0,
+        pamr: nn.Module | None = None,
+        precision: str = "fp32",
+        text_cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(
+            clip,
+            strategy="maskclip",
+            pos_interp="size",
+            templates=templates,
+            short_side=short_side,
+            max_long_side=max_long_side,
+            window=window,
+            stride=stride,
+            window_batch_size=window_batch_size,
+            logit_scale=logit_scale,
+            prob_thd=prob_thd,
+            area_thd=area_thd,
+            background_index=background_index,
+            pamr=pamr,
+            precision=precision,
+            text_cache_dir=text_cache_dir,
+        )
+        if head is not None and head_checkpoint is not None:
+            raise ValueError("Give either head or head_checkpoint, not both.")
+        if head is None and head_checkpoint is not None:
+            width = int(self.backbone.width)
+            head = CLIPDINOiserHead(width, gamma=gamma, delta=delta).load_official(head_checkpoint)
+        device = self.device
+        self.backbone = CLIPDINOiserBackbone(clip, head, feature_block=feature_block).to(device)
+        self.background_rule = background_rule
+        self.eval()
+
+    @property
+    def dinoiser_head(self) -> CLIPDINOiserHead | None:
+        """The correlation / background head (``None`` until one is given)."""
+        return self.backbone.head
+
+    # -- image side -----------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, images: Tensor) -> CLIPDINOiserFeatures:
+        """Pooled dense features and background maps of every window (see the parent)."""
+        if self.dinoiser_head is None:
+            raise ValueError(
+                "CLIP-DINOiser needs its trained head (a random one would be meaningless): "
+                f"{CHECKPOINT_HINT}; set model.head_checkpoint=/path/to/last.pt."
+            )
+        self.backbone._collect = []
+        try:
+            feats = super().encode_image(images)
+            background = torch.cat(self.backbone._collect, dim=0)
+        finally:
+            self.backbone._collect = None
+        base = {f.name: getattr(feats, f.name) for f in fields(ImageFeatures)}
+        return CLIPDINOiserFeatures(**base, background=background)
+
+    @torch.no_grad()
+    def background_map(self, feats: CLIPDINOiserFeatures) -> Tensor:
+        """Saliency at the input size ``[B, 1, H, W]``: window maps upsampled (bilinear) to
+        their crops, averaged where windows overlap, then resized to the input size, as the
+        logits are in :meth:`window_logits`."""
+        if feats.background is None:
+            raise ValueError("These features carry no background maps.")
+        b = feats.batch_size
+        hr, wr = feats.resized_size
+        acc = feats.background.new_zeros(b, 1, hr, wr)
+        count = feats.background.new_zeros(1, 1, hr, wr)
+        for k in range(feats.background.shape[0]):
+            win, bi = divmod(k, b)
+            y1, y2, x1, x2 = feats.windows[win]
+            acc[bi, :, y1:y2, x1:x2] += F.interpolate(
+                feats.background[k : k + 1],
+                size=(y2 - y1, x2 - x1),
+                mode="bilinear",
+                align_corners=False,
+            )[0]
+            if bi == 0:
+                count[0, 0, y1:y2, x1:x2] += 1
+        return self._to_input_size(acc.div_(count), feats)
+
+    # -- decoding -------------------------------------------------------------------------
+    def uses_background_rule(self, vocabulary: Vocabulary) -> bool:
+        """Whether :meth:`decode` applies the background rule for this vocabulary.
+
+        Raises:
+            ValueError: ``background_rule=True`` and the vocabulary's class
+                ``background_index`` is not a background class.
+        """
+        if self.background_rule is False:
+            return False
+        bg = self.background_index
+        ok = 0 <= bg < vocabulary.num_classes and any(
+            n.strip().lower() in BACKGROUND_NAMES for n in vocabulary.classes[bg]
+        )
+        if self.background_rule and not ok:
+            got = vocabulary.classes[bg] if 0 <= bg < vocabulary.num_classes else "nothing"
+            raise ValueError(
+                f"CLIP-DINOiser's background rule labels pixels as class {bg}, which must be a "
+                f"background class (one of its names in {sorted(BACKGROUND_NAMES)}), got {got}; "
+                "put 'background' first in the vocabulary or set model.background_rule=False."
+            )
+        return ok
+
+    @torch.no_grad()
+    def decode(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        prob_thd: float | None = None,
+        return_probs: bool = True,
+        name_chunk: int = 32,
+    ) -> SegmentationOutput:
+        """The parent's decoding, then the background rule (REFERENCE §3) when it applies
+        (see :meth:`uses_background_rule`): pixels whose top class probability is below
+        ``delta`` and whose saliency is below 0.5 become ``background_index``."""
+        use = (
+            isinstance(feats, CLIPDINOiserFeatures)
+            and feats.background is not None
+            and self.uses_background_rule(text.vocabulary)
+        )
+        if not use:
+            return super().decode(feats, text, prob_thd, return_probs, name_chunk)
+        assert isinstance(feats, CLIPDINOiserFeatures) and self.dinoiser_head is not None
+        out = super().decode(feats, text, prob_thd, return_probs=True)
+        assert out.probs is not None
+        labels = apply_background_rule(
+            out.labels,
+            out.probs,
+            self.background_map(feats).to(out.probs.device),
+            self.dinoiser_head.delta,
+            self.background_index,
+        )
+        return SegmentationOutput(
+            labels=labels, probs=out.probs if return_probs else None, vocabulary=text.vocabulary
+        )
