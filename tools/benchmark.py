@@ -37,7 +37,13 @@ from ovdense.modeling.backbones import (
     list_strategies,
 )
 from ovdense.modeling.clip import load_clip
-from ovdense.modeling.segmentors import TrainingFreeSegmentor, rescale_size, sliding_windows
+from ovdense.modeling.refiners import CLIPDINOiserHead
+from ovdense.modeling.segmentors import (
+    CLIPDINOiserSegmentor,
+    TrainingFreeSegmentor,
+    rescale_size,
+    sliding_windows,
+)
 from ovdense.modeling.text import TextEncoder, Vocabulary
 
 
@@ -137,10 +143,19 @@ def make_strategy(name: str, args) -> str | AttentionStrategy:
     return name
 
 
+def make_segmentor(clip, name: str, args, **kwargs) -> TrainingFreeSegmentor:
+    """A strategy name, or ``clip_dinoiser`` (MaskCLIP + affinity pooling, random heads)."""
+    if name == "clip_dinoiser":
+        head = CLIPDINOiserHead(width=clip.visual.transformer.width)
+        return CLIPDINOiserSegmentor(clip, head=head, **kwargs)
+    return TrainingFreeSegmentor(clip, strategy=make_strategy(name, args), **kwargs)
+
+
 def bench_image(clip, strategy: str, args, device: torch.device, rate: float) -> dict:
-    seg = TrainingFreeSegmentor(
+    seg = make_segmentor(
         clip,
-        strategy=make_strategy(strategy, args),
+        strategy,
+        args,
         templates="single",
         short_side=args.short_side,
         window=args.window,
@@ -184,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", default=None, help="weight tag (default: random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--strategies", nargs="+", default=list_strategies())
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=[*list_strategies(), "clip_dinoiser"],
+        help="strategy names, and clip_dinoiser",
+    )
     p.add_argument("--vfm", default="dino_vitb8", help="vision foundation model of 'proxy'")
     p.add_argument("--classnames", default=str(CLASSNAMES_DIR / "cls_voc21.txt"))
     p.add_argument("--image-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
