@@ -17,17 +17,14 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
+
+from ovdense.data import prepare
+from ovdense.utils.io import place_file
 
 IGNORE = 255
 
@@ -51,109 +48,6 @@ ARCHIVES = {
     "gtFine": "gtFine_trainvaltest.zip from https://www.cityscapes-dataset.com/downloads/",
     "leftImg8bit": "leftImg8bit_trainvaltest.zip from https://www.cityscapes-dataset.com/downloads/",
 }
-
-# --------------------------------------------------------------------------------------------
-# small shared helpers (each prepare_* tool is self-contained)
-
-
-class InputError(Exception):
-    """A missing or unreadable input; shown to the user as one line."""
-
-
-@dataclass
-class Summary:
-    """What a conversion did: files written, skipped because present, failed, and warnings."""
-
-    written: int = 0
-    skipped: int = 0
-    failed: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, message: str) -> None:
-        """Record a warning (printed with the summary)."""
-        self.warnings.append(message)
-
-    def report(self, title: str, max_warnings: int = 20) -> str:
-        """The summary block printed at the end of a run (at most ``max_warnings`` shown)."""
-        lines = [
-            f"{title}: {self.written} written, {self.skipped} skipped (already present; "
-            f"--overwrite to redo), {self.failed} failed, {len(self.warnings)} warning(s)"
-        ]
-        lines += [f"  warning: {w}" for w in self.warnings[:max_warnings]]
-        if len(self.warnings) > max_warnings:
-            lines.append(f"  ... and {len(self.warnings) - max_warnings} more warning(s)")
-        return "\n".join(lines)
-
-
-def _need(path: Path, what: str, archive: str, *, is_dir: bool = True) -> Path:
-    ok = path.is_dir() if is_dir else path.is_file()
-    if not ok:
-        kind = "folder" if is_dir else "file"
-        raise InputError(f"missing {what} {kind} '{path}'; download and unzip {archive}")
-    return path
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_save_label(labels: np.ndarray, path: Path) -> None:
-    """Write a single-channel label image (uint8 -> 8-bit, uint16 -> 16-bit) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    fmt = "TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG"
-    try:
-        Image.fromarray(labels).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def place_file(src: Path, dst: Path, mode: str) -> None:
-    """Symlink (``mode="symlink"``, absolute target) or copy ``src`` to ``dst`` atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(dst)
-    try:
-        if mode == "symlink":
-            os.symlink(src.resolve(), tmp)
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-
-
-def classnames_dir() -> Path:
-    """``ovdense/data/classnames`` of this checkout or of the installed package."""
-    here = Path(__file__).resolve().parents[1] / "ovdense" / "data" / "classnames"
-    if here.is_dir():
-        return here
-    spec = importlib.util.find_spec("ovdense")  # finds the package without importing it
-    if spec and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations))) / "data" / "classnames"
-    raise InputError("cannot find ovdense/data/classnames; is ovdense installed?")
-
-
-def read_classnames(path: Path) -> list[str]:
-    """One class per line (trailing empty lines dropped; CRLF accepted)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return [line.strip() for line in lines]
-
-
-def resolve_data_root(data_root: str | None) -> Path:
-    """``--data-root`` or ``$OVDENSE_DATASETS``."""
-    root = data_root or os.environ.get("OVDENSE_DATASETS")
-    if not root:
-        raise InputError("no data root: give --data-root or set OVDENSE_DATASETS")
-    return Path(root).expanduser()
-
-
-def _norm(name: str) -> str:
-    return name.lower().replace(" ", "").replace("_", "")
-
 
 # --------------------------------------------------------------------------------------------
 # label table
@@ -190,7 +84,7 @@ def prepare_cityscapes(
     link_images: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
-) -> Summary:
+) -> prepare.Summary:
     """Write ``<data-root>/cityscapes/gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.
 
     Args:
@@ -202,52 +96,52 @@ def prepare_cityscapes(
         overwrite: Rewrite existing outputs.
         progress: Show a progress bar.
     """
-    gt_dir = _need(cityscapes_root / "gtFine" / split, "Cityscapes gtFine", ARCHIVES["gtFine"])
+    gt_dir = prepare.require(
+        cityscapes_root / "gtFine" / split, "Cityscapes gtFine", ARCHIVES["gtFine"]
+    )
     out_root = data_root / "cityscapes"
-    same_tree = out_root.resolve() == cityscapes_root.resolve()
     img_dir = cityscapes_root / "leftImg8bit" / split
-    if link_images and not same_tree:
-        _need(img_dir, "Cityscapes leftImg8bit", ARCHIVES["leftImg8bit"])
-    files = sorted(gt_dir.glob("*/*_gtFine_labelIds.png"))
-    if not files:
-        raise InputError(f"no */*_gtFine_labelIds.png in '{gt_dir}'; unzip {ARCHIVES['gtFine']}")
-    s = Summary()
-    names = read_classnames(classnames_dir() / "cls_city_scapes.txt")
-    if [_norm(n) for n in train_id_names()] != [_norm(n.split(",")[0]) for n in names]:
+    img_out = out_root / "leftImg8bit" / split
+    link = bool(link_images) and out_root.resolve() != cityscapes_root.resolve()
+    if link:
+        prepare.require(img_dir, "Cityscapes leftImg8bit", ARCHIVES["leftImg8bit"])
+    files = prepare.require_files(
+        gt_dir.glob("*/*_gtFine_labelIds.png"),
+        f"no */*_gtFine_labelIds.png in '{gt_dir}'; unzip {ARCHIVES['gtFine']}",
+    )
+    job = prepare.Conversion(overwrite=overwrite, progress=progress)
+    s = job.summary
+    names = prepare.read_class_file("cls_city_scapes.txt")
+    ours = [prepare.loose_name(n) for n in train_id_names()]
+    if ours != [prepare.loose_name(n.split(",")[0]) for n in names]:
         s.warn("the train-id order differs from cls_city_scapes.txt")
     lut = train_id_lut()
-    for f in tqdm(files, desc="cityscapes", unit="file", disable=not progress):
-        stem = f.name[: -len("_gtFine_labelIds.png")]
-        city = f.parent.name
-        dst = out_root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png"
-        if dst.exists() and not overwrite:
-            s.skipped += 1
+
+    def stem_and_city(f: Path) -> tuple[str, str]:
+        return f.name[: -len("_gtFine_labelIds.png")], f.parent.name
+
+    def output(f: Path) -> Path:
+        stem, city = stem_and_city(f)
+        return out_root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png"
+
+    def convert(f: Path) -> np.ndarray:
+        return lut[prepare.read_uint8_map(f, "labelIds image")]
+
+    def link_image(f: Path) -> None:
+        stem, city = stem_and_city(f)
+        src = img_dir / city / f"{stem}_leftImg8bit.png"
+        dst = img_out / city / src.name
+        if dst.exists() or dst.is_symlink():
+            return
+        if src.is_file():
+            place_file(src, dst, link_images)
         else:
-            try:
-                ids = np.array(Image.open(f))
-            except OSError as err:
-                s.failed += 1
-                s.warn(f"cannot read {f}: {err}")
-                continue
-            if ids.ndim != 2 or ids.dtype != np.uint8:
-                s.failed += 1
-                s.warn(f"{f} is not a single-channel 8-bit labelIds image")
-                continue
-            atomic_save_label(lut[ids], dst)
-            s.written += 1
-        if link_images and not same_tree:
-            src = img_dir / city / f"{stem}_leftImg8bit.png"
-            out_img = out_root / "leftImg8bit" / split / city / src.name
-            if out_img.exists() or out_img.is_symlink():
-                continue
-            if src.is_file():
-                place_file(src, out_img, link_images)
-            else:
-                s.warn(f"image missing: {src}")
-    if not link_images and not (out_root / "leftImg8bit" / split).is_dir():
+            s.warn(f"image missing: {src}")
+
+    job.convert_files(files, output, convert, desc="cityscapes", after=link_image if link else None)
+    if not link_images and not img_out.is_dir():
         s.warn(
-            f"no images in {out_root / 'leftImg8bit' / split}: unzip {ARCHIVES['leftImg8bit']} "
-            "there or use --link-images"
+            f"no images in {img_out}: unzip {ARCHIVES['leftImg8bit']} there or use --link-images"
         )
     return s
 
@@ -258,50 +152,36 @@ def prepare_cityscapes(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = prepare.make_parser(__doc__)
     p.add_argument(
         "--cityscapes-root",
-        default=None,
         help="folder with the official gtFine/ and leftImg8bit/ (default: <data-root>/cityscapes)",
     )
-    p.add_argument("--data-root", default=None, help="output root (default: $OVDENSE_DATASETS)")
+    prepare.add_data_root_argument(p)
     p.add_argument("--split", default="val", choices=("val", "train", "test"))
-    p.add_argument(
-        "--link-images",
-        nargs="?",
-        const="symlink",
-        choices=("symlink", "copy"),
-        default=None,
-        help="symlink (default) or copy the images into <data-root>/cityscapes/leftImg8bit",
+    prepare.add_link_images_argument(
+        p, "symlink (default) or copy the images into <data-root>/cityscapes/leftImg8bit"
     )
-    p.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
+    prepare.add_overwrite_argument(p)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; 0 on success, 1 if some files failed, 2 on a missing input."""
     args = parse_args(argv)
-    try:
-        data_root = resolve_data_root(args.data_root)
-        src = (
-            Path(args.cityscapes_root).expanduser()
-            if args.cityscapes_root
-            else data_root / "cityscapes"
-        )
-        s = prepare_cityscapes(
+
+    def run() -> prepare.Summary:
+        data_root = prepare.resolve_output_root(args.data_root)
+        src = prepare.path_arg(args.cityscapes_root, data_root / "cityscapes")
+        return prepare_cityscapes(
             src,
             data_root,
             split=args.split,
             link_images=args.link_images,
             overwrite=args.overwrite,
         )
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(s.report(f"cityscapes ({args.split})"))
-    return 1 if s.failed else 0
+
+    return prepare.run_cli(f"cityscapes ({args.split})", run)
 
 
 if __name__ == "__main__":

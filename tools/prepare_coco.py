@@ -31,17 +31,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
+
+from ovdense.data import prepare
 
 IGNORE = 255
 
@@ -97,109 +93,6 @@ ARCHIVES = {
 
 
 # --------------------------------------------------------------------------------------------
-# small shared helpers (each prepare_* tool is self-contained)
-
-
-class InputError(Exception):
-    """A missing or unreadable input; shown to the user as one line."""
-
-
-@dataclass
-class Summary:
-    """What a conversion did: files written, skipped because present, failed, and warnings."""
-
-    written: int = 0
-    skipped: int = 0
-    failed: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, message: str) -> None:
-        """Record a warning (printed with the summary)."""
-        self.warnings.append(message)
-
-    def report(self, title: str, max_warnings: int = 20) -> str:
-        """The summary block printed at the end of a run (at most ``max_warnings`` shown)."""
-        lines = [
-            f"{title}: {self.written} written, {self.skipped} skipped (already present; "
-            f"--overwrite to redo), {self.failed} failed, {len(self.warnings)} warning(s)"
-        ]
-        lines += [f"  warning: {w}" for w in self.warnings[:max_warnings]]
-        if len(self.warnings) > max_warnings:
-            lines.append(f"  ... and {len(self.warnings) - max_warnings} more warning(s)")
-        return "\n".join(lines)
-
-
-def _need(path: Path, what: str, archive: str, *, is_dir: bool = True) -> Path:
-    ok = path.is_dir() if is_dir else path.is_file()
-    if not ok:
-        kind = "folder" if is_dir else "file"
-        raise InputError(f"missing {what} {kind} '{path}'; download and unzip {archive}")
-    return path
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_save_label(labels: np.ndarray, path: Path) -> None:
-    """Write a single-channel label image (uint8 -> 8-bit, uint16 -> 16-bit) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    fmt = "TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG"
-    try:
-        Image.fromarray(labels).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def place_file(src: Path, dst: Path, mode: str) -> None:
-    """Symlink (``mode="symlink"``, absolute target) or copy ``src`` to ``dst`` atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(dst)
-    try:
-        if mode == "symlink":
-            os.symlink(src.resolve(), tmp)
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-
-
-def classnames_dir() -> Path:
-    """``ovdense/data/classnames`` of this checkout or of the installed package."""
-    here = Path(__file__).resolve().parents[1] / "ovdense" / "data" / "classnames"
-    if here.is_dir():
-        return here
-    spec = importlib.util.find_spec("ovdense")  # finds the package without importing it
-    if spec and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations))) / "data" / "classnames"
-    raise InputError("cannot find ovdense/data/classnames; is ovdense installed?")
-
-
-def read_classnames(path: Path) -> list[str]:
-    """One class per line (trailing empty lines dropped; CRLF accepted)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return [line.strip() for line in lines]
-
-
-def resolve_data_root(data_root: str | None) -> Path:
-    """``--data-root`` or ``$OVDENSE_DATASETS``."""
-    root = data_root or os.environ.get("OVDENSE_DATASETS")
-    if not root:
-        raise InputError("no data root: give --data-root or set OVDENSE_DATASETS")
-    return Path(root).expanduser()
-
-
-def _norm(name: str) -> str:
-    return name.lower().replace(" ", "").replace("_", "")
-
-
-# --------------------------------------------------------------------------------------------
 # label tables
 
 
@@ -236,7 +129,7 @@ def check_names(ours: Sequence[str], theirs: Sequence[str], what: str) -> list[s
     bad = [
         f"{i}: {a!r} vs {b!r}"
         for i, (a, b) in enumerate(zip(ours, theirs))
-        if _norm(a) != _norm(b.split(";")[0].split(",")[0])
+        if prepare.loose_name(a) != prepare.loose_name(b.split(";")[0].split(",")[0])
     ]
     if bad:
         out.append(f"{what}: class order differs from the class-name file at " + "; ".join(bad))
@@ -296,12 +189,11 @@ def _out_dirs(data_root: Path) -> tuple[Path, Path]:
 
 
 def _link_images(
+    job: prepare.Conversion,
     names: Sequence[tuple[str, str]],
     images: Path | None,
     dst_dir: Path,
     mode: str | None,
-    s: Summary,
-    progress: bool = True,
 ) -> None:
     """Place ``images/<file>`` as ``dst_dir/<id>.jpg`` for each ``(id, file)`` (never replaced).
 
@@ -309,23 +201,42 @@ def _link_images(
     """
     if mode is None:
         if not dst_dir.is_dir():
-            s.warn(
+            job.summary.warn(
                 f"no images in {dst_dir}: put the val2017 images there ({ARCHIVES['images']}) "
                 "or re-run with --link-images"
             )
         return
-    missing = 0
-    for stem, fname in tqdm(names, desc="images", unit="img", disable=not progress):
-        dst = dst_dir / f"{stem}.jpg"
-        if dst.exists() or dst.is_symlink():
-            continue
-        src = images / fname
-        if not src.is_file():
-            missing += 1
-            continue
-        place_file(src, dst, mode)
-    if missing:
-        s.warn(f"{missing} image(s) missing from {images}")
+    pairs = [(images / fname, dst_dir / f"{stem}.jpg") for stem, fname in names]
+    job.place_images(pairs, mode, source=images)
+
+
+def _stuffthingmap_files(
+    stuffthingmaps: Path, images: Path | None, link_images: str | None
+) -> list[Path]:
+    """The ``{id}.png`` stuffthing maps, after checking the inputs exist."""
+    prepare.require(stuffthingmaps, "COCO-Stuff stuffthing maps", ARCHIVES["stuffthingmaps"])
+    if link_images:
+        prepare.require(images, "COCO val2017 images", ARCHIVES["images"])
+    return prepare.require_files(
+        stuffthingmaps.glob("*.png"),
+        f"no .png files in '{stuffthingmaps}'; unzip {ARCHIVES['stuffthingmaps']}",
+    )
+
+
+def _convert_stuffthingmaps(
+    job: prepare.Conversion,
+    files: Sequence[Path],
+    convert: Callable[[Path], np.ndarray],
+    data_root: Path,
+    kind: str,
+    desc: str,
+    images: Path | None,
+    link_images: str | None,
+) -> None:
+    """Write ``annotations/val2017/{id}_<kind>.png`` for each map, then place the images."""
+    img_dir, ann_dir = _out_dirs(data_root)
+    job.convert_files(files, lambda f: ann_dir / f"{f.stem}_{kind}.png", convert, desc=desc)
+    _link_images(job, [(f.stem, f"{f.stem}.jpg") for f in files], images, img_dir, link_images)
 
 
 def prepare_stuff(
@@ -336,7 +247,7 @@ def prepare_stuff(
     link_images: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
-) -> Summary:
+) -> prepare.Summary:
     """Write ``coco_stuff164k/annotations/val2017/{id}_labelTrainIds.png`` from stuffthing maps.
 
     Args:
@@ -347,44 +258,27 @@ def prepare_stuff(
         overwrite: Rewrite existing outputs.
         progress: Show a progress bar.
     """
-    _need(stuffthingmaps, "COCO-Stuff stuffthing maps", ARCHIVES["stuffthingmaps"])
-    if link_images:
-        _need(images, "COCO val2017 images", ARCHIVES["images"])
-    files = sorted(stuffthingmaps.glob("*.png"))
-    if not files:
-        raise InputError(f"no .png files in '{stuffthingmaps}'; unzip {ARCHIVES['stuffthingmaps']}")
-    s = Summary()
+    files = _stuffthingmap_files(stuffthingmaps, images, link_images)
+    job = prepare.Conversion(overwrite=overwrite, progress=progress)
+    s = job.summary
     for w in check_names(
         [COCO_STUFF_CLASSES[i] for i in used_stuff_ids()],
-        read_classnames(classnames_dir() / "cls_coco_stuff.txt"),
+        prepare.read_class_file("cls_coco_stuff.txt"),
         "coco_stuff171",
     ):
         s.warn(w)
     lut = stuff_lut()
-    img_dir, ann_dir = _out_dirs(data_root)
-    for f in tqdm(files, desc="coco_stuff171", unit="file", disable=not progress):
-        dst = ann_dir / f"{f.stem}_labelTrainIds.png"
-        if dst.exists() and not overwrite:
-            s.skipped += 1
-            continue
-        try:
-            values = np.array(Image.open(f))
-        except OSError as err:
-            s.failed += 1
-            s.warn(f"cannot read {f}: {err}")
-            continue
-        if values.ndim != 2 or values.dtype != np.uint8:
-            s.failed += 1
-            s.warn(f"{f} is not a single-channel 8-bit map")
-            continue
+
+    def convert(f: Path) -> np.ndarray:
+        values = prepare.read_uint8_map(f)
         unknown = np.setdiff1d(np.unique(values), np.flatnonzero(lut != IGNORE))
         unknown = unknown[unknown != IGNORE]
         if unknown.size:
             s.warn(f"{f.name}: unused class values {unknown.tolist()} -> 255")
-        atomic_save_label(lut[values], dst)
-        s.written += 1
-    _link_images(
-        [(f.stem, f"{f.stem}.jpg") for f in files], images, img_dir, link_images, s, progress
+        return lut[values]
+
+    _convert_stuffthingmaps(
+        job, files, convert, data_root, "labelTrainIds", "coco_stuff171", images, link_images
     )
     return s
 
@@ -398,7 +292,7 @@ def prepare_object(
     crowd: str = "label",
     overwrite: bool = False,
     progress: bool = True,
-) -> Summary:
+) -> prepare.Summary:
     """Write ``coco_stuff164k/annotations/val2017/{id}_instanceTrainIds.png`` from instances.
 
     Args:
@@ -410,47 +304,46 @@ def prepare_object(
         overwrite: Rewrite existing outputs.
         progress: Show a progress bar.
     """
-    _need(annotations, "COCO instances annotation", ARCHIVES["annotations"], is_dir=False)
+    prepare.require(annotations, "COCO instances annotation", ARCHIVES["annotations"], is_dir=False)
     if link_images:
-        _need(images, "COCO val2017 images", ARCHIVES["images"])
+        prepare.require(images, "COCO val2017 images", ARCHIVES["images"])
     try:
         from pycocotools.coco import COCO
     except ImportError as err:  # pragma: no cover - pycocotools is a dependency
-        raise InputError("pycocotools is needed: pip install pycocotools") from err
+        raise prepare.InputError("pycocotools is needed: pip install pycocotools") from err
     try:
         coco = COCO(str(annotations))
     except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"cannot read '{annotations}': {err}") from err
-    s = Summary()
+        raise prepare.InputError(f"cannot read '{annotations}': {err}") from err
+    job = prepare.Conversion(overwrite=overwrite, progress=progress)
     cat_ids = sorted(coco.getCatIds())
     cat_to_label = {c: i for i, c in enumerate(cat_ids, start=1)}
     if len(cat_ids) > 254:
-        raise InputError(f"{annotations} has {len(cat_ids)} categories; at most 254 fit")
+        raise prepare.InputError(f"{annotations} has {len(cat_ids)} categories; at most 254 fit")
     for w in check_names(
         [coco.cats[c]["name"] for c in cat_ids],
-        read_classnames(classnames_dir() / "cls_coco_object.txt")[1:],
+        prepare.read_class_file("cls_coco_object.txt")[1:],
         "coco_object",
     ):
-        s.warn(w)
+        job.summary.warn(w)
     img_dir, ann_dir = _out_dirs(data_root)
     img_ids = sorted(coco.getImgIds())
-    names = []
-    for img_id in tqdm(img_ids, desc="coco_object", unit="img", disable=not progress):
+    names = [(Path(coco.imgs[i]["file_name"]).stem, coco.imgs[i]["file_name"]) for i in img_ids]
+    stems = {i: stem for i, (stem, _) in zip(img_ids, names)}
+
+    def output(img_id: int) -> Path:
+        return ann_dir / f"{stems[img_id]}_instanceTrainIds.png"
+
+    def convert(img_id: int) -> np.ndarray:
         info = coco.imgs[img_id]
-        stem = Path(info["file_name"]).stem
-        names.append((stem, info["file_name"]))
-        dst = ann_dir / f"{stem}_instanceTrainIds.png"
-        if dst.exists() and not overwrite:
-            s.skipped += 1
-            continue
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id], iscrowd=None))
-        out = paint_instances(
+        return paint_instances(
             anns, info["height"], info["width"], cat_to_label, coco.annToMask, crowd
         )
-        atomic_save_label(out, dst)
-        s.written += 1
-    _link_images(names, images, img_dir, link_images, s, progress)
-    return s
+
+    job.convert_files(img_ids, output, convert, desc="coco_object", unit="img")
+    _link_images(job, names, images, img_dir, link_images)
+    return job.summary
 
 
 def prepare_object_from_stuffthingmaps(
@@ -461,42 +354,26 @@ def prepare_object_from_stuffthingmaps(
     link_images: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
-) -> Summary:
+) -> prepare.Summary:
     """SCLIP's COCO-Object conversion: stuffthing maps -> ``{id}_instanceTrainIds.png``.
 
     Thing values (COCO id - 1, 0..89 with gaps) -> 1..80, stuff values (91..181) -> 0,
     255 -> 255. Arguments as :func:`prepare_stuff`.
     """
-    _need(stuffthingmaps, "COCO-Stuff stuffthing maps", ARCHIVES["stuffthingmaps"])
-    if link_images:
-        _need(images, "COCO val2017 images", ARCHIVES["images"])
-    files = sorted(stuffthingmaps.glob("*.png"))
-    if not files:
-        raise InputError(f"no .png files in '{stuffthingmaps}'; unzip {ARCHIVES['stuffthingmaps']}")
-    s = Summary()
+    files = _stuffthingmap_files(stuffthingmaps, images, link_images)
+    job = prepare.Conversion(overwrite=overwrite, progress=progress)
     lut = object_lut_from_stuffthingmaps()
-    img_dir, ann_dir = _out_dirs(data_root)
-    for f in tqdm(files, desc="coco_object", unit="file", disable=not progress):
-        dst = ann_dir / f"{f.stem}_instanceTrainIds.png"
-        if dst.exists() and not overwrite:
-            s.skipped += 1
-            continue
-        try:
-            values = np.array(Image.open(f))
-        except OSError as err:
-            s.failed += 1
-            s.warn(f"cannot read {f}: {err}")
-            continue
-        if values.ndim != 2 or values.dtype != np.uint8:
-            s.failed += 1
-            s.warn(f"{f} is not a single-channel 8-bit map")
-            continue
-        atomic_save_label(lut[values], dst)
-        s.written += 1
-    _link_images(
-        [(f.stem, f"{f.stem}.jpg") for f in files], images, img_dir, link_images, s, progress
+    _convert_stuffthingmaps(
+        job,
+        files,
+        lambda f: lut[prepare.read_uint8_map(f)],
+        data_root,
+        "instanceTrainIds",
+        "coco_object",
+        images,
+        link_images,
     )
-    return s
+    return job.summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,9 +382,7 @@ def prepare_object_from_stuffthingmaps(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = prepare.make_parser(__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -515,9 +390,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=".",
         help="folder where the official archives were unzipped (default: current folder)",
     )
-    common.add_argument(
-        "--data-root", default=None, help="output root (default: $OVDENSE_DATASETS)"
-    )
+    prepare.add_data_root_argument(common)
     common.add_argument(
         "--images",
         default=None,
@@ -528,15 +401,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="stuffthing maps (default: <coco-root>/stuffthingmaps_trainval2017/val2017)",
     )
-    common.add_argument(
-        "--link-images",
-        nargs="?",
-        const="symlink",
-        choices=("symlink", "copy"),
-        default=None,
-        help="symlink (default) or copy the images to coco_stuff164k/images/val2017",
+    prepare.add_link_images_argument(
+        common, "symlink (default) or copy the images to coco_stuff164k/images/val2017"
     )
-    common.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
+    prepare.add_overwrite_argument(common)
     sub.add_parser("stuff", parents=[common], help="coco_stuff171 labelTrainIds")
     obj = sub.add_parser("object", parents=[common], help="coco_object instanceTrainIds")
     obj.add_argument(
@@ -562,34 +430,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; 0 on success, 1 if some files failed, 2 on a missing input."""
     args = parse_args(argv)
     root = Path(args.coco_root).expanduser()
-    images = Path(args.images).expanduser() if args.images else root / "val2017"
-    stm = (
-        Path(args.stuffthingmaps).expanduser()
-        if args.stuffthingmaps
-        else root / "stuffthingmaps_trainval2017" / "val2017"
-    )
-    try:
-        data_root = resolve_data_root(args.data_root)
+    images = prepare.path_arg(args.images, root / "val2017")
+    stm = prepare.path_arg(args.stuffthingmaps, root / "stuffthingmaps_trainval2017" / "val2017")
+    if args.command == "stuff":
+        title = "coco_stuff171"
+    elif args.from_stuffthingmaps:
+        title = "coco_object (from stuffthing maps)"
+    else:
+        title = "coco_object"
+
+    def run() -> prepare.Summary:
+        data_root = prepare.resolve_output_root(args.data_root)
         kw = dict(images=images, link_images=args.link_images, overwrite=args.overwrite)
         if args.command == "stuff":
-            title = "coco_stuff171"
-            s = prepare_stuff(stm, data_root, **kw)
-        elif args.from_stuffthingmaps:
-            title = "coco_object (from stuffthing maps)"
-            s = prepare_object_from_stuffthingmaps(stm, data_root, **kw)
-        else:
-            title = "coco_object"
-            ann = (
-                Path(args.annotations).expanduser()
-                if args.annotations
-                else root / "annotations" / "instances_val2017.json"
-            )
-            s = prepare_object(ann, data_root, crowd=args.crowd, **kw)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(s.report(title))
-    return 1 if s.failed else 0
+            return prepare_stuff(stm, data_root, **kw)
+        if args.from_stuffthingmaps:
+            return prepare_object_from_stuffthingmaps(stm, data_root, **kw)
+        ann = prepare.path_arg(args.annotations, root / "annotations" / "instances_val2017.json")
+        return prepare_object(ann, data_root, crowd=args.crowd, **kw)
+
+    return prepare.run_cli(title, run)
 
 
 if __name__ == "__main__":

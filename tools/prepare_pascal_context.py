@@ -26,17 +26,14 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
+
+from ovdense.data import prepare
+from ovdense.utils.io import atomic_write_text
 
 IGNORE_459 = 65535
 NUM_CLASSES_459 = 459
@@ -58,105 +55,6 @@ ARCHIVES = {
 }
 
 # --------------------------------------------------------------------------------------------
-# small shared helpers (each prepare_* tool is self-contained)
-
-
-class InputError(Exception):
-    """A missing or unreadable input; shown to the user as one line."""
-
-
-@dataclass
-class Summary:
-    """What a conversion did: files written, skipped because present, failed, and warnings."""
-
-    written: int = 0
-    skipped: int = 0
-    failed: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, message: str) -> None:
-        """Record a warning (printed with the summary)."""
-        self.warnings.append(message)
-
-    def report(self, title: str, max_warnings: int = 20) -> str:
-        """The summary block printed at the end of a run (at most ``max_warnings`` shown)."""
-        lines = [
-            f"{title}: {self.written} written, {self.skipped} skipped (already present; "
-            f"--overwrite to redo), {self.failed} failed, {len(self.warnings)} warning(s)"
-        ]
-        lines += [f"  warning: {w}" for w in self.warnings[:max_warnings]]
-        if len(self.warnings) > max_warnings:
-            lines.append(f"  ... and {len(self.warnings) - max_warnings} more warning(s)")
-        return "\n".join(lines)
-
-
-def _need(path: Path, what: str, archive: str, *, is_dir: bool = True) -> Path:
-    ok = path.is_dir() if is_dir else path.is_file()
-    if not ok:
-        kind = "folder" if is_dir else "file"
-        raise InputError(f"missing {what} {kind} '{path}'; download and unzip {archive}")
-    return path
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_save_label(labels: np.ndarray, path: Path) -> None:
-    """Write a single-channel label image (uint8 -> 8-bit, uint16 -> 16-bit) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    fmt = "TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG"
-    try:
-        Image.fromarray(labels).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def place_file(src: Path, dst: Path, mode: str) -> None:
-    """Symlink (``mode="symlink"``, absolute target) or copy ``src`` to ``dst`` atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(dst)
-    try:
-        if mode == "symlink":
-            os.symlink(src.resolve(), tmp)
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-
-
-def classnames_dir() -> Path:
-    """``ovdense/data/classnames`` of this checkout or of the installed package."""
-    here = Path(__file__).resolve().parents[1] / "ovdense" / "data" / "classnames"
-    if here.is_dir():
-        return here
-    spec = importlib.util.find_spec("ovdense")  # finds the package without importing it
-    if spec and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations))) / "data" / "classnames"
-    raise InputError("cannot find ovdense/data/classnames; is ovdense installed?")
-
-
-def read_classnames(path: Path) -> list[str]:
-    """One class per line (trailing empty lines dropped; CRLF accepted)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return [line.strip() for line in lines]
-
-
-def resolve_data_root(data_root: str | None) -> Path:
-    """``--data-root`` or ``$OVDENSE_DATASETS``."""
-    root = data_root or os.environ.get("OVDENSE_DATASETS")
-    if not root:
-        raise InputError("no data root: give --data-root or set OVDENSE_DATASETS")
-    return Path(root).expanduser()
-
-
-# --------------------------------------------------------------------------------------------
 # label tables
 
 
@@ -168,10 +66,10 @@ def read_labels_txt(path: Path) -> dict[int, str]:
             continue
         idx, sep, name = line.partition(":")
         if not sep or not idx.strip().isdigit():
-            raise InputError(f"{path}:{n}: expected 'index: name', got {line!r}")
+            raise prepare.InputError(f"{path}:{n}: expected 'index: name', got {line!r}")
         out[int(idx)] = name.strip()
     if not out:
-        raise InputError(f"'{path}' lists no classes")
+        raise prepare.InputError(f"'{path}' lists no classes")
     return out
 
 
@@ -248,16 +146,6 @@ def read_ids(path: Path) -> list[str]:
 # conversion
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def prepare_pascal_context(
     mat_dir: Path,
     labels_txt: Path,
@@ -269,7 +157,7 @@ def prepare_pascal_context(
     link_images: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
-) -> Summary:
+) -> prepare.Summary:
     """Write the 60-class and/or 459-class PASCAL-Context labels and the split file.
 
     Args:
@@ -283,18 +171,21 @@ def prepare_pascal_context(
         overwrite: Rewrite existing outputs.
         progress: Show a progress bar.
     """
-    _need(mat_dir, "PASCAL-Context annotation (.mat)", ARCHIVES["context"])
-    _need(labels_txt, "PASCAL-Context labels.txt", ARCHIVES["context"], is_dir=False)
+    prepare.require(mat_dir, "PASCAL-Context annotation (.mat)", ARCHIVES["context"])
+    prepare.require(labels_txt, "PASCAL-Context labels.txt", ARCHIVES["context"], is_dir=False)
     if split_file is not None:
-        _need(split_file, "split", "mmseg's PASCAL-Context val.txt (5105 ids)", is_dir=False)
+        prepare.require(
+            split_file, "split", "mmseg's PASCAL-Context val.txt (5105 ids)", is_dir=False
+        )
     if link_images:
-        _need(images, "VOC2010 JPEGImages", ARCHIVES["voc2010"])
+        prepare.require(images, "VOC2010 JPEGImages", ARCHIVES["voc2010"])
     bad = set(outputs) - {"60", "459"}
     if bad or not outputs:
-        raise InputError(f"outputs must be '60' and/or '459', got {list(outputs)}")
+        raise prepare.InputError(f"outputs must be '60' and/or '459', got {list(outputs)}")
     labels = read_labels_txt(labels_txt)
-    s = Summary()
-    names459 = read_classnames(classnames_dir() / "cls_context459.txt")
+    job = prepare.Conversion(overwrite=overwrite, progress=progress)
+    s = job.summary
+    names459 = prepare.read_class_file("cls_context459.txt")
     ours = [labels.get(i, "") for i in range(1, NUM_CLASSES_459 + 1)]
     diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(ours, names459)) if a != b]
     if len(labels) != NUM_CLASSES_459 or diff:
@@ -302,7 +193,7 @@ def prepare_pascal_context(
             f"{labels_txt} has {len(labels)} classes; {len(diff)} differ from "
             f"cls_context459.txt: " + "; ".join(diff[:5])
         )
-    lut, unmatched = context59_lut(labels, read_classnames(classnames_dir() / "cls_context59.txt"))
+    lut, unmatched = context59_lut(labels, prepare.read_class_file("cls_context59.txt"))
     if unmatched:
         s.warn(f"{len(unmatched)} context59 class(es) not in {labels_txt}: {', '.join(unmatched)}")
     matched = tuple(int(i) for i in np.flatnonzero(lut))
@@ -314,32 +205,29 @@ def prepare_pascal_context(
     else:
         ids = sorted(p.stem for p in mat_dir.glob("*.mat"))
     if not ids:
-        raise InputError(f"no ids: '{mat_dir}' has no .mat files ({ARCHIVES['context']})")
+        raise prepare.InputError(f"no ids: '{mat_dir}' has no .mat files ({ARCHIVES['context']})")
     base = data_root / "VOCdevkit" / "VOC2010"
     dst60, dst459 = base / "SegmentationClassContext", base / "SegmentationClassContext459"
-    done: list[str] = []
-    missing: list[str] = []
-    for i in tqdm(ids, desc="pascal_context", unit="file", disable=not progress):
+    has_mat = {i: (mat_dir / f"{i}.mat").is_file() for i in ids}
+    missing = [i for i in ids if not has_mat[i]]
+
+    def targets(i: str) -> dict[str, Path]:
+        return {k: (dst60 if k == "60" else dst459) / f"{i}.png" for k in outputs}
+
+    def convert(i: str, todo: Sequence[str]) -> dict[str, np.ndarray]:
         src = mat_dir / f"{i}.mat"
-        if not src.is_file():
-            missing.append(i)
-            continue
-        targets = {k: (dst60 if k == "60" else dst459) / f"{i}.png" for k in outputs}
-        todo = {k: p for k, p in targets.items() if overwrite or not p.exists()}
-        s.skipped += len(targets) - len(todo)
-        if todo:
-            try:
-                lab = load_label_map(src)
-            except ValueError as err:
-                s.failed += 1
-                s.warn(str(err))
-                continue
-            if lab.size and int(lab.max()) > NUM_CLASSES_459:
-                s.warn(f"{src.name}: values above {NUM_CLASSES_459} -> unlabeled")
-            for k, p in todo.items():
-                atomic_save_label(convert_60(lab, lut) if k == "60" else convert_459(lab), p)
-                s.written += 1
-        done.append(i)
+        try:
+            lab = load_label_map(src)
+        except ValueError as err:
+            raise prepare.ConversionError(str(err)) from err
+        if lab.size and int(lab.max()) > NUM_CLASSES_459:
+            s.warn(f"{src.name}: values above {NUM_CLASSES_459} -> unlabeled")
+        return {k: convert_60(lab, lut) if k == "60" else convert_459(lab) for k in todo}
+
+    done: list[str] = []  # the ids converted or already present, in order
+    job.convert_each(
+        [i for i in ids if has_mat[i]], targets, convert, desc="pascal_context", after=done.append
+    )
     if missing:
         s.warn(f"{len(missing)} id(s) of the split have no .mat file, e.g. {missing[0]}")
 
@@ -350,22 +238,13 @@ def prepare_pascal_context(
         if split_out.read_text(encoding="utf-8") != text:
             s.warn(f"{split_out} exists and differs from the converted ids (--overwrite)")
     elif done:
-        _write_text_atomic(text, split_out)
+        atomic_write_text(split_out, text)
         s.written += 1
 
     jpeg = base / "JPEGImages"
     if link_images:
-        absent = 0
-        for i in tqdm(done, desc="images", unit="img", disable=not progress):
-            dst = jpeg / f"{i}.jpg"
-            if dst.exists() or dst.is_symlink():
-                continue
-            if not (images / f"{i}.jpg").is_file():
-                absent += 1
-                continue
-            place_file(images / f"{i}.jpg", dst, link_images)
-        if absent:
-            s.warn(f"{absent} image(s) missing from {images}")
+        pairs = [(images / f"{i}.jpg", jpeg / f"{i}.jpg") for i in done]
+        job.place_images(pairs, link_images, source=images)
     elif done and not (jpeg / f"{done[0]}.jpg").exists():
         s.warn(
             f"images not found in {jpeg}: extract {ARCHIVES['voc2010']} into the data root or "
@@ -380,9 +259,7 @@ def prepare_pascal_context(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = prepare.make_parser(__doc__)
     p.add_argument(
         "--context-root",
         default=".",
@@ -391,7 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mat-dir", default=None, help="folder of {id}.mat (default: <root>/trainval)")
     p.add_argument("--labels", default=None, help="labels.txt (default: <root>/labels.txt)")
     p.add_argument("--split-file", default=None, help="ids to convert (default: all .mat files)")
-    p.add_argument("--data-root", default=None, help="output root (default: $OVDENSE_DATASETS)")
+    prepare.add_data_root_argument(p)
     p.add_argument(
         "--outputs",
         nargs="+",
@@ -400,15 +277,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="which label sets to write (default: both)",
     )
     p.add_argument("--images", default=None, help="VOC2010 JPEGImages folder to link from")
-    p.add_argument(
-        "--link-images",
-        nargs="?",
-        const="symlink",
-        choices=("symlink", "copy"),
-        default=None,
-        help="symlink (default) or copy --images into VOCdevkit/VOC2010/JPEGImages",
+    prepare.add_link_images_argument(
+        p, "symlink (default) or copy --images into VOCdevkit/VOC2010/JPEGImages"
     )
-    p.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
+    prepare.add_overwrite_argument(p)
     return p.parse_args(argv)
 
 
@@ -416,24 +288,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; 0 on success, 1 if some files failed, 2 on a missing input."""
     args = parse_args(argv)
     root = Path(args.context_root).expanduser()
-    try:
+
+    def run() -> prepare.Summary:
         if args.link_images and not args.images:
-            raise InputError("--link-images needs --images <VOCdevkit/VOC2010/JPEGImages>")
-        s = prepare_pascal_context(
-            Path(args.mat_dir).expanduser() if args.mat_dir else root / "trainval",
-            Path(args.labels).expanduser() if args.labels else root / "labels.txt",
-            resolve_data_root(args.data_root),
-            split_file=Path(args.split_file).expanduser() if args.split_file else None,
+            raise prepare.InputError("--link-images needs --images <VOCdevkit/VOC2010/JPEGImages>")
+        return prepare_pascal_context(
+            prepare.path_arg(args.mat_dir, root / "trainval"),
+            prepare.path_arg(args.labels, root / "labels.txt"),
+            prepare.resolve_output_root(args.data_root),
+            split_file=prepare.path_arg(args.split_file),
             outputs=args.outputs,
-            images=Path(args.images).expanduser() if args.images else None,
+            images=prepare.path_arg(args.images),
             link_images=args.link_images,
             overwrite=args.overwrite,
         )
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(s.report("pascal_context"))
-    return 1 if s.failed else 0
+
+    return prepare.run_cli("pascal_context", run)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..data import (
     parse_dataset_spec,
 )
 from ..model_zoo import ALIASES, CONFIGS_DIR, get_config_file
+from ..utils.io import atomic_write, atomic_write_text
 from ..utils.visualizer import load_label_png, save_label_png
 from ..version import __version__
 from .sem_seg import SemSegEvaluator
@@ -118,14 +118,8 @@ def barrier(world: int) -> None:
 
 # -- evaluation -------------------------------------------------------------------------------
 def _atomic_save_label(labels: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_write(path, suffix=".png") as tmp:
         save_label_png(labels, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _pred_path(pred_dir: Path, sample_id: str) -> Path:
@@ -243,8 +237,9 @@ def run_eval(
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if rank == 0:
-        (out_dir / "results.json").write_text(
-            json.dumps(_nan_to_none(results), indent=2, ensure_ascii=False)
+        atomic_write_text(
+            out_dir / "results.json",
+            json.dumps(_nan_to_none(results), indent=2, ensure_ascii=False),
         )
         title = f"{cfg.method} ({protocol} protocol) on {dataset}: mIoU {metrics['mIoU']:.2f}"
         (out_dir / "results.md").write_text(markdown_table(metrics, title))

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
-import sys
-from pathlib import Path
 
 import numpy as np
+import prepare_ade20k_847 as pad
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+from ovdense.data.prepare import read_class_file
 
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pad = _tool("prepare_ade20k_847")
-NAMES847 = pad.read_classnames(pad.classnames_dir() / "cls_ade20k847.txt")
+NAMES847 = read_class_file("cls_ade20k847.txt")
 
 # ADE object class (1-based index into objectnames) -> expected 847 index, 65535 = not a class
 N_OBJECTS = 700
@@ -47,7 +35,7 @@ def _encode(cls: np.ndarray, rng) -> np.ndarray:
 
 
 @pytest.fixture()
-def ade(tmp_path):
+def ade(tmp_path, write_image):
     root = tmp_path / "ADE20K_2021_17_01"
     rng = np.random.default_rng(0)
     choices = np.array([0, *EXPECTED, 701, 2000])  # 701+: beyond objectnames
@@ -59,11 +47,10 @@ def ade(tmp_path):
         ("ADE_train_00000001", "images/ADE/training/urban/street"),
     ]:
         d = root / folder
-        d.mkdir(parents=True, exist_ok=True)
         cls = rng.choice(choices, (9, 11))
         cls.flat[: len(choices)] = choices
-        Image.fromarray(_encode(cls, rng)).save(d / f"{name}_seg.png")
-        Image.fromarray(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)).save(d / f"{name}.jpg")
+        write_image(d / f"{name}_seg.png", _encode(cls, rng))
+        write_image(d / f"{name}.jpg", rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
         classes[name] = cls
         files.append((name, folder))
     index = {

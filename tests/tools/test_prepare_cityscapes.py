@@ -2,58 +2,55 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import prepare_cityscapes as pcs
+import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pcs = _tool("prepare_cityscapes")
+from ovdense.data.prepare import read_class_file
 
 # the standard table, written independently: label id -> train id (others 255)
 TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
              24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
 
 
-def _fake_cityscapes(root: Path) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for city, frame in [("frankfurt", "frankfurt_000000_000294"), ("lindau", "lindau_000001_19")]:
-        ids = rng.integers(0, 40, (6, 8)).astype(np.uint8)
-        ids.flat[:36] = np.arange(36)
-        d = root / "gtFine" / "val" / city
-        d.mkdir(parents=True)
-        Image.fromarray(ids).save(d / f"{frame}_gtFine_labelIds.png")
-        Image.fromarray(ids).save(d / f"{frame}_gtFine_color.png")  # not a labelIds file
-        img = root / "leftImg8bit" / "val" / city
-        img.mkdir(parents=True)
-        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(img / f"{frame}_leftImg8bit.png")
-        out[f"{city}/{frame}"] = ids
-    return out
+@pytest.fixture()
+def fake_cityscapes(write_image, write_blank_image) -> Callable[[Path], dict[str, np.ndarray]]:
+    """``fake_cityscapes(root)``: two val frames under ``root``; returns their labelIds."""
+
+    def make(root: Path) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        out = {}
+        for city, frame in [
+            ("frankfurt", "frankfurt_000000_000294"),
+            ("lindau", "lindau_000001_19"),
+        ]:
+            ids = rng.integers(0, 40, (6, 8)).astype(np.uint8)
+            ids.flat[:36] = np.arange(36)
+            d = root / "gtFine" / "val" / city
+            write_image(d / f"{frame}_gtFine_labelIds.png", ids)
+            write_image(d / f"{frame}_gtFine_color.png", ids)  # not a labelIds file
+            img = root / "leftImg8bit" / "val" / city
+            write_blank_image(img / f"{frame}_leftImg8bit.png", (6, 8))
+            out[f"{city}/{frame}"] = ids
+        return out
+
+    return make
 
 
 def test_table_and_class_order():
     lut = pcs.train_id_lut()
     assert {v: int(lut[v]) for v in range(256) if lut[v] != 255} == TRAIN_IDS
-    names = pcs.read_classnames(pcs.classnames_dir() / "cls_city_scapes.txt")
+    names = read_class_file("cls_city_scapes.txt")
     assert [n.replace(" ", "") for n in pcs.train_id_names()] == names
 
 
-def test_in_place_conversion_and_rerun(tmp_path, capsys):
+def test_in_place_conversion_and_rerun(tmp_path, capsys, fake_cityscapes):
     data = tmp_path / "data"
-    ids = _fake_cityscapes(data / "cityscapes")
+    ids = fake_cityscapes(data / "cityscapes")
     assert pcs.main(["--data-root", str(data)]) == 0
     out = capsys.readouterr().out
     assert "2 written, 0 skipped" in out and "0 warning(s)" in out
@@ -69,9 +66,9 @@ def test_in_place_conversion_and_rerun(tmp_path, capsys):
     assert "2 written, 0 skipped" in capsys.readouterr().out
 
 
-def test_separate_tree_links_images(tmp_path):
+def test_separate_tree_links_images(tmp_path, fake_cityscapes):
     src = tmp_path / "downloads"
-    _fake_cityscapes(src)
+    fake_cityscapes(src)
     data = tmp_path / "data"
     s = pcs.prepare_cityscapes(src, data, link_images="symlink", progress=False)
     assert (s.written, s.warnings) == (2, [])
@@ -91,11 +88,11 @@ def test_missing_inputs(tmp_path, capsys):
     assert "_gtFine_labelIds.png" in capsys.readouterr().err
 
 
-def test_output_loads_through_the_catalog(tmp_path):
+def test_output_loads_through_the_catalog(tmp_path, fake_cityscapes):
     from ovdense.data import build_semseg_dataset
 
     data = tmp_path / "data"
-    ids = _fake_cityscapes(data / "cityscapes")
+    ids = fake_cityscapes(data / "cityscapes")
     pcs.prepare_cityscapes(data / "cityscapes", data, progress=False)
     ds = build_semseg_dataset("cityscapes", data)
     assert [ds[k]["id"] for k in range(len(ds))] == sorted(ids)

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import prepare_coco as pc
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-ROOT = Path(__file__).resolve().parents[2]
+from ovdense.data.prepare import read_class_file
 
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pc = _tool("prepare_coco")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
 # stuffthing-map values (COCO-Stuff id - 1) that no annotation uses
@@ -55,7 +44,7 @@ def test_stuff_table_matches_explicit_table_and_class_file():
     assert [int(lut[v]) for v in range(256)] == [table[v] for v in range(256)]
     # anchors: first thing, first value after a gap, first stuff, last stuff
     assert lut[0] == 0 and lut[12] == 11 and lut[91] == 80 and lut[181] == 170
-    names = pc.read_classnames(pc.classnames_dir() / "cls_coco_stuff.txt")
+    names = read_class_file("cls_coco_stuff.txt")
     ours = [pc.COCO_STUFF_CLASSES[i] for i in pc.used_stuff_ids()]
     assert pc.check_names(ours, names, "coco_stuff171") == []
     assert [n.replace(" ", "") for n in ours[:80]] == names[:80]  # the 80 things come first
@@ -132,7 +121,7 @@ def _box(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
 
 
 @pytest.fixture()
-def instances(tmp_path):
+def instances(tmp_path, write_blank_image):
     """Three images: overlapping polygons / RLE / crowd RLE, a pair of RLEs, no annotation."""
     cats = [
         {"id": i, "name": n, "supercategory": "x"}
@@ -171,11 +160,9 @@ def instances(tmp_path):
     path = tmp_path / "coco" / "annotations" / "instances_val2017.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    img_dir = tmp_path / "coco" / "val2017"
-    img_dir.mkdir()
     for im in images:
-        Image.fromarray(np.zeros((im["height"], im["width"], 3), np.uint8)).save(
-            img_dir / im["file_name"]
+        write_blank_image(
+            tmp_path / "coco" / "val2017" / im["file_name"], (im["height"], im["width"])
         )
     label_of = {c["id"]: k for k, c in enumerate(cats, start=1)}
     return path, expected_masks, label_of, {im["id"]: im for im in images}

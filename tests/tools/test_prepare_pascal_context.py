@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
+import prepare_pascal_context as ppc
 import pytest
 from PIL import Image
 from scipy.io import savemat
 
-ROOT = Path(__file__).resolve().parents[2]
+from ovdense.data.prepare import read_class_file
 
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ppc = _tool("prepare_pascal_context")
-NAMES459 = ppc.read_classnames(ppc.classnames_dir() / "cls_context459.txt")
+NAMES459 = read_class_file("cls_context459.txt")
 
 
 def _labels_txt(path: Path, rename: dict[str, str] | None = None) -> Path:
@@ -54,9 +43,7 @@ def _expected_60(lab: np.ndarray) -> np.ndarray:
 
 def test_tables():
     labels = {i: n for i, n in enumerate(NAMES459, 1)}
-    lut, unmatched = ppc.context59_lut(
-        labels, ppc.read_classnames(ppc.classnames_dir() / "cls_context59.txt")
-    )
+    lut, unmatched = ppc.context59_lut(labels, read_class_file("cls_context59.txt"))
     assert unmatched == []
     assert tuple(int(i) for i in np.flatnonzero(lut)) == ppc.DETAIL_API_59
     assert lut[2] == 1 and lut[9] == 2 and lut[458] == 59 and lut[1] == 0 and lut[459] == 0
@@ -91,14 +78,13 @@ def test_prepare_writes_60_and_459(tmp_path, context):
     assert (s.written, s.skipped) == (0, 7)
 
 
-def test_split_file_only_459_and_images(tmp_path, context, capsys):
+def test_split_file_only_459_and_images(tmp_path, context, capsys, write_blank_image):
     root, maps = context
     split = tmp_path / "val.txt"
     split.write_text("2008_000002\n2008_000000\n\nmissing_id\n")
     jpeg = tmp_path / "VOC2010_JPEGImages"
-    jpeg.mkdir()
     for i, lab in maps.items():
-        Image.fromarray(np.zeros((*lab.shape, 3), np.uint8)).save(jpeg / f"{i}.jpg")
+        write_blank_image(jpeg / f"{i}.jpg", lab.shape)
     data = tmp_path / "data"
     argv = ["--context-root", str(root), "--data-root", str(data), "--split-file", str(split)]
     argv += ["--outputs", "459", "--images", str(jpeg), "--link-images", "copy"]
@@ -150,14 +136,13 @@ def test_missing_inputs(tmp_path, capsys):
     assert "1 failed" in capsys.readouterr().out
 
 
-def test_outputs_load_through_the_catalog(tmp_path, context):
+def test_outputs_load_through_the_catalog(tmp_path, context, write_blank_image):
     from ovdense.data import build_semseg_dataset
 
     root, maps = context
     jpeg = tmp_path / "JPEGImages"
-    jpeg.mkdir()
     for i, lab in maps.items():
-        Image.fromarray(np.zeros((*lab.shape, 3), np.uint8)).save(jpeg / f"{i}.jpg")
+        write_blank_image(jpeg / f"{i}.jpg", lab.shape)
     data = tmp_path / "data"
     ppc.prepare_pascal_context(
         root / "trainval", root / "labels.txt", data, images=jpeg, link_images="symlink",

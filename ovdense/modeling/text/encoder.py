@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ...utils.io import atomic_write
 from ..clip import model_fingerprint
 from .templates import resolve_templates
 from .vocabulary import Vocabulary
@@ -254,15 +254,8 @@ class TextEncoder(nn.Module):
         self._memory_put(key, emb)
         if self.cache_dir is None:
             return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_write(self.cache_dir / f"{key}.pt") as tmp:
             torch.save({"embeds": emb.detach().cpu()}, tmp)
-            os.replace(tmp, self.cache_dir / f"{key}.pt")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @staticmethod
     def clear_memory_cache() -> None:

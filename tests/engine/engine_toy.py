@@ -1,0 +1,36 @@
+"""Tiny model and synthetic data for the trainer tests (importable by config files)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class SyntheticRegression(Dataset):
+    """``y = x @ w + noise`` with fixed random ``x``/``w`` (seeded)."""
+
+    def __init__(self, n: int = 64, dim: int = 4, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, dim, generator=g)
+        w = torch.randn(dim, 1, generator=g)
+        self.y = self.x @ w + 0.01 * torch.randn(n, 1, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class TinyRegressor(nn.Module):
+    """A linear layer + dropout (so the global RNG matters for resume); MSE loss dict."""
+
+    def __init__(self, dim: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pred = self.fc(self.drop(batch["x"]))
+        return {"loss_mse": nn.functional.mse_loss(pred, batch["y"])}
