@@ -1,6 +1,7 @@
 """CLIPSelf dense self-distillation, its image-folder data and the open_clip export."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -272,3 +273,48 @@ def test_resume_is_exact_with_random_grids(tmp_path, tiny_clip_config):
     resumed.train()
     for a, b in zip(full.model.student.parameters(), resumed.model.student.parameters()):
         assert torch.equal(a, b)
+
+
+def test_export_tool_writes_the_trained_student(tmp_path, tiny_clip_config):
+    import importlib.util
+
+    write_images(tmp_path / "images")
+    cfg = make_cfg(tmp_path, tiny_clip_config, max_iter=4)
+    cfg.train.checkpoint_period = 4
+    trainer = Trainer(cfg)
+    trainer.train()
+    spec = importlib.util.spec_from_file_location(
+        "export_clipself", Path(__file__).resolve().parents[2] / "tools" / "export_clipself.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "exported.pt"
+    rc = tool.main(
+        [
+            "--config",
+            str(tmp_path / "out" / "config.yaml"),
+            "--checkpoint",
+            str(tmp_path / "out"),
+            "--output",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    ref = tmp_path / "reference.pt"
+    trainer.model.save_open_clip_checkpoint(ref)
+    a = torch.load(out, weights_only=True)
+    b = torch.load(ref, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (
+        tool.main(
+            [
+                "--config",
+                str(tmp_path / "out" / "config.yaml"),
+                "--checkpoint",
+                str(tmp_path / "nothing"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )

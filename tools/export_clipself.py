@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Export a CLIPSelf training checkpoint as an open_clip checkpoint for every segmentor.
+
+Example::
+
+    python tools/export_clipself.py --config ovdense/configs/train/clipself_vitb16.py \
+        --checkpoint output/clipself/model_0044352.pt --output clipself_vitb16.pt
+    python demo/demo.py --config naclip --checkpoint clipself_vitb16.pt --input img.jpg ...
+
+``--checkpoint`` may also be a training output folder (its ``last_checkpoint`` is used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ovdense.config import LazyConfig, instantiate
+from ovdense.engine import load_checkpoint, read_last_checkpoint
+from ovdense.utils.cli import USER_ERRORS, report_user_error
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", required=True, help="the training config")
+    p.add_argument("--checkpoint", required=True, help="model_*.pt or a training output folder")
+    p.add_argument("--output", required=True, help="open_clip checkpoint to write (.pt)")
+    p.add_argument("opts", nargs="*", default=[], help="config overrides: key=value ...")
+    args = p.parse_args(argv)
+    try:
+        path = Path(args.checkpoint)
+        if path.is_dir():
+            found = read_last_checkpoint(path)
+            if found is None:
+                raise FileNotFoundError(f"No last_checkpoint in {path}: pass a model_*.pt file.")
+            path = found
+        state = load_checkpoint(path)["model"]
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+        model = instantiate(cfg.model)
+        model.load_state_dict(state)
+        model.save_open_clip_checkpoint(args.output)
+    except (*USER_ERRORS, RuntimeError) as err:
+        return report_user_error(err)
+    print(f"Wrote {args.output} (from {path}); use it with checkpoint={args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
