@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""CLIPSelf's region-classification benchmark: zero-shot classification of the COCO panoptic
+val ground-truth boxes and masks from a segmentor's dense features (REFERENCE §4).
+
+Example::
+
+    python tools/eval_regions.py --config naclip \\
+        --panoptic-json coco/annotations/panoptic_val2017.json \\
+        --panoptic-dir coco/panoptic_val2017 --images coco/val2017 \\
+        --mode boxes masks --output output/regions/naclip model.short_side=1024
+
+Prints top-1 and mean per-class accuracy (percent) for things, stuff and all classes for each
+mode, and writes ``<output>/results.json``. Trailing ``key=value`` arguments override the
+preset (e.g. ``model.short_side=1024``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovdense.config import instantiate
+from ovdense.evaluation.regions import MODES, evaluate_regions, load_coco_panoptic
+from ovdense.model_zoo import get_config
+from ovdense.utils.cli import USER_ERRORS, report_user_error
+from ovdense.utils.io import atomic_write_text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", required=True, help="method preset or config file")
+    p.add_argument("--panoptic-json", required=True, help="panoptic_val2017.json")
+    p.add_argument("--panoptic-dir", required=True, help="folder of the panoptic PNGs")
+    p.add_argument("--images", required=True, help="folder of the images (val2017)")
+    p.add_argument(
+        "--mode", nargs="+", default=list(MODES), metavar="{boxes,masks}", help="region kinds"
+    )
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", default=None, help="output folder (default output/regions/<cfg>)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("opts", nargs="*", default=[], help="config overrides: model.key=value ...")
+    args = p.parse_args(argv)
+    # ``--mode boxes masks key=value`` : argparse hands the overrides to --mode; move them back
+    args.opts = [m for m in args.mode if "=" in m] + args.opts
+    args.mode = [m for m in args.mode if "=" not in m]
+    bad = [m for m in args.mode if m not in MODES]
+    if bad or not args.mode:
+        p.error(f"argument --mode: invalid choice(s) {bad} (choose from {', '.join(MODES)})")
+    return args
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def format_table(results: dict[str, Any], modes: list[str]) -> str:
+    """A markdown table: one row per mode, things / stuff / all x top-1 / mean accuracy."""
+    lines = [
+        "| mode | things top-1 | things mAcc | stuff top-1 | stuff mAcc | all top-1 | all mAcc |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode in modes:
+        r = results[mode]
+        cells = [_fmt(r[g][k]) for g in ("things", "stuff", "all") for k in ("top1", "mean_acc")]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the segmentor, evaluate, write ``results.json``; returns the results."""
+    modes = list(dict.fromkeys(args.mode))
+    dataset = load_coco_panoptic(
+        args.panoptic_json, args.panoptic_dir, args.images, limit=args.limit
+    )
+    cfg = get_config(args.config, args.opts)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    seg = instantiate(cfg.model).to(device).eval()
+    results = evaluate_regions(seg, dataset, mode=modes, progress=not args.no_progress)
+    out_dir = Path(args.output or Path("output") / "regions" / Path(str(args.config)).stem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {
+        "config": str(args.config),
+        "overrides": list(args.opts),
+        "short_side": getattr(seg, "short_side", None),
+        "modes": modes,
+        **results,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    atomic_write_text(
+        out_dir / "results.json", json.dumps(_nan_to_none(results), indent=2, ensure_ascii=False)
+    )
+    results["output"] = str(out_dir)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 with a one-line message for user errors)."""
+    args = parse_args(argv)
+    try:
+        results = run(args)
+    except USER_ERRORS as err:
+        return report_user_error(err)
+    print(format_table(results, results["modes"]))
+    print(
+        f"{results['num_regions']} regions in {results['num_images']} images -> "
+        f"{Path(results['output']) / 'results.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
