@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from ovdense.evaluation.base import format_metric, json_safe
 from ovdense.evaluation.runner import PROTOCOLS, method_name, run_eval
 from ovdense.modeling.clip import WeightsUnavailableError
 from ovdense.utils.cli import report_user_error
@@ -45,10 +45,6 @@ PUBLISHED = {
 }
 
 
-def _cell(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-
-
 def build_table(method: str, protocol: str, miou: dict[str, float | None]) -> str:
     names = [BENCHMARKS[d] for d in miou]
     values = list(miou.values())
@@ -59,13 +55,14 @@ def build_table(method: str, protocol: str, miou: dict[str, float | None]) -> st
         "",
         "| | " + " | ".join(names) + " | Avg |",
         "|---|" + "---|" * (len(names) + 1),
-        f"| ovdense | {' | '.join(_cell(v) for v in values)} | {_cell(avg)} |",
+        f"| ovdense | {' | '.join(format_metric(v) for v in values)} | {format_metric(avg)} |",
     ]
     if protocol == "paper" and method in PUBLISHED:
         pub = dict(zip(BENCHMARKS, PUBLISHED[method]))
         row = [pub.get(d) for d in miou]
         pub_avg = sum(row) / len(row) if all(v is not None for v in row) else None
-        lines.append(f"| published | {' | '.join(_cell(v) for v in row)} | {_cell(pub_avg)} |")
+        cells = " | ".join(format_metric(v) for v in [*row, pub_avg])
+        lines.append(f"| published | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "method": method,
                 "protocol": args.protocol,
-                "mIoU": {k: (None if v is None or math.isnan(v) else v) for k, v in miou.items()},
+                "mIoU": json_safe(miou),
             },
             indent=2,
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from ovdense.config import instantiate
+from ovdense.evaluation.base import format_metric, json_safe
 from ovdense.evaluation.regions import MODES, evaluate_regions, load_coco_panoptic
 from ovdense.model_zoo import get_config
 from ovdense.utils.cli import USER_ERRORS, report_user_error
@@ -60,10 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
-
-
 def format_table(results: dict[str, Any], modes: list[str]) -> str:
     """A markdown table: one row per mode, things / stuff / all x top-1 / mean accuracy."""
     lines = [
@@ -72,19 +68,11 @@ def format_table(results: dict[str, Any], modes: list[str]) -> str:
     ]
     for mode in modes:
         r = results[mode]
-        cells = [_fmt(r[g][k]) for g in ("things", "stuff", "all") for k in ("top1", "mean_acc")]
+        cells = [
+            format_metric(r[g][k]) for g in ("things", "stuff", "all") for k in ("top1", "mean_acc")
+        ]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     atomic_write_text(
-        out_dir / "results.json", json.dumps(_nan_to_none(results), indent=2, ensure_ascii=False)
+        out_dir / "results.json", json.dumps(json_safe(results), indent=2, ensure_ascii=False)
     )
     results["output"] = str(out_dir)
     return results

@@ -14,10 +14,11 @@ into one dict by :class:`DatasetEvaluators`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["DatasetEvaluator", "DatasetEvaluators"]
+__all__ = ["DatasetEvaluator", "DatasetEvaluators", "format_metric", "json_safe"]
 
 
 class DatasetEvaluator:
@@ -93,3 +94,21 @@ class DatasetEvaluators(DatasetEvaluator):
                 results[key] = value
                 owner[key] = type(evaluator).__name__
         return results
+
+
+def format_metric(value: float | None) -> str:
+    """A metric for a results table: two decimals, "–" for a missing or NaN value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.2f}"
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN floats replaced by ``None`` (JSON has no NaN), recursively."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -7,13 +7,11 @@ the images per process, metrics summed across processes).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +31,7 @@ from ..model_zoo import ALIASES, CONFIGS_DIR, get_config_file
 from ..utils.io import atomic_write, atomic_write_text
 from ..utils.visualizer import load_label_png, save_label_png
 from ..version import __version__
+from .base import format_metric, json_safe
 from .sem_seg import SemSegEvaluator
 
 __all__ = ["PROTOCOLS", "method_name", "resolve_eval_config", "run_eval"]
@@ -126,29 +125,15 @@ def _pred_path(pred_dir: Path, sample_id: str) -> Path:
     return pred_dir / (sample_id.replace("/", "__") + ".png")
 
 
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
-def _fmt(value: float | None) -> str:
-    return (
-        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
-    )
-
-
 def markdown_table(metrics: dict, title: str) -> str:
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     for key in ("mIoU", "fwIoU", "mAcc", "pAcc"):
-        lines.append(f"| {key} | {_fmt(metrics[key])} |")
+        lines.append(f"| {key} | {format_metric(metrics[key])} |")
     lines += ["", "| class | IoU | Acc |", "|---|---|---|"]
     for name, iou in metrics["IoU"].items():
-        lines.append(f"| {name} | {_fmt(iou)} | {_fmt(metrics['Acc'].get(name))} |")
+        lines.append(
+            f"| {name} | {format_metric(iou)} | {format_metric(metrics['Acc'].get(name))} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -239,7 +224,7 @@ def run_eval(
     if rank == 0:
         atomic_write_text(
             out_dir / "results.json",
-            json.dumps(_nan_to_none(results), indent=2, ensure_ascii=False),
+            json.dumps(json_safe(results), indent=2, ensure_ascii=False),
         )
         title = f"{cfg.method} ({protocol} protocol) on {dataset}: mIoU {metrics['mIoU']:.2f}"
         (out_dir / "results.md").write_text(markdown_table(metrics, title))
