@@ -7,6 +7,7 @@ Config keys (see :data:`TRAIN_DEFAULTS` for ``train``)::
         dataset=L(MyDataset)(...), batch_size=8, num_workers=2, shuffle=True, drop_last=True,
     )
     optimizer = L(torch.optim.AdamW)(lr=1e-4, weight_decay=0.05)   # ``params`` is filled in
+                                       # (a model's ``param_groups()`` list of dicts, if any)
     lr_scheduler = L(WarmupCosine)(max_iter=1000, warmup_iters=50)  # or None: constant lr
     train = dict(max_iter=1000, grad_accum=1, amp=False, output_dir="output/run", ...)
 
@@ -339,7 +340,17 @@ class Trainer:
         kwargs = {
             str(k): instantiate(v) for k, v in opt_cfg.items() if k not in (TARGET_KEY, "params")
         }
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = getattr(self.model, "param_groups", None)
+        if callable(groups):
+            # per-group options (e.g. learning rates) chosen by the model; the optimizer
+            # config's values are the defaults of every group
+            params: list[Any] = []
+            for group in groups():
+                trainable = [p for p in group["params"] if p.requires_grad]
+                if trainable:
+                    params.append({**group, "params": trainable})
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         return target(params, **kwargs)
 
     # ----------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ teacher, Trident's global aggregation). Every wrapper has one contract,
 
 Models, by name (:func:`build_vfm`, :func:`list_vfms`):
 
-- ``dino_vits16``, ``dino_vitb16``, ``dino_vitb8``: DINO through timm
+- ``dino_vits16``, ``dino_vits8``, ``dino_vitb16``, ``dino_vitb8``: DINO through timm
   (``vit_{small,base}_patch{16,8}_224.dino``); features = keys of the last block (heads
-  concatenated, patch tokens).
+  concatenated, patch tokens). :meth:`TimmViTFeatures.last_block` also gives the CLS
+  attention (FOUND, :mod:`ovdense.modeling.refiners.found`).
 - ``dinov2_vitb14_reg``: DINOv2 ViT-B/14 with 4 registers through timm
   (``vit_base_patch14_reg4_dinov2.lvd142m``); last-layer normalised patch tokens (CLS and
   registers dropped).
@@ -32,6 +33,7 @@ import math
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -48,6 +50,7 @@ __all__ = [
     "VFMS",
     "DINOFeatures",
     "DINOv2Features",
+    "LastBlockOutputs",
     "SAMFeatures",
     "TimmViTFeatures",
     "VisionFoundationModel",
@@ -256,8 +259,71 @@ class TimmViTFeatures(VisionFoundationModel):
         x = x[:, self.num_prefix_tokens :]
         return x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
 
+    def last_block(self, images01: Tensor) -> LastBlockOutputs:
+        """The last block's attention inputs and the CLS token's attention over the patches.
+
+        ``q, k, v`` are the projections of ``blocks[-1].norm1(x)`` (heads concatenated, bias
+        included; timm's optional ``q_norm`` / ``k_norm`` applied to ``q, k`` for the attention
+        only), patch tokens only; ``cls_attn`` is row 0 (CLS) of
+        ``softmax(q kᵀ · attn.scale)`` over *all* tokens (prefix included), restricted to the
+        patch columns, per head.
+
+        Args:
+            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+
+        Returns:
+            :class:`LastBlockOutputs` with ``query/key/value`` ``[B, N, C]``, ``cls_attn``
+            ``[B, heads, N]`` (``N = gh * gw``, row-major) and ``grid``.
+
+        Raises:
+            ValueError: the last block has no fused ``qkv`` projection.
+        """
+        attn = self.model.blocks[-1].attn
+        if getattr(attn, "qkv", None) is None:
+            raise ValueError("last_block() needs a fused qkv projection in the last block.")
+        x, grid = self.tokens(images01, len(self.model.blocks) - 1)
+        q, k, v = attn.qkv(self.model.blocks[-1].norm1(x)).chunk(3, dim=-1)
+        b, n_tok, c = q.shape
+        heads = int(attn.num_heads)
+        qh = q.reshape(b, n_tok, heads, c // heads).transpose(1, 2)  # [B, h, T, d]
+        kh = k.reshape(b, n_tok, heads, c // heads).transpose(1, 2)
+        qh = attn.q_norm(qh) if hasattr(attn, "q_norm") else qh
+        kh = attn.k_norm(kh) if hasattr(attn, "k_norm") else kh
+        scale = float(getattr(attn, "scale", (c // heads) ** -0.5))
+        weights = ((qh[:, :, :1] @ kh.transpose(-2, -1)) * scale).softmax(dim=-1)  # [B, h, 1, T]
+        p = self.num_prefix_tokens
+        return LastBlockOutputs(
+            query=q[:, p:],
+            key=k[:, p:],
+            value=v[:, p:],
+            cls_attn=weights[:, :, 0, p:],
+            grid=grid,
+        )
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, feature={self.feature!r}, pos_interp={self.pos_interp!r}"
+
+
+@dataclass
+class LastBlockOutputs:
+    """What :meth:`TimmViTFeatures.last_block` returns (patch tokens only, ``N = gh * gw``).
+
+    Attributes:
+        query, key, value: ``[B, N, C]`` last-block projections (heads concatenated).
+        cls_attn: ``[B, heads, N]`` attention of the CLS token to each patch.
+        grid: ``(gh, gw)``.
+    """
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    cls_attn: Tensor
+    grid: tuple[int, int]
+
+    def to_map(self, name: str) -> Tensor:
+        """``query`` / ``key`` / ``value`` as a ``[B, C, gh, gw]`` map."""
+        x = getattr(self, name)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, self.grid[0], self.grid[1])
 
 
 class DINOFeatures(TimmViTFeatures):
@@ -537,6 +603,7 @@ def _register_sam(name: str, kind: str) -> None:
 
 
 _register_timm("dino_vits16", "vit_small_patch16_224.dino", DINOFeatures, "key", "dino")
+_register_timm("dino_vits8", "vit_small_patch8_224.dino", DINOFeatures, "key", "dino")
 _register_timm("dino_vitb16", "vit_base_patch16_224.dino", DINOFeatures, "key", "dino")
 _register_timm("dino_vitb8", "vit_base_patch8_224.dino", DINOFeatures, "key", "dino")
 _register_timm(

@@ -6,3 +6,6 @@ __all__ = ["PAMR"]
 from .clip_dinoiser import CLIPDINOiserHead  # noqa: E402
 
 __all__ += ["CLIPDINOiserHead"]
+from .found import FOUNDSaliency, found_saliency  # noqa: E402
+
+__all__ += ["FOUNDSaliency", "found_saliency"]

@@ -45,8 +45,10 @@ def _expected_shapes(width: int, proj_dim: int) -> dict[str, tuple[int, ...]]:
 def read_clip_dinoiser_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read the head's four tensors from an official ``last.pt`` or a bare state dict.
 
-    Accepts ``{"epoch": ..., "model_state_dict": {...}}`` (the release) or the state dict
-    itself. Only structure is checked here (a dict of tensors with exactly
+    Accepts ``{"epoch": ..., "model_state_dict": {...}}`` (the release), a ``model_*.pt``
+    checkpoint of :class:`~ovdense.engine.Trainer` training
+    :class:`~ovdense.modeling.distill.CLIPDINOiserDistill` (its ``head.*`` entries), or the
+    state dict itself. Only structure is checked here (a dict of tensors with exactly
     :data:`OFFICIAL_KEYS`); shapes are checked against a head by
     :meth:`CLIPDINOiserHead.load_official`.
 
@@ -67,6 +69,15 @@ def read_clip_dinoiser_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         ) from err
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
+    elif (
+        isinstance(obj, Mapping)
+        and str(obj.get("format", "")).startswith("ovdense.train/")
+        and isinstance(obj.get("model"), Mapping)
+    ):
+        # a checkpoint of ovdense's Trainer running CLIPDINOiserDistill: the head is "head.*"
+        obj = {
+            k.removeprefix("head."): v for k, v in obj["model"].items() if k.startswith("head.")
+        } or obj["model"]
     if not isinstance(obj, Mapping):
         raise ValueError(
             f"{p} holds a {type(obj).__name__}, not a state dict; expected {CHECKPOINT_HINT}."

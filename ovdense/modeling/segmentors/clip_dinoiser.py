@@ -27,7 +27,11 @@ from torch import Tensor, nn
 
 from ..backbones import DenseCLIPBackbone
 from ..backbones.base import DenseFeatures
-from ..refiners.clip_dinoiser import CHECKPOINT_HINT, CLIPDINOiserHead
+from ..refiners.clip_dinoiser import (
+    CHECKPOINT_HINT,
+    CLIPDINOiserHead,
+    read_clip_dinoiser_state_dict,
+)
 from ..text import ClassEmbeddings, Vocabulary
 from .training_free import ImageFeatures, SegmentationOutput, TrainingFreeSegmentor
 
@@ -178,7 +182,8 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
 
     Args:
         clip: an open_clip model (OpenCLIP ViT-B-16 ``laion2b_s34b_b88k`` for the release).
-        head_checkpoint: the released ``last.pt`` (or a converted head state dict).
+        head_checkpoint: the released ``last.pt``, a converted head state dict, or a
+            ``model_*.pt`` of ovdense's CLIP-DINOiser training (its head is read).
         head: a :class:`CLIPDINOiserHead` object instead of ``head_checkpoint`` (tests,
             training). With neither, the segmentor is built but refuses to run.
         feature_block: block whose ``ln_2`` output feeds the head (−3).
@@ -187,7 +192,9 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         background_rule: ``True``: apply the background rule (the vocabulary's class
             ``background_index`` must be named e.g. ``"background"``, see
             :data:`BACKGROUND_NAMES`); ``False``: never; ``None``: apply when that class has
-            such a name.
+            such a name; ``"force"``: apply, class ``background_index`` being the background
+            whatever its names (a benchmark's background class given by other names, e.g.
+            VOC21's 26 names under the unified class-name rule).
         templates, short_side, max_long_side, window, stride, window_batch_size, logit_scale,
         prob_thd, area_thd, background_index, pamr, precision, text_cache_dir: see
             :class:`TrainingFreeSegmentor`. The strategy is fixed to ``"maskclip"`` and the
@@ -205,7 +212,7 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         feature_block: int = -3,
         gamma: float = 0.2,
         delta: float = 0.99,
-        background_rule: bool | None = None,
+        background_rule: bool | str | None = None,
         templates: str | Sequence[str] = "openai_imagenet",
         short_side: int | None = 448,
         max_long_side: int | None = 2048,
@@ -242,9 +249,18 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
             raise ValueError("Give either head or head_checkpoint, not both.")
         if head is None and head_checkpoint is not None:
             width = int(self.backbone.width)
-            head = CLIPDINOiserHead(width, gamma=gamma, delta=delta).load_official(head_checkpoint)
+            # the projection width comes from the file (256 in the release; a head trained by
+            # ovdense may use another proj_dim)
+            w = read_clip_dinoiser_state_dict(head_checkpoint)["obj_proj.weight"]
+            proj_dim = int(w.shape[0]) if w.ndim == 4 else 256
+            head = CLIPDINOiserHead(width, proj_dim=proj_dim, gamma=gamma, delta=delta)
+            head.load_official(head_checkpoint)
         device = self.device
         self.backbone = CLIPDINOiserBackbone(clip, head, feature_block=feature_block).to(device)
+        if background_rule not in (None, True, False, "force"):
+            raise ValueError(
+                f"background_rule must be None, True, False or 'force', got {background_rule!r}."
+            )
         self.background_rule = background_rule
         self.eval()
 
@@ -306,6 +322,13 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         if self.background_rule is False:
             return False
         bg = self.background_index
+        if self.background_rule == "force":
+            if not 0 <= bg < vocabulary.num_classes:
+                raise ValueError(
+                    f"background_rule='force' labels pixels as class {bg}, but the vocabulary "
+                    f"has {vocabulary.num_classes} classes; set model.background_index."
+                )
+            return True
         ok = 0 <= bg < vocabulary.num_classes and any(
             n.strip().lower() in BACKGROUND_NAMES for n in vocabulary.classes[bg]
         )
