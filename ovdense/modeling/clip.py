@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..utils.registry import unknown_name_message
+from .bundled import bundled_weights
 
 __all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint"]
 
@@ -129,7 +130,9 @@ def load_clip(
         model_name: open_clip architecture name (``"ViT-B-16"``, ``"hf-hub:org/repo"``, ...).
         pretrained: open_clip weight tag for ``model_name`` (``"openai"``, ``"laion2b_s34b_b88k"``,
             ``"metaclip_400m"``...). Downloaded through open_clip; fails with one clear sentence
-            (``WeightsUnavailableError``) when the machine is offline.
+            (``WeightsUnavailableError``) when the machine is offline. Tags shipped with ovdense
+            (:mod:`ovdense.modeling.bundled`, e.g. ``("ovdense-tiny-vit", "shapes")``) load from
+            the package, offline.
         checkpoint: a local open_clip checkpoint file (``.bin``/``.pt``/``.safetensors``) for
             ``model_name``; loaded with ``weights_only=True``.
         config: a custom architecture config dict (``embed_dim``, ``vision_cfg``, ``text_cfg``,
@@ -188,6 +191,9 @@ def load_clip(
             "load_clip needs model_name (e.g. 'ViT-B-16') unless config or model is given."
         )
     _check_model_name(model_name)
+    shipped = bundled_weights(model_name, pretrained) if checkpoint is None else None
+    if shipped is not None:  # a tag whose weights ship with ovdense: no download
+        checkpoint, pretrained = shipped, None
     kwargs: dict[str, Any] = {"device": device, "cache_dir": cache_dir, "weights_only": True}
     if quick_gelu:
         kwargs["force_quick_gelu"] = True
@@ -197,7 +203,9 @@ def load_clip(
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
         _check_readable(path)
         try:
-            clip = open_clip.create_model(model_name, pretrained=str(path), **kwargs)
+            from .convert.eva_clip import create_model_from_checkpoint  # + EVA-CLIP names
+
+            clip = create_model_from_checkpoint(model_name, path, **kwargs)
         except Exception as err:  # noqa: BLE001 - any load failure here is a mismatch
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RuntimeError(

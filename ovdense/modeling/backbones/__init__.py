@@ -10,6 +10,7 @@ from .attention import (
 )
 from .base import DenseBackbone, DenseFeatures, FeatureInfo
 from .clip_vit import DenseCLIPBackbone, build_clip_backbone
+from .eva_vit import DenseEVABackbone, EvaBlockView, is_eva_tower
 from .pos_embed import interpolate_pos_embed
 from .proxy import ProxyAttention  # registers the "proxy" strategy
 from .vfm import VFMS, VisionFoundationModel, build_vfm, list_vfms
@@ -19,6 +20,8 @@ __all__ = [
     "AttentionStrategy",
     "DenseBackbone",
     "DenseCLIPBackbone",
+    "DenseEVABackbone",
+    "EvaBlockView",
     "DenseFeatures",
     "FeatureInfo",
     "ProxyAttention",
@@ -30,6 +33,7 @@ __all__ = [
     "build_vfm",
     "gaussian_window_bias",
     "interpolate_pos_embed",
+    "is_eva_tower",
     "list_strategies",
     "list_vfms",
 ]

@@ -80,11 +80,20 @@ def _attn_params(block: nn.Module) -> tuple[Tensor, Tensor | None, nn.Linear, in
 
 def split_qkv(block: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Project ``h = ln_1(x)`` (``[B, L, C]``) to per-head ``q, k, v``, each
-    ``[B, heads, L, C / heads]``."""
+    ``[B, heads, L, C / heads]``.
+
+    A block may define ``qk_transform(q, k) -> (q, k)``, applied after the projection: towers
+    whose attention transforms q and k by position (the rotary embeddings of EVA02, see
+    :class:`~ovdense.modeling.backbones.eva_vit.EvaBlockView`) expose it so that every strategy
+    sees the q and k the tower's own attention uses.
+    """
     weight, bias, _, heads = _attn_params(block)
     b, length, c = h.shape
     qkv = F.linear(h, weight, bias).reshape(b, length, 3, heads, c // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    qk_transform = getattr(block, "qk_transform", None)
+    if qk_transform is not None:
+        q, k = qk_transform(q, k)
     return q, k, v
 
 

@@ -45,7 +45,20 @@ class DenseCLIPBackbone(DenseBackbone):
     ``forward(images)`` takes ``[B, 3, H, W]`` normalised with ``mean``/``std`` and any
     ``H, W >= patch_size``; trailing pixels that do not fill a patch are dropped (as CLIP's
     patch convolution does).
+
+    Given a model with an EVA02-CLIP tower (open_clip ``EVA02-B-16``, ``EVA02-L-14-336``, ...),
+    ``DenseCLIPBackbone(clip, ...)`` returns a
+    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` (a subclass, same arguments),
+    so every caller (segmentors, presets, CLIPSelf) accepts both towers.
     """
+
+    def __new__(cls, clip: nn.Module | None = None, *args: Any, **kwargs: Any) -> DenseCLIPBackbone:
+        if cls is DenseCLIPBackbone and clip is not None:
+            from .eva_vit import DenseEVABackbone, is_eva_tower
+
+            if is_eva_tower(clip):
+                return super().__new__(DenseEVABackbone)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -200,7 +213,8 @@ def build_clip_backbone(
     out_indices: Sequence[int] = (),
     device: str | torch.device = "cpu",
 ) -> DenseCLIPBackbone:
-    """One-liner: :func:`~ovdense.modeling.clip.load_clip` + :class:`DenseCLIPBackbone`.
+    """One-liner: :func:`~ovdense.modeling.clip.load_clip` + :class:`DenseCLIPBackbone` (a
+    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` for EVA02-CLIP models).
 
     Example::
 

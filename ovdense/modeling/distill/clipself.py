@@ -33,6 +33,7 @@ from ovdense.utils.io import atomic_write
 
 from ..backbones.attention import AttentionStrategy
 from ..backbones.clip_vit import DenseCLIPBackbone
+from ..backbones.eva_vit import is_eva_tower
 
 __all__ = ["CLIPSelf", "load_proposals"]
 
@@ -88,11 +89,15 @@ class CLIPSelf(nn.Module):
     ``{"loss_clipself": loss}`` for :class:`~ovdense.engine.Trainer`.
 
     Args:
-        clip: An open_clip model with a ViT image tower. Its ``visual`` is the student and is
-            trained in place; the text tower is kept (for :meth:`save_open_clip_checkpoint`)
-            but is not a submodule, so it is neither trained nor moved to the device.
-        trainable_blocks: Train the last N transformer blocks plus ``ln_post``/``proj``
-            (everything before is frozen); None trains the whole tower.
+        clip: An open_clip model with a ViT image tower or an EVA02-CLIP tower (``EVA02-B-16``,
+            ``EVA02-L-14-336``: the towers of CLIPSelf's released models; the dense features
+            then come from :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone`). Its
+            ``visual`` is the student and is trained in place; the text tower is kept (for
+            :meth:`save_open_clip_checkpoint`) but is not a submodule, so it is neither trained
+            nor moved to the device.
+        trainable_blocks: Train the last N transformer blocks plus ``ln_post``/``proj`` (EVA:
+            the trunk's ``norm``/``fc_norm``/``head`` and open_clip's ``head``; everything before
+            is frozen); None trains the whole tower.
         grid: ``(m, n)``, or a list of ``(m, n)`` choices drawn per image.
         crop_size: Side of the teacher's input crops (any multiple of the patch size; position
             embeddings are interpolated).
@@ -104,7 +109,7 @@ class CLIPSelf(nn.Module):
             box mean, with adaptive sampling).
 
     Raises:
-        TypeError: ``clip`` has no open_clip ViT tower.
+        TypeError: ``clip`` has no open_clip ViT or EVA tower.
         ValueError: For invalid ``trainable_blocks``, ``grid``, ``crop_size`` or sizes.
     """
 
@@ -121,10 +126,10 @@ class CLIPSelf(nn.Module):
     ) -> None:
         super().__init__()
         visual = getattr(clip, "visual", None)
-        if not isinstance(visual, VisionTransformer):
+        if not isinstance(visual, VisionTransformer) and not is_eva_tower(visual):
             raise TypeError(
-                "CLIPSelf needs an open_clip model with a ViT image tower (clip.visual), got "
-                f"{type(clip).__name__}."
+                "CLIPSelf needs an open_clip model with a ViT or EVA02 image tower (clip.visual), "
+                f"got {type(clip).__name__}."
             )
         self._clip = (clip,)  # a tuple: not a submodule (text tower stays put, untrained)
         self.student = DenseCLIPBackbone(clip, strategy=strategy)
@@ -146,11 +151,16 @@ class CLIPSelf(nn.Module):
         self._set_trainable(visual, trainable_blocks)
 
     @staticmethod
-    def _set_trainable(visual: VisionTransformer, trainable_blocks: int | None) -> None:
+    def _set_trainable(visual: nn.Module, trainable_blocks: int | None) -> None:
         visual.requires_grad_(True)
         if trainable_blocks is None:
             return
-        blocks = visual.transformer.resblocks
+        if is_eva_tower(visual):
+            blocks = visual.trunk.blocks
+            post = [visual.trunk.norm, visual.trunk.fc_norm, visual.trunk.head, visual.head]
+        else:
+            blocks = visual.transformer.resblocks
+            post = [visual.ln_post]
         if not 0 <= trainable_blocks <= len(blocks):
             raise ValueError(
                 f"trainable_blocks must be None or in [0, {len(blocks)}], got {trainable_blocks}."
@@ -158,8 +168,9 @@ class CLIPSelf(nn.Module):
         visual.requires_grad_(False)
         for blk in blocks[len(blocks) - trainable_blocks :]:
             blk.requires_grad_(True)
-        visual.ln_post.requires_grad_(True)
-        if visual.proj is not None:
+        for module in post:
+            module.requires_grad_(True)
+        if getattr(visual, "proj", None) is not None:
             visual.proj.requires_grad_(True)
 
     @property

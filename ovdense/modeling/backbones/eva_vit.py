@@ -1,0 +1,368 @@
+"""Dense features from an open_clip EVA02-CLIP image tower (timm ``Eva`` inside ``TimmModel``).
+
+open_clip builds ``EVA02-B-16`` / ``EVA02-L-14-336`` (the towers of CLIPSelf's released models) as
+``visual = TimmModel(trunk=timm.models.eva.Eva)``. Compared with the ViT of ``clip_vit.py`` an
+EVA02 block has separate q/k/v projections (q and v biases, no k bias), rotary position
+embeddings (RoPE) applied to q and k of the patch tokens, a LayerNorm on the attention output
+before ``proj`` ("sub-LN") and a SwiGLU MLP; the projection to the text space is the trunk's
+``norm`` then its ``head`` (``Linear`` with bias).
+
+:class:`EvaBlockView` presents a timm ``EvaBlock`` through the interface the
+:class:`~ovdense.modeling.backbones.attention.AttentionStrategy` classes use (``ln_1``,
+``attn.in_proj_weight`` / ``in_proj_bias`` / ``out_proj`` / ``num_heads``, ``qk_transform``,
+``ls_1``, ``mlp``, ``ln_2``, ``ls_2``), so the very same strategy objects (vanilla, maskclip,
+sclip, clearclip, naclip, proxy, ...) run on both towers. :class:`DenseEVABackbone` is the
+EVA counterpart of :class:`~ovdense.modeling.backbones.clip_vit.DenseCLIPBackbone`;
+``DenseCLIPBackbone(clip)`` returns one automatically when ``clip`` has an EVA tower.
+
+At any patch grid: the absolute position embedding is interpolated with
+:func:`~ovdense.modeling.backbones.pos_embed.interpolate_pos_embed` (``pos_interp`` as for the
+ViT), the rotary embedding is rebuilt for the grid by timm's own rotary module (its
+``ref_feat_shape`` rescaling, i.e. EVA's ``ft_seq_len`` interpolation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .attention import AttentionStrategy, TokenContext, build_strategy
+from .clip_vit import OPENAI_MEAN, OPENAI_STD, DenseCLIPBackbone
+from .pos_embed import POS_INTERP_MODES, interpolate_pos_embed
+
+__all__ = ["DenseEVABackbone", "EvaBlockView", "is_eva_tower", "rope_for_grid"]
+
+
+def is_eva_tower(module: nn.Module | None) -> bool:
+    """True for an open_clip ``TimmModel`` whose trunk is a timm ``Eva`` (EVA02-CLIP), or for an
+    open_clip model holding one as ``.visual``."""
+    visual = getattr(module, "visual", module)
+    try:
+        from open_clip.timm_model import TimmModel
+        from timm.models.eva import Eva
+    except ImportError:  # pragma: no cover - timm is a dependency of the EVA towers only
+        return False
+    return isinstance(visual, TimmModel) and isinstance(getattr(visual, "trunk", None), Eva)
+
+
+def rope_for_grid(rope: nn.Module | None, grid: tuple[int, int]) -> Tensor | None:
+    """timm's concatenated sin/cos rotary embedding ``[gh * gw, 2 * rot_dim]`` for a patch grid.
+
+    At the grid the module was built for this is exactly what timm's ``Eva`` uses; at another
+    grid timm's ``RotaryEmbeddingCat`` builds it from its frequency bands (what ``Eva`` does with
+    ``dynamic_img_size=True``): with ``ref_feat_shape`` the coordinates are rescaled so the grid
+    spans the reference one (EVA-CLIP's RoPE interpolation).
+    """
+    if rope is None:
+        return None
+    feat_shape = getattr(rope, "feat_shape", None)
+    if feat_shape is not None and tuple(feat_shape) == tuple(grid):
+        return rope.get_embed()
+    if not getattr(rope, "_use_cached_embed", True):
+        return rope.get_embed(shape=list(grid))
+    build = getattr(rope, "_build_embed_cat", None)
+    if build is None or getattr(rope, "bands", None) is None:
+        raise ValueError(
+            f"Cannot rebuild the rotary embedding {type(rope).__name__} for a {grid[0]}x{grid[1]} "
+            "grid; only timm's RotaryEmbeddingCat (EVA02) is supported. Feed images of the "
+            "tower's native size instead."
+        )
+    return build(list(grid), rope.bands)
+
+
+class _EvaAttnView:
+    """The attributes of ``block.attn`` that ``attention._attn_params`` reads, for an
+    ``EvaAttention``: a fused ``[3C, C]`` input projection and ``out_proj = proj(norm(.))``."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        self._attn = attn
+        self.num_heads = int(attn.num_heads)
+
+    @property
+    def in_proj_weight(self) -> Tensor:
+        a = self._attn
+        if a.qkv is not None:
+            return a.qkv.weight
+        return torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], dim=0)
+
+    @property
+    def in_proj_bias(self) -> Tensor | None:
+        a = self._attn
+        if a.qkv is not None:
+            if a.q_bias is None:
+                return None
+            return torch.cat([a.q_bias, torch.zeros_like(a.q_bias), a.v_bias])
+        parts = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
+        if all(p is None for p in parts):
+            return None
+        ref = next(p for p in parts if p is not None)
+        return torch.cat([torch.zeros_like(ref) if p is None else p for p in parts])
+
+    def out_proj(self, o: Tensor) -> Tensor:
+        """``[B, L, C]`` merged heads -> sub-LN -> ``proj`` -> ``[B, L, C]``."""
+        a = self._attn
+        return a.proj_drop(a.proj(a.norm(o)))
+
+
+class EvaBlockView:
+    """A timm ``EvaBlock`` seen through the interface of open_clip's ``ResidualAttentionBlock``
+    that :class:`~ovdense.modeling.backbones.attention.AttentionStrategy` uses.
+
+    Built per forward call for one patch grid (it holds that grid's rotary embedding). Shares
+    the block's modules and parameters (gradients flow to them).
+
+    Args:
+        block: a timm ``EvaBlock`` with ``EvaAttention``.
+        rope: ``[N, 2 * rot_dim]`` rotary embedding of the patch tokens (``None``: no RoPE).
+        num_prefix_tokens: tokens before the patches (the CLS token), which RoPE skips.
+    """
+
+    def __init__(self, block: nn.Module, rope: Tensor | None, num_prefix_tokens: int = 1) -> None:
+        check_eva_block(block)
+        self.block = block
+        self.rope = rope
+        self.num_prefix_tokens = int(num_prefix_tokens)
+        self.ln_1 = block.norm1
+        self.ln_2 = block.norm2
+        self.mlp = block.mlp
+        self.attn = _EvaAttnView(block.attn)
+
+    def qk_transform(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """timm's ``q_norm``/``k_norm`` then RoPE on the patch tokens, ``[B, heads, L, hd]``."""
+        from timm.layers import apply_rot_embed_cat
+
+        attn = self.block.attn
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        if self.rope is None:
+            return q, k
+        n = self.num_prefix_tokens
+        half = bool(getattr(attn, "rotate_half", False))
+
+        def rotate(t: Tensor) -> Tensor:
+            rot = apply_rot_embed_cat(t[:, :, n:], self.rope, half=half).to(t.dtype)
+            return torch.cat([t[:, :, :n], rot], dim=2)
+
+        return rotate(q), rotate(k)
+
+    def ls_1(self, t: Tensor) -> Tensor:
+        """Layer scale (``gamma_1``) and drop path of the attention branch."""
+        if self.block.gamma_1 is not None:
+            t = self.block.gamma_1 * t
+        return self.block.drop_path1(t)
+
+    def ls_2(self, t: Tensor) -> Tensor:
+        """Layer scale (``gamma_2``) and drop path of the MLP branch."""
+        if self.block.gamma_2 is not None:
+            t = self.block.gamma_2 * t
+        return self.block.drop_path2(t)
+
+
+def check_eva_block(block: nn.Module) -> None:
+    """Raise ``ValueError`` for timm EVA blocks the strategies cannot compute exactly."""
+    from timm.models.eva import EvaAttention, EvaBlock
+
+    if not isinstance(block, EvaBlock) or not isinstance(block.attn, EvaAttention):
+        raise ValueError(
+            f"Dense strategies support timm EvaBlock/EvaAttention (EVA02-CLIP), got "
+            f"{type(block).__name__}/{type(getattr(block, 'attn', None)).__name__} (post-norm "
+            "EVA blocks and RoPE-ViT attention are not supported)."
+        )
+    attn = block.attn
+    if getattr(attn, "gate", None) is not None:
+        raise ValueError("Dense strategies do not support gated EVA attention.")
+    width = block.norm1.normalized_shape[-1]
+    if attn.num_heads * attn.head_dim != width:
+        raise ValueError(
+            f"EVA attention width {attn.num_heads}x{attn.head_dim} differs from the block "
+            f"width {width}; not supported by the dense strategies."
+        )
+
+
+def _output_dim(visual: nn.Module) -> int:
+    trunk = visual.trunk
+    dim = int(trunk.embed_dim)
+    if isinstance(trunk.head, nn.Linear):
+        dim = int(trunk.head.out_features)
+    for m in visual.head:
+        if isinstance(m, nn.Linear):
+            dim = int(m.out_features)
+        elif hasattr(m, "fc2"):
+            dim = int(m.fc2.out_features)
+    return dim
+
+
+class DenseEVABackbone(DenseCLIPBackbone):
+    """An open_clip EVA02-CLIP tower whose last block is computed by an
+    :class:`AttentionStrategy` (same contract and arguments as :class:`DenseCLIPBackbone`).
+
+    Args:
+        clip: an open_clip model (``CustomTextCLIP``) with an EVA tower, or the tower
+            (``TimmModel`` with a timm ``Eva`` trunk). Shared, not copied.
+        strategy, strategy_kwargs, pos_interp, out_indices: as for :class:`DenseCLIPBackbone`.
+
+    ``forward(images)`` takes ``[B, 3, H, W]`` normalised with ``mean``/``std`` (OpenAI's for
+    EVA02-CLIP) and any ``H, W >= patch_size``; trailing pixels that do not fill a patch are
+    dropped. Returns :class:`DenseFeatures` with ``dense`` ``[B, D, H // p, W // p]`` in the CLIP
+    joint space (trunk ``norm`` + ``head`` + open_clip ``head``), L2-normalised. At the native
+    size, ``strategy="vanilla"`` reproduces the tower's own tokens and ``global_embed`` equals
+    ``normalize(clip.encode_image(images))``.
+
+    Not supported (``ValueError``): towers without token pooling (``global_pool != "token"``),
+    register tokens, post-norm or gated blocks, per-layer ("mixed") RoPE. Patch dropout is not
+    applied (dense features need every patch).
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        strategy: str | AttentionStrategy = "vanilla",
+        strategy_kwargs: dict[str, Any] | None = None,
+        pos_interp: str = "size",
+        out_indices: Sequence[int] = (),
+    ) -> None:
+        nn.Module.__init__(self)
+        visual = getattr(clip, "visual", clip)
+        if not is_eva_tower(visual):
+            raise TypeError(
+                "DenseEVABackbone needs an open_clip EVA tower (TimmModel with a timm Eva trunk, "
+                f"e.g. load_clip('EVA02-B-16', ...)), got {type(visual).__name__}."
+            )
+        if pos_interp not in POS_INTERP_MODES:
+            raise ValueError(f"pos_interp must be one of {POS_INTERP_MODES}, got {pos_interp!r}.")
+        trunk = visual.trunk
+        problems = []
+        if trunk.global_pool != "token":
+            problems.append(f"global_pool={trunk.global_pool!r} (needs 'token')")
+        if trunk.cls_token is None or trunk.num_prefix_tokens != 1:
+            problems.append(f"{trunk.num_prefix_tokens} prefix tokens (needs exactly a CLS token)")
+        if trunk.pos_embed is not None and getattr(trunk, "no_embed_class", False):
+            problems.append("no_embed_class=True")
+        if getattr(trunk, "rope_mixed", False):
+            problems.append("per-layer (mixed) RoPE")
+        if any(name == "pool" for name, _ in visual.head.named_children()):
+            problems.append("an open_clip attention-pool head")
+        if problems:
+            raise ValueError(
+                "DenseEVABackbone supports EVA02-CLIP towers (EVA02-B-16, EVA02-L-14-336, ...); "
+                "this tower has " + ", ".join(problems) + "."
+            )
+        for blk in trunk.blocks:
+            check_eva_block(blk)
+        self.visual = visual
+        self.strategy = build_strategy(strategy, **(strategy_kwargs or {}))
+        self.pos_interp = pos_interp
+        num_blocks = len(trunk.blocks)
+        norm = []
+        for i in out_indices:
+            j = i + num_blocks if i < 0 else i
+            if not 0 <= j < num_blocks:
+                raise ValueError(f"out_indices {i} out of range for {num_blocks} blocks.")
+            norm.append(j)
+        self.out_indices = tuple(sorted(set(norm)))
+        ph, pw = trunk.patch_embed.patch_size
+        if ph != pw:
+            raise ValueError("Only square patches are supported.")
+        self.patch_size = int(ph)
+        self.grid_size = tuple(int(g) for g in trunk.patch_embed.grid_size)
+        self.embed_dim = _output_dim(visual)
+        self.width = int(trunk.embed_dim)
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        self.mean = tuple(cfg.get("mean", OPENAI_MEAN))  # type: ignore[assignment]
+        self.std = tuple(cfg.get("std", OPENAI_STD))  # type: ignore[assignment]
+        self._pos_cache: dict[tuple, Tensor] = {}
+        self._rope_cache: dict[tuple, Tensor | None] = {}
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The timm ``Eva`` inside the open_clip tower."""
+        return self.visual.trunk
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.visual.trunk.blocks)
+
+    def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> Tensor | None:
+        """Absolute position embedding ``[1 + gh * gw, C]`` for a grid (cached), or None."""
+        pe = self.trunk.pos_embed
+        if pe is None:
+            return None
+        if pe.requires_grad and torch.is_grad_enabled():
+            return interpolate_pos_embed(pe[0], self.grid_size, grid, self.pos_interp).to(dtype)
+        key = (tuple(grid), pe.device, dtype, pe._version, pe.data_ptr())
+        if key not in self._pos_cache:
+            if len(self._pos_cache) > 32:
+                self._pos_cache.clear()
+            with torch.no_grad():
+                self._pos_cache[key] = interpolate_pos_embed(
+                    pe[0], self.grid_size, grid, self.pos_interp
+                ).to(dtype)
+        return self._pos_cache[key]
+
+    def rope(self, grid: tuple[int, int], device: torch.device) -> Tensor | None:
+        """Rotary embedding ``[gh * gw, 2 * rot_dim]`` of the patch tokens (cached per grid)."""
+        rope = self.trunk.rope
+        if rope is None:
+            return None
+        key = (tuple(grid), str(device))
+        if key not in self._rope_cache:
+            if len(self._rope_cache) > 32:
+                self._rope_cache.clear()
+            with torch.no_grad():
+                emb = rope_for_grid(rope, grid)
+            self._rope_cache[key] = emb.to(device)
+        return self._rope_cache[key]
+
+    def embed_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Patch + CLS + position embedding + ``norm_pre``: ``[B, 1 + gh*gw, C]`` and the grid."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}.")
+        h, w = images.shape[-2:]
+        if h < self.patch_size or w < self.patch_size:
+            raise ValueError(
+                f"Image of {h}x{w} pixels is smaller than one {self.patch_size}x{self.patch_size} "
+                "patch; resize it up (e.g. short_side) before the backbone."
+            )
+        t = self.trunk
+        pe = t.patch_embed
+        # timm's PatchEmbed asserts the native size unless built dynamic: use its parts
+        x = pe.proj(images.to(pe.proj.weight.dtype))
+        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        x = pe.norm(x.flatten(2).transpose(1, 2))
+        cls = t.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        pos = self.pos_embed(grid, x.dtype)
+        if pos is not None:
+            x = x + pos
+        x = t.pos_drop(x)
+        return t.norm_pre(x), grid
+
+    def forward_tokens(
+        self, images: Tensor, extras: dict[str, Any] | None = None
+    ) -> tuple[Tensor, tuple[int, int], dict[str, Tensor]]:
+        """Tokens after the strategy's last block (before ``norm``): ``[B, 1 + N, C]``."""
+        x, grid = self.embed_tokens(images)
+        rope = self.rope(grid, x.device)
+        blocks = self.trunk.blocks
+        inter: dict[str, Tensor] = {}
+        extras = {"clip_mean": self.mean, "clip_std": self.std, **(extras or {})}
+        ctx = TokenContext(grid=grid, images=images, extras=extras)
+        for i, blk in enumerate(blocks[:-1]):
+            x = blk(x, rope=rope)
+            if i in self.out_indices:
+                inter[f"block{i}"] = self._to_nchw(x, grid)
+        view = EvaBlockView(blocks[-1], rope, self.trunk.num_prefix_tokens)
+        x = self.strategy(view, x, ctx)
+        grid = ctx.grid  # the strategy may output tokens on another grid
+        if len(blocks) - 1 in self.out_indices:
+            inter[f"block{len(blocks) - 1}"] = self._to_nchw(x, grid)
+        return x, grid, inter
+
+    def project(self, tokens: Tensor) -> Tensor:
+        """Trunk ``norm``, ``fc_norm``, ``head`` and open_clip's ``head``: ``[..., C]`` ->
+        ``[..., D]`` (the joint text space), applied per token."""
+        t = self.trunk
+        x = t.head(t.head_drop(t.fc_norm(t.norm(tokens))))
+        return self.visual.head(x)
