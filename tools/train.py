@@ -19,8 +19,7 @@ import sys
 
 import torch.distributed as dist
 
-from ovdense.config import LazyConfig
-from ovdense.engine import Trainer, init_distributed, merge_train_defaults
+from ovdense.engine import Trainer, init_distributed, load_train_config
 from ovdense.utils.cli import USER_ERRORS, report_user_error
 
 
@@ -44,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         info = init_distributed()
         if not info.is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        cfg = LazyConfig.load(args.config)
-        merge_train_defaults(cfg)
-        LazyConfig.apply_overrides(cfg, args.opts)
-        if args.output is not None:
-            cfg.train.output_dir = args.output
+        cfg = load_train_config(args.config, args.opts, args.output)
         trainer = Trainer(cfg, resume=args.resume)
         trainer.train()
     except USER_ERRORS as err:

@@ -14,7 +14,13 @@ coco_object               ``coco_stuff164k/annotations/val2017/*_instanceTrainId
 cityscapes                ``cityscapes/{leftImg8bit,gtFine}/val/<city>``                    19
 ade20k_150                ``ADEChallengeData2016/{images,annotations}/validation``         150
 ade20k_847                ``ADE20K_2021_17_01/{images,annotations}_detectron2/validation``  847
+shapes_seg                ``shapes/seg_val`` (generated on first use, see below)            31
+shapes_seg_objects        the same files, background pixels ignored (like VOC20)            30
 ========================  ==========================================================  =======
+
+The shapes world (:mod:`ovdense.data.synthetic`) is generated, not downloaded: ``shapes_seg``
+and the instance set ``shapes_det`` (``shapes/det_val/instances.json``, COCO format) are
+written on first use under the data root, or ``~/.cache/ovdense/datasets`` without one.
 """
 
 from __future__ import annotations
@@ -267,6 +273,55 @@ def _register_all() -> None:
         ),
         "ADE20K_2021_17_01",
     )
+
+    _register_shapes()
+
+
+def _register_shapes() -> None:
+    """The shapes world's val sets (:mod:`ovdense.data.synthetic`), generated on first use."""
+    from . import synthetic
+    from .catalog import register_instances
+    from .semseg import list_folder_samples
+
+    groups = tuple(synthetic.class_groups().items())
+    register_semseg(
+        SemSegMetadata(
+            name="shapes_seg",
+            classnames_file="",
+            num_classes=len(synthetic.class_names()),
+            ignore_label=255,
+            background_index=0,
+            reduce_zero_label=False,
+            description=(
+                f"shapes world val, {synthetic.VAL_IMAGES} generated images "
+                f"({synthetic.VAL_SIZE} px), seen / held-out compositions"
+            ),
+            classes=tuple(synthetic.class_names()),
+            class_groups=groups,
+        ),
+        lambda root: list_folder_samples(root / "images", root / "labels", ".png"),
+        "shapes/seg_val",
+        generate=synthetic.write_shapes_seg,
+    )
+    # The same files scored like VOC20: background pixels ignored, the 30 compositions only.
+    objects = {g: tuple(c - 1 for c in members) for g, members in groups}
+    register_semseg(
+        SemSegMetadata(
+            name="shapes_seg_objects",
+            classnames_file="",
+            num_classes=len(synthetic.class_names()) - 1,
+            ignore_label=255,
+            background_index=None,
+            reduce_zero_label=True,
+            description="shapes_seg without the background class (background pixels ignored)",
+            classes=tuple(synthetic.class_names()[1:]),
+            class_groups=tuple(objects.items()),
+        ),
+        lambda root: list_folder_samples(root / "images", root / "labels", ".png"),
+        "shapes/seg_val",
+        generate=synthetic.write_shapes_seg,
+    )
+    register_instances("shapes_det", "shapes/det_val", generate=synthetic.write_shapes_det)
 
 
 _register_all()

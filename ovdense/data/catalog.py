@@ -34,6 +34,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +50,14 @@ __all__ = [
     "PARSE_RULES",
     "SemSegMetadata",
     "build_semseg_dataset",
+    "generated_data_root",
+    "get_instances_files",
     "get_metadata",
     "list_datasets",
+    "list_instance_datasets",
     "parse_dataset_spec",
     "register_folder_dataset",
+    "register_instances",
     "register_semseg",
     "resolve_data_root",
 ]
@@ -93,6 +99,8 @@ class SemSegMetadata:
         description: One line for listings.
         classes: Classes given inline instead of a file: one entry per class, a line (parsed by
             the rule like a file line) or a tuple of names (used as is under every rule).
+        class_groups: Named groups of class indices reported separately by the evaluators
+            (e.g. ``(("seen", (1, 2)), ("held_out", (3,)))``), or None.
     """
 
     name: str
@@ -103,6 +111,7 @@ class SemSegMetadata:
     reduce_zero_label: bool
     description: str = ""
     classes: tuple[str | tuple[str, ...], ...] | None = None
+    class_groups: tuple[tuple[str, tuple[int, ...]], ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -122,6 +131,12 @@ class SemSegMetadata:
             )
         if self.classes is None and not self.classnames_file:
             raise ValueError(f"Dataset '{self.name}': give a classnames_file or classes.")
+        for group, members in self.class_groups or ():
+            if not members or any(not 0 <= c < self.num_classes for c in members):
+                raise ValueError(
+                    f"Dataset '{self.name}': class group '{group}' must list class indices in "
+                    f"0..{self.num_classes - 1}, got {members}."
+                )
         if self.classes is not None and len(self.classes) != self.num_classes:
             raise ValueError(
                 f"Dataset '{self.name}': {len(self.classes)} classes given for "
@@ -239,6 +254,7 @@ class _Entry:
     list_samples: Callable[[Path], list[SemSegSample]]
     default_root: str
     key: tuple | None = None  # identifies a folder registration (idempotent re-registration)
+    generate: Callable[[Path], None] | None = None  # writes a generated dataset into a folder
 
 
 _CATALOG: dict[str, _Entry] = {}
@@ -248,6 +264,7 @@ def register_semseg(
     meta: SemSegMetadata,
     list_samples: Callable[[Path], list[SemSegSample]],
     default_root: str,
+    generate: Callable[[Path], None] | None = None,
 ) -> None:
     """Register a dataset.
 
@@ -258,16 +275,19 @@ def register_semseg(
             is not there.
         default_root: Where the dataset lives: a path relative to the data root (e.g.
             ``"VOCdevkit/VOC2012"``), or an absolute path for a dataset outside it.
+        generate: For a generated dataset: writes it into the (empty) folder it is given. It
+            runs once, on first use, under the data root or, with none given,
+            :func:`generated_data_root`.
 
     Raises:
         KeyError: The name is already registered.
     """
-    _register(_Entry(meta, list_samples, str(default_root)))
+    _register(_Entry(meta, list_samples, str(default_root), generate=generate))
 
 
 def _register(entry: _Entry) -> None:
     name = entry.metadata.name
-    if name in _CATALOG:
+    if name in _CATALOG or name in _INSTANCES:
         raise KeyError(
             f"Dataset '{name}' is already registered; choose another name "
             f"(registered: {', '.join(list_datasets())})."
@@ -327,9 +347,55 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
     return root
 
 
+def generated_data_root() -> Path:
+    """Where generated datasets are written when no data root is given:
+    ``$OVDENSE_DATASETS`` if set, else ``$XDG_CACHE_HOME/ovdense/datasets`` (default
+    ``~/.cache/ovdense/datasets``)."""
+    env = os.environ.get(DATASETS_ENV, "")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "ovdense" / "datasets"
+
+
+_COMPLETE = ".complete"
+
+
+def materialize(
+    name: str, rel: str, generate: Callable[[Path], None], data_root: str | os.PathLike | None
+) -> Path:
+    """The folder of a generated dataset, written by ``generate`` on first use.
+
+    Generation writes into a temporary sibling folder renamed into place when done, so an
+    interrupted run leaves no half-written dataset; concurrent processes are safe (the first
+    rename wins).
+    """
+    root = Path(data_root).expanduser() if data_root else generated_data_root()
+    folder = root / rel
+    if (folder / _COMPLETE).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        generate(tmp)
+        (tmp / _COMPLETE).write_text(name + "\n", encoding="utf-8")
+        if folder.exists() and not (folder / _COMPLETE).is_file():
+            shutil.rmtree(folder)  # left by an older, interrupted layout
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / _COMPLETE).is_file():  # not another process's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def _dataset_folder(entry: _Entry, data_root: str | os.PathLike | None) -> Path:
-    rel = Path(entry.default_root).expanduser()
     name = entry.metadata.name
+    if entry.generate is not None:
+        return materialize(name, entry.default_root, entry.generate, data_root)
+    rel = Path(entry.default_root).expanduser()
     if rel.is_absolute():
         if not rel.is_dir():
             raise FileNotFoundError(f"Folder of dataset '{name}' not found: '{rel}'.")
@@ -379,6 +445,73 @@ def build_semseg_dataset(
     if limit is not None:
         samples = samples[:limit]
     return SemSegDataset(entry.metadata, samples, folder)
+
+
+# --------------------------------------------------------------------------------------------
+# Instance datasets (COCO-format JSON + image folder), e.g. for region classification
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _InstancesEntry:
+    default_root: str
+    json_name: str
+    image_dir: str
+    generate: Callable[[Path], None] | None
+
+
+_INSTANCES: dict[str, _InstancesEntry] = {}
+
+
+def register_instances(
+    name: str,
+    default_root: str,
+    json_name: str = "instances.json",
+    image_dir: str = "images",
+    generate: Callable[[Path], None] | None = None,
+) -> None:
+    """Register a COCO-format instance dataset: ``<folder>/<json_name>`` + ``<folder>/<image_dir>``.
+
+    ``default_root`` and ``generate`` mean what they mean for :func:`register_semseg`.
+
+    Raises:
+        KeyError: The name is already registered.
+    """
+    if name in _INSTANCES or name in _CATALOG:
+        raise KeyError(f"Dataset '{name}' is already registered; choose another name.")
+    _INSTANCES[name] = _InstancesEntry(str(default_root), json_name, image_dir, generate)
+
+
+def list_instance_datasets() -> list[str]:
+    """The registered instance dataset names, sorted."""
+    return sorted(_INSTANCES)
+
+
+def get_instances_files(name: str, data_root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The ``(annotation JSON, image folder)`` of a registered instance dataset (a generated
+    one is written on first use).
+
+    Raises:
+        KeyError: Unknown name (the closest is suggested).
+        FileNotFoundError: The files are not on disk (the message names the expected path).
+    """
+    if name not in _INSTANCES:
+        raise KeyError(unknown_name_message("instance dataset", name, list(_INSTANCES)))
+    entry = _INSTANCES[name]
+    rel = Path(entry.default_root).expanduser()
+    if entry.generate is not None:
+        folder = materialize(name, entry.default_root, entry.generate, data_root)
+    elif rel.is_absolute():
+        folder = rel
+    else:
+        folder = resolve_data_root(data_root) / rel
+    json_path, images = folder / entry.json_name, folder / entry.image_dir
+    for what, path in (("annotation file", json_path), ("image folder", images)):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Dataset '{name}': {what} not found; expected '{path}'. {_LAYOUT_HINT}"
+            )
+    return json_path, images
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from .checkpoint import (
 )
 from .distributed import DistInfo, get_rank, get_world_size, init_distributed, is_main_process
 from .schedules import WarmupCosine, WarmupStep, build_lr_scheduler
-from .trainer import DATALOADER_DEFAULTS, TRAIN_DEFAULTS, Trainer, merge_train_defaults
+from .trainer import (
+    DATALOADER_DEFAULTS,
+    TRAIN_DEFAULTS,
+    Trainer,
+    load_train_config,
+    merge_train_defaults,
+)
 
 __all__ = [
     "DATALOADER_DEFAULTS",
@@ -24,6 +30,7 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "load_checkpoint",
+    "load_train_config",
     "merge_train_defaults",
     "read_last_checkpoint",
     "save_checkpoint",

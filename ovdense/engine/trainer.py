@@ -59,7 +59,13 @@ from .checkpoint import (
 from .distributed import DistInfo, init_distributed
 from .schedules import build_lr_scheduler
 
-__all__ = ["TRAIN_DEFAULTS", "DATALOADER_DEFAULTS", "Trainer", "merge_train_defaults"]
+__all__ = [
+    "TRAIN_DEFAULTS",
+    "DATALOADER_DEFAULTS",
+    "Trainer",
+    "load_train_config",
+    "merge_train_defaults",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +107,24 @@ def _unknown_keys(section: str, given: Mapping[str, Any], valid: Mapping[str, An
                 msg += f" Did you mean '{section}.{hint}'?"
             msg += f" Valid keys under '{section}': {', '.join(sorted(valid))}."
             raise KeyError(msg)
+
+
+def load_train_config(
+    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), output: str | None = None
+) -> DictConfig:
+    """A training config file with the ``train`` defaults filled in, ``key=value`` overrides
+    applied and ``train.output_dir`` set to ``output`` when given (what ``tools/train.py``
+    runs).
+
+    Raises:
+        KeyError: An unknown key (the nearest valid one is named).
+    """
+    cfg = LazyConfig.load(str(path))
+    merge_train_defaults(cfg)
+    LazyConfig.apply_overrides(cfg, list(overrides))
+    if output is not None:
+        cfg.train.output_dir = output
+    return cfg
 
 
 def merge_train_defaults(cfg: DictConfig) -> DictConfig:

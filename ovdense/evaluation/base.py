@@ -15,10 +15,18 @@ into one dict by :class:`DatasetEvaluators`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["DatasetEvaluator", "DatasetEvaluators", "format_metric", "json_safe"]
+import numpy as np
+
+__all__ = [
+    "DatasetEvaluator",
+    "DatasetEvaluators",
+    "check_class_groups",
+    "format_metric",
+    "json_safe",
+]
 
 
 class DatasetEvaluator:
@@ -112,3 +120,27 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def check_class_groups(
+    groups: Mapping[str, Sequence[int]] | None, num_classes: int
+) -> dict[str, np.ndarray]:
+    """Validate named groups of class indices (e.g. ``{"seen": [...], "held_out": [...]}``).
+
+    Returns:
+        ``{name: int64 array}``.
+
+    Raises:
+        ValueError: An empty group, or an index outside ``[0, num_classes)`` (negative indices
+            are not wrapped).
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, members in (groups or {}).items():
+        arr = np.asarray(list(members), dtype=np.int64).reshape(-1)
+        if arr.size == 0 or (arr < 0).any() or (arr >= num_classes).any():
+            raise ValueError(
+                f"class group '{name}' must list class indices in [0, {num_classes}); got "
+                f"{list(members)}"
+            )
+        out[str(name)] = arr
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +31,11 @@ from tqdm.auto import tqdm
 from ..modeling.heads.region import RegionClassifier
 from ..modeling.segmentors.training_free import rescale_size
 from ..utils.image import load_image
+from .base import check_class_groups
 
 __all__ = [
     "MODES",
+    "CocoInstances",
     "CocoPanoptic",
     "PanopticCategory",
     "PanopticImage",
@@ -231,6 +233,93 @@ class CocoPanoptic:
         )
 
 
+class CocoInstances:
+    """A COCO-format *instance* set (``instances.json`` + images) as region-annotated images:
+    iterating yields :class:`PanopticImage` items whose segments are the annotations (mask
+    decoded from the RLE / polygons, XYXY box from the JSON's XYWH ``bbox``; every category is
+    a thing).
+
+    Args:
+        json_path: the instances JSON.
+        image_dir: folder of the images.
+        limit: keep only the first ``limit`` images (JSON order).
+
+    Attributes:
+        groups: ``{"seen": [...], "held_out": [...]}`` class indices when the categories carry
+            a ``held_out`` flag (the shapes world's ``shapes_det``), else ``{}``.
+
+    Raises:
+        FileNotFoundError: a missing JSON or image folder.
+        ValueError: the JSON is not COCO instances (no ``images``/``annotations``/``categories``).
+    """
+
+    def __init__(
+        self, json_path: str | os.PathLike, image_dir: str | os.PathLike, limit: int | None = None
+    ) -> None:
+        from pycocotools.coco import COCO
+
+        json_path, self.image_dir = Path(json_path), Path(image_dir)
+        if not json_path.is_file():
+            raise FileNotFoundError(f"Instances JSON not found: '{json_path}'.")
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"Image folder not found: '{self.image_dir}'.")
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+        missing = [k for k in ("images", "annotations", "categories") if k not in data]
+        if missing:
+            raise ValueError(f"'{json_path}' is not a COCO instances file: no {missing} key(s).")
+        self.coco = COCO()
+        self.coco.dataset = data
+        self.coco.createIndex()
+        cats = sorted(data["categories"], key=lambda c: int(c["id"]))
+        self.categories = [PanopticCategory(int(c["id"]), str(c["name"]), True) for c in cats]
+        self._cat_index = {c.id: i for i, c in enumerate(self.categories)}
+        self.groups: dict[str, list[int]] = {}
+        if cats and all("held_out" in c for c in cats):
+            self.groups = {
+                "seen": [i for i, c in enumerate(cats) if not c["held_out"]],
+                "held_out": [i for i, c in enumerate(cats) if c["held_out"]],
+            }
+        self.image_ids = [int(img["id"]) for img in data["images"]][:limit]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Category names, used as the prompts."""
+        return [c.name for c in self.categories]
+
+    @property
+    def isthing(self) -> list[bool]:
+        return [True] * len(self.categories)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __iter__(self) -> Iterator[PanopticImage]:
+        for image_id in self.image_ids:
+            info = self.coco.imgs[image_id]
+            segments = []
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                index = self._cat_index[int(ann["category_id"])]
+                segments.append(
+                    PanopticSegment(
+                        id=int(ann["id"]),
+                        category_id=int(ann["category_id"]),
+                        category_index=index,
+                        isthing=True,
+                        bbox=(x, y, x + w, y + h),
+                        mask=self.coco.annToMask(ann).astype(bool),
+                        iscrowd=bool(ann.get("iscrowd", 0)),
+                    )
+                )
+            yield PanopticImage(
+                image_id=image_id,
+                image_path=self.image_dir / info["file_name"],
+                height=int(info["height"]),
+                width=int(info["width"]),
+                segments=segments,
+            )
+
+
 def load_coco_panoptic(
     json_path: str | os.PathLike,
     png_dir: str | os.PathLike,
@@ -250,10 +339,18 @@ class RegionAccuracy:
     Args:
         isthing: thing flag of each class (its length is the number of classes).
         class_names: optional names for the per-class table.
+        groups: optional named groups of class indices, each summarised like ``things``
+            (e.g. ``{"seen": [...], "held_out": [...]}``).
     """
 
-    def __init__(self, isthing: Sequence[bool], class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        isthing: Sequence[bool],
+        class_names: Sequence[str] | None = None,
+        groups: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
         self.isthing = np.asarray(list(isthing), dtype=bool)
+        self.groups = check_class_groups(groups, len(self.isthing))
         n = len(self.isthing)
         if class_names is not None and len(class_names) != n:
             raise ValueError(f"Got {len(class_names)} class names for {n} classes.")
@@ -302,12 +399,17 @@ class RegionAccuracy:
         with np.errstate(invalid="ignore", divide="ignore"):
             acc = 100.0 * self.correct / self.total
         names = self.class_names or [str(i) for i in range(self.num_classes)]
-        return {
+        result: dict[str, Any] = {
             "things": self._summary(self.isthing),
             "stuff": self._summary(~self.isthing),
             "all": self._summary(np.ones_like(self.isthing)),
-            "per_class": {name: float(a) for name, a in zip(names, acc, strict=True)},
         }
+        for group, members in self.groups.items():
+            select = np.zeros_like(self.isthing)
+            select[members] = True
+            result[group] = self._summary(select)
+        result["per_class"] = {name: float(a) for name, a in zip(names, acc, strict=True)}
+        return result
 
 
 @torch.no_grad()
@@ -332,7 +434,8 @@ def evaluate_regions(
     Args:
         segmentor: a :class:`~ovdense.modeling.segmentors.TrainingFreeSegmentor` (or anything
             with ``backbone``, ``encode_text`` and ``short_side``).
-        dataset: from :func:`load_coco_panoptic`.
+        dataset: from :func:`load_coco_panoptic` or a :class:`CocoInstances` (its ``groups``,
+            if any, are reported too).
         mode: ``"boxes"``, ``"masks"`` or a sequence of both (features are shared).
         progress: show a progress bar.
         classifier: the region classifier.
@@ -352,7 +455,8 @@ def evaluate_regions(
     text = segmentor.encode_text(names)
     backbone = segmentor.backbone
     device = next(backbone.parameters()).device
-    meters = {m: RegionAccuracy(dataset.isthing, names) for m in modes}
+    groups = getattr(dataset, "groups", None)
+    meters = {m: RegionAccuracy(dataset.isthing, names, groups) for m in modes}
     short_side = getattr(segmentor, "short_side", None)
     max_long = getattr(segmentor, "max_long_side", None)
     num_images = num_regions = num_empty = 0

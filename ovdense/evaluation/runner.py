@@ -177,7 +177,12 @@ def run_eval(
     vocab = meta.vocabulary(cfg.class_rule)
     seg = instantiate(cfg.model).to(dev)
     text = seg.encode_text(vocab)
-    evaluator = SemSegEvaluator(meta.num_classes, meta.ignore_label, vocab.display_names)
+    evaluator = SemSegEvaluator(
+        meta.num_classes,
+        meta.ignore_label,
+        vocab.display_names,
+        class_groups=dict(meta.class_groups or ()),
+    )
     indices = list(range(rank, len(data), world))
     skipped: list[str] = []
     resumed = 0

@@ -16,13 +16,13 @@ All metrics are in percent. Ground-truth pixels equal to the ignore label are sk
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 
-from .base import DatasetEvaluator
+from .base import DatasetEvaluator, check_class_groups
 
 __all__ = ["LabelMaps", "SemSegEvaluator", "compute_sem_seg_metrics"]
 
@@ -78,7 +78,9 @@ def _describe_values(values: np.ndarray, limit: int = 10) -> str:
 
 
 def compute_sem_seg_metrics(
-    confusion: np.ndarray, class_names: Sequence[str] | None = None
+    confusion: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    class_groups: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Semantic-segmentation metrics of a confusion matrix.
 
@@ -87,6 +89,9 @@ def compute_sem_seg_metrics(
             columns predicted classes (ignored pixels must not be counted).
         class_names: ``K`` distinct names, the keys of the per-class dicts; default
             ``"class_0", "class_1", ...``.
+        class_groups: Named groups of class indices (e.g. ``{"seen": [...], "held_out":
+            [...]}``); each adds ``mIoU_<group>`` and ``mAcc_<group>``, the means over the
+            group's classes (same NaN rules as ``mIoU`` / ``mAcc``).
 
     Returns:
         A dict with, in percent (``float``): ``mIoU``, ``fwIoU``, ``mAcc``, ``pAcc``, ``IoU`` and
@@ -142,16 +147,26 @@ def compute_sem_seg_metrics(
     else:
         fw_iou = p_acc = float("nan")
 
-    return {
+    result: dict[str, Any] = {
         "mIoU": mean(iou, has_union),
         "fwIoU": fw_iou,
         "mAcc": mean(acc, has_gt),
         "pAcc": p_acc,
-        "IoU": dict(zip(names, iou.tolist())),
-        "Acc": dict(zip(names, acc.tolist())),
-        "num_pixels": int(confusion.sum()),
-        "num_classes_present": int(has_gt.sum()),
     }
+    for group, members in check_class_groups(class_groups, num_classes).items():
+        sel = np.zeros(num_classes, dtype=bool)
+        sel[members] = True
+        result[f"mIoU_{group}"] = mean(iou, has_union & sel)
+        result[f"mAcc_{group}"] = mean(acc, has_gt & sel)
+    result.update(
+        {
+            "IoU": dict(zip(names, iou.tolist())),
+            "Acc": dict(zip(names, acc.tolist())),
+            "num_pixels": int(confusion.sum()),
+            "num_classes_present": int(has_gt.sum()),
+        }
+    )
+    return result
 
 
 class SemSegEvaluator(DatasetEvaluator):
@@ -164,6 +179,8 @@ class SemSegEvaluator(DatasetEvaluator):
             label maps, or -1). It must lie outside ``[0, K)``.
         class_names: ``K`` distinct names used as keys of the per-class results; default
             ``"class_0", ...``.
+        class_groups: Named groups of class indices reported as ``mIoU_<group>`` /
+            ``mAcc_<group>`` (see :func:`compute_sem_seg_metrics`).
         distributed: When ``True`` and a ``torch.distributed`` process group with more than one
             rank is initialised, :meth:`evaluate` sums the ranks' confusion matrices first (a
             collective call: every rank must call it, and every rank gets the full results).
@@ -182,6 +199,7 @@ class SemSegEvaluator(DatasetEvaluator):
         ignore_label: int = 255,
         class_names: Sequence[str] | None = None,
         distributed: bool = True,
+        class_groups: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         num_classes = int(num_classes)
         ignore_label = int(ignore_label)
@@ -207,6 +225,7 @@ class SemSegEvaluator(DatasetEvaluator):
         self.ignore_label = ignore_label
         self.class_names: list[str] | None = class_names
         self.distributed = distributed
+        self.class_groups = check_class_groups(class_groups, num_classes)
         self._confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def reset(self) -> None:
@@ -312,4 +331,5 @@ class SemSegEvaluator(DatasetEvaluator):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return {"sem_seg": compute_sem_seg_metrics(confusion, self.class_names)}
+        metrics = compute_sem_seg_metrics(confusion, self.class_names, self.class_groups)
+        return {"sem_seg": metrics}

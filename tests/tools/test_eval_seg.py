@@ -198,3 +198,38 @@ def test_eval_all_table(setup, tmp_path):
     assert table["mIoU"]["ade20k_150"] == pytest.approx(ade["metrics"]["mIoU"])
     md = (tmp_path / "all" / "table.md").read_text()
     assert "| VOC21 | ADE | Avg |" in md and "–" in md
+
+
+def test_eval_all_shapes_groups(tmp_path, monkeypatch):
+    """``--datasets shapes_seg``: seen / held-out columns equal the per-group means of the
+    per-class IoUs in results.json."""
+    import ovdense.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "VAL_IMAGES", 4)
+    rc = _tool("eval_all").main(
+        [
+            "--config",
+            "shapes/vanilla",
+            "--datasets",
+            "shapes_seg",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--output",
+            str(tmp_path / "all"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    table = json.loads((tmp_path / "all" / "table.json").read_text())
+    res = json.loads((tmp_path / "all" / "shapes_seg" / "results.json").read_text())["metrics"]
+    assert res["num_pixels"] == 4 * synthetic.VAL_SIZE**2
+    names = synthetic.class_names()
+    for group, members in synthetic.class_groups().items():
+        ious = [res["IoU"][names[c]] for c in members]
+        ious = [v for v in ious if v is not None]
+        expected = sum(ious) / len(ious) if ious else None
+        got = table["mIoU_groups"]["shapes_seg"][group]
+        assert got == (pytest.approx(expected) if expected is not None else None)
+    md = (tmp_path / "all" / "table.md").read_text()
+    assert "| Shapes | Shapes seen | Shapes held-out | Avg |" in md

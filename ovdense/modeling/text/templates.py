@@ -16,6 +16,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "openai_imagenet": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES),
     "single": ("a photo of a {}.",),
     "name": ("{}",),
+    # The caption styles of the shapes world (ovdense.data.synthetic), for its tiny CLIP.
+    "shapes": ("a photo of a {}.", "a {}.", "an image with a {}."),
 }
 
 
