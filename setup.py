@@ -17,8 +17,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ovdense", "ovdense.*"]),
-    # Method presets are Python files shipped inside the package (ovdense/configs).
-    package_data={"ovdense": ["configs/**/*.py", "data/classnames/*.txt"]},
+    # Method presets are Python files; the tiny shapes-world CLIP ships its config and weights.
+    package_data={
+        "ovdense": [
+            "configs/**/*.py",
+            "data/classnames/*.txt",
+            "assets/model_configs/*.json",
+            "assets/weights/*.pt",
+        ]
+    },
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
