@@ -19,7 +19,12 @@ import torch.nn.functional as F
 from timm.models import register_model
 from timm.models.eva import _create_eva
 
-from ovdense.modeling.backbones import DenseCLIPBackbone, DenseEVABackbone, build_clip_backbone
+from ovdense.modeling.backbones import (
+    DenseCLIPBackbone,
+    DenseEVABackbone,
+    build_clip_backbone,
+    dense_backbone_for,
+)
 from ovdense.modeling.clip import load_clip
 from ovdense.modeling.convert import (
     checkpoint_layout,
@@ -189,19 +194,21 @@ def _project(trunk, tokens):
 
 
 def test_dispatch_and_attributes(eva):
-    bb = DenseCLIPBackbone(eva, "naclip")
+    bb = dense_backbone_for(eva, "naclip")
     assert type(bb) is DenseEVABackbone and isinstance(bb, DenseCLIPBackbone)
     assert bb.patch_size == 8 and bb.embed_dim == 32 and bb.width == 64 and bb.num_blocks == 3
     assert bb.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
     assert type(build_clip_backbone(model=eva, strategy="sclip")) is DenseEVABackbone
     # the teacher of CLIPSelf is built from the tower alone
-    assert type(DenseCLIPBackbone(eva.visual)) is DenseEVABackbone
+    assert type(dense_backbone_for(eva.visual)) is DenseEVABackbone
+    with pytest.raises(TypeError, match="dense_backbone_for"):
+        DenseCLIPBackbone(eva)
 
 
 def test_vanilla_reproduces_timm_and_encode_image(eva):
     torch.manual_seed(1)
     images = torch.randn(3, 3, 32, 32)
-    bb = DenseCLIPBackbone(eva, "vanilla")
+    bb = dense_backbone_for(eva, "vanilla")
     trunk = eva.visual.trunk
     with torch.no_grad():
         feats = bb(images)
@@ -214,7 +221,7 @@ def test_vanilla_reproduces_timm_and_encode_image(eva):
 
 
 def test_rope_matches_eva_clip_formula(eva):
-    bb = DenseCLIPBackbone(eva)
+    bb = dense_backbone_for(eva)
     for grid in [(4, 4), (5, 7), (3, 2)]:
         torch.testing.assert_close(bb.rope(grid, torch.device("cpu")), _eva_clip_rope(16, grid))
 
@@ -223,7 +230,7 @@ def test_rope_matches_eva_clip_formula(eva):
 def test_strategy_equals_formula(eva, strategy):
     torch.manual_seed(2)
     images = torch.randn(2, 3, 32, 32)
-    bb = DenseCLIPBackbone(eva, strategy)
+    bb = dense_backbone_for(eva, strategy)
     trunk = eva.visual.trunk
     with torch.no_grad():
         got, grid, _ = bb.forward_tokens(images)
@@ -255,7 +262,7 @@ def test_non_native_grid_equals_timm_dynamic_size(eva, monkeypatch):
     dyn = timm.create_model(TIMM_NAME, num_classes=32, dynamic_img_size=True).eval()
     dyn.load_state_dict(trunk.state_dict())
     images = torch.randn(2, 3, 48, 59)  # 3 trailing columns do not fill a patch
-    bb = DenseCLIPBackbone(eva, "vanilla", pos_interp="size")
+    bb = dense_backbone_for(eva, "vanilla", pos_interp="size")
     with torch.no_grad():
         feats = bb(images)
         ref = dyn.forward_features(images[..., :56])
@@ -269,7 +276,7 @@ def test_non_native_grid_equals_timm_dynamic_size(eva, monkeypatch):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("size", [(40, 56), (33, 17), (8, 8), (100, 30)])
 def test_any_input_size(eva, strategy, size):
-    bb = DenseCLIPBackbone(eva, strategy, pos_interp="scale_factor")
+    bb = dense_backbone_for(eva, strategy, pos_interp="scale_factor")
     with torch.no_grad():
         f = bb(torch.randn(1, 3, *size))
     gh, gw = size[0] // 8, size[1] // 8
@@ -280,7 +287,7 @@ def test_any_input_size(eva, strategy, size):
 
 def test_intermediates_and_small_image(eva):
     images = torch.randn(1, 3, 32, 32)
-    bb = DenseCLIPBackbone(eva, "maskclip", out_indices=(-3, 1))
+    bb = dense_backbone_for(eva, "maskclip", out_indices=(-3, 1))
     trunk = eva.visual.trunk
     with torch.no_grad():
         f = bb(images)
@@ -317,7 +324,7 @@ def test_proxy_strategy_runs_on_eva(eva):
     except TypeError:  # pragma: no cover - abstract signature differs
         pytest.skip("VisionFoundationModel cannot be stubbed here")
     strat = ProxyAttention(vfm=vfm)
-    bb = DenseCLIPBackbone(eva, strat)
+    bb = dense_backbone_for(eva, strat)
     images = torch.randn(1, 3, 32, 32)
     trunk = eva.visual.trunk
     with torch.no_grad():
@@ -378,8 +385,8 @@ def _same_outputs(a, b, text=True):
         torch.testing.assert_close(a.encode_image(images), b.encode_image(images))
         if text:
             torch.testing.assert_close(a.encode_text(tokens), b.encode_text(tokens))
-        da = DenseCLIPBackbone(a, "naclip")(images).dense
-        db = DenseCLIPBackbone(b, "naclip")(images).dense
+        da = dense_backbone_for(a, "naclip")(images).dense
+        db = dense_backbone_for(b, "naclip")(images).dense
     torch.testing.assert_close(da, db)
 
 
@@ -455,7 +462,7 @@ def test_preset_segmentor_with_eva_tower(eva, tmp_path):
     out = seg(image, vocab)
     assert out.labels.shape == (1, 40, 56)
     with torch.no_grad():
-        bb = DenseCLIPBackbone(eva, "naclip", pos_interp="scale_factor")  # the preset's
+        bb = dense_backbone_for(eva, "naclip", pos_interp="scale_factor")  # the preset's
         dense = bb(bb.normalize(image)).dense
         emb = seg.encode_text(vocab).embeds
         logit = F.interpolate(

@@ -9,7 +9,7 @@ from .attention import (
     list_strategies,
 )
 from .base import DenseBackbone, DenseFeatures, FeatureInfo
-from .clip_vit import DenseCLIPBackbone, build_clip_backbone
+from .clip_vit import DenseCLIPBackbone, build_clip_backbone, dense_backbone_for
 from .eva_vit import DenseEVABackbone, EvaBlockView, is_eva_tower
 from .pos_embed import interpolate_pos_embed
 from .proxy import ProxyAttention  # registers the "proxy" strategy
@@ -31,6 +31,7 @@ __all__ = [
     "build_clip_backbone",
     "build_strategy",
     "build_vfm",
+    "dense_backbone_for",
     "gaussian_window_bias",
     "interpolate_pos_embed",
     "is_eva_tower",

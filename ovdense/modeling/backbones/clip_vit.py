@@ -16,7 +16,7 @@ from .attention import AttentionStrategy, TokenContext, VanillaAttention, build_
 from .base import DenseBackbone, DenseFeatures
 from .pos_embed import POS_INTERP_MODES, interpolate_pos_embed
 
-__all__ = ["DenseCLIPBackbone", "build_clip_backbone"]
+__all__ = ["DenseCLIPBackbone", "build_clip_backbone", "dense_backbone_for"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -46,19 +46,9 @@ class DenseCLIPBackbone(DenseBackbone):
     ``H, W >= patch_size``; trailing pixels that do not fill a patch are dropped (as CLIP's
     patch convolution does).
 
-    Given a model with an EVA02-CLIP tower (open_clip ``EVA02-B-16``, ``EVA02-L-14-336``, ...),
-    ``DenseCLIPBackbone(clip, ...)`` returns a
-    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` (a subclass, same arguments),
-    so every caller (segmentors, presets, CLIPSelf) accepts both towers.
+    For a model with an EVA02-CLIP tower use :func:`dense_backbone_for`, which picks
+    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` (same arguments).
     """
-
-    def __new__(cls, clip: nn.Module | None = None, *args: Any, **kwargs: Any) -> DenseCLIPBackbone:
-        if cls is DenseCLIPBackbone and clip is not None:
-            from .eva_vit import DenseEVABackbone, is_eva_tower
-
-            if is_eva_tower(clip):
-                return super().__new__(DenseEVABackbone)
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -72,7 +62,8 @@ class DenseCLIPBackbone(DenseBackbone):
         visual = getattr(clip, "visual", clip)
         if not isinstance(visual, VisionTransformer):
             raise TypeError(
-                "DenseCLIPBackbone needs an open_clip ViT image tower, got "
+                "DenseCLIPBackbone needs an open_clip ViT image tower (use dense_backbone_for(clip)"
+                " to get the backbone that fits any supported tower, EVA02 included), got "
                 f"{type(visual).__name__}."
             )
         if visual.attn_pool is not None:
@@ -213,8 +204,7 @@ def build_clip_backbone(
     out_indices: Sequence[int] = (),
     device: str | torch.device = "cpu",
 ) -> DenseCLIPBackbone:
-    """One-liner: :func:`~ovdense.modeling.clip.load_clip` + :class:`DenseCLIPBackbone` (a
-    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` for EVA02-CLIP models).
+    """One-liner: :func:`~ovdense.modeling.clip.load_clip` + :func:`dense_backbone_for`.
 
     Example::
 
@@ -223,7 +213,31 @@ def build_clip_backbone(
     clip = load_clip(
         model_name, pretrained, checkpoint=checkpoint, config=config, model=model, device=device
     )
-    return DenseCLIPBackbone(
+    return dense_backbone_for(
+        clip,
+        strategy=strategy,
+        strategy_kwargs=strategy_kwargs,
+        pos_interp=pos_interp,
+        out_indices=out_indices,
+    )
+
+
+def dense_backbone_for(
+    clip: nn.Module,
+    strategy: str | AttentionStrategy = "vanilla",
+    strategy_kwargs: dict[str, Any] | None = None,
+    pos_interp: str = "size",
+    out_indices: Sequence[int] = (),
+) -> DenseCLIPBackbone:
+    """The dense backbone that fits ``clip``'s image tower (the model or its ``.visual``):
+    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` for an EVA02-CLIP tower
+    (open_clip ``EVA02-B-16``, ``EVA02-L-14-336``, ...), else :class:`DenseCLIPBackbone`.
+    Arguments as for :class:`DenseCLIPBackbone`.
+    """
+    from .eva_vit import DenseEVABackbone, is_eva_tower
+
+    cls = DenseEVABackbone if is_eva_tower(clip) else DenseCLIPBackbone
+    return cls(
         clip,
         strategy=strategy,
         strategy_kwargs=strategy_kwargs,

@@ -13,7 +13,7 @@ before ``proj`` ("sub-LN") and a SwiGLU MLP; the projection to the text space is
 ``ls_1``, ``mlp``, ``ln_2``, ``ls_2``), so the very same strategy objects (vanilla, maskclip,
 sclip, clearclip, naclip, proxy, ...) run on both towers. :class:`DenseEVABackbone` is the
 EVA counterpart of :class:`~ovdense.modeling.backbones.clip_vit.DenseCLIPBackbone`;
-``DenseCLIPBackbone(clip)`` returns one automatically when ``clip`` has an EVA tower.
+``dense_backbone_for(clip)`` returns one when ``clip`` has an EVA tower.
 
 At any patch grid: the absolute position embedding is interpolated with
 :func:`~ovdense.modeling.backbones.pos_embed.interpolate_pos_embed` (``pos_interp`` as for the

@@ -32,7 +32,7 @@ from torchvision.ops import roi_align
 from ovdense.utils.io import atomic_write
 
 from ..backbones.attention import AttentionStrategy
-from ..backbones.clip_vit import DenseCLIPBackbone
+from ..backbones.clip_vit import dense_backbone_for
 from ..backbones.eva_vit import is_eva_tower
 
 __all__ = ["CLIPSelf", "load_proposals"]
@@ -132,8 +132,8 @@ class CLIPSelf(nn.Module):
                 f"got {type(clip).__name__}."
             )
         self._clip = (clip,)  # a tuple: not a submodule (text tower stays put, untrained)
-        self.student = DenseCLIPBackbone(clip, strategy=strategy)
-        self.teacher = DenseCLIPBackbone(copy.deepcopy(visual), strategy="vanilla")
+        self.student = dense_backbone_for(clip, strategy=strategy)
+        self.teacher = dense_backbone_for(copy.deepcopy(visual), strategy="vanilla")
         self.teacher.requires_grad_(False).eval()
         self.grids = _grid_choices(grid)
         self.crop_size = int(crop_size)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..backbones import AttentionStrategy, DenseCLIPBackbone
+from ..backbones import AttentionStrategy, dense_backbone_for
 from ..heads import CosineSegHead, max_over_synonyms
 from ..text import ClassEmbeddings, TextEncoder, Vocabulary
 
@@ -113,7 +113,8 @@ class TrainingFreeSegmentor(nn.Module):
 
     Args:
         clip: an open_clip model (see :func:`~ovdense.modeling.clip.load_clip`); its image tower
-            becomes a :class:`DenseCLIPBackbone`, its text tower a :class:`TextEncoder`.
+            becomes a dense backbone (:func:`dense_backbone_for`), its text tower a
+            :class:`TextEncoder`.
         strategy, strategy_kwargs, pos_interp: last-block strategy and position interpolation.
         templates: prompt templates (name of a set or a list of format strings).
         short_side: resize the short side to this (``None``: keep the input size).
@@ -159,7 +160,7 @@ class TrainingFreeSegmentor(nn.Module):
             raise ValueError("window_batch_size must be >= 1.")
         if window is not None and stride is not None and stride > window:
             raise ValueError(f"stride ({stride}) > window ({window}) would leave gaps.")
-        self.backbone = DenseCLIPBackbone(
+        self.backbone = dense_backbone_for(
             clip, strategy=strategy, strategy_kwargs=strategy_kwargs, pos_interp=pos_interp
         )
         self.text_encoder = TextEncoder(clip, templates=templates, cache_dir=text_cache_dir)
