@@ -1,23 +1,18 @@
 """DenseEVABackbone (EVA02-CLIP towers), the EVA-CLIP checkpoint converter and CLIPSelf on EVA,
 against timm's own forward and explicit re-computations.
 
-A tiny EVA02-CLIP architecture (patch 8, 3 blocks, width 64, 4 heads, RoPE, sub-LN, SwiGLU with
-its norm: the structure of ``eva02_base_patch16_clip_224``) is registered in timm and open_clip
-under test-only names; every weight is random.
+The tiny random EVA02-CLIP comes from ``tests/tiny_eva.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 
-import open_clip
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from timm.models import register_model
-from timm.models.eva import _create_eva
+from tiny_eva import MODEL_NAME, TIMM_NAME, make_eva
 
 from ovdense.modeling.backbones import (
     DenseCLIPBackbone,
@@ -32,65 +27,7 @@ from ovdense.modeling.convert import (
     load_eva_clip_weights,
 )
 
-TIMM_NAME = "ovdense_test_eva02_tiny_clip"
-MODEL_NAME = "ovdense-test-EVA02-tiny"
 STRATEGIES = ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
-
-if not timm.models.is_model(TIMM_NAME):
-
-    @register_model
-    def ovdense_test_eva02_tiny_clip(pretrained: bool = False, **kwargs):
-        args = dict(
-            img_size=32,
-            patch_size=8,
-            embed_dim=64,
-            depth=3,
-            num_heads=4,
-            qkv_fused=False,
-            mlp_ratio=4 * 2 / 3,
-            swiglu_mlp=True,
-            scale_mlp=True,
-            scale_attn_inner=True,
-            use_rot_pos_emb=True,
-            ref_feat_shape=(4, 4),
-            global_pool=kwargs.pop("global_pool", "token"),
-        )
-        return _create_eva(TIMM_NAME, pretrained=pretrained, **dict(args, **kwargs))
-
-
-EVA_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {
-        "image_size": 32,
-        "timm_model_name": TIMM_NAME,
-        "timm_model_pretrained": False,
-        "timm_pool": "token",
-        "timm_proj": None,
-    },
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-    "custom_text": True,
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered(tmp_path_factory):
-    path = tmp_path_factory.mktemp("oc_cfg") / f"{MODEL_NAME}.json"
-    path.write_text(json.dumps(EVA_CONFIG))
-    open_clip.add_model_config(path)
-
-
-def make_eva(seed: int = 0):
-    torch.manual_seed(seed)
-    clip = load_clip(MODEL_NAME)
-    with torch.no_grad():
-        for name, p in clip.named_parameters():
-            if name.endswith("logit_scale"):
-                continue
-            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
-    return clip.eval()
 
 
 @pytest.fixture(scope="module")

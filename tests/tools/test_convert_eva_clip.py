@@ -2,55 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import convert_eva_clip as cli
 import open_clip
 import pytest
-import timm
 import torch
-from timm.models import register_model
-from timm.models.eva import _create_eva
+from tiny_eva import MODEL_NAME, make_eva
 
 from ovdense.modeling.clip import load_clip
-
-TIMM_NAME = "ovdense_test_eva02_tiny_clip"
-MODEL_NAME = "ovdense-test-EVA02-tiny"
-
-if not timm.models.is_model(TIMM_NAME):
-
-    @register_model
-    def ovdense_test_eva02_tiny_clip(pretrained: bool = False, **kwargs):
-        args = dict(
-            img_size=32,
-            patch_size=8,
-            embed_dim=64,
-            depth=3,
-            num_heads=4,
-            qkv_fused=False,
-            mlp_ratio=4 * 2 / 3,
-            swiglu_mlp=True,
-            scale_mlp=True,
-            scale_attn_inner=True,
-            use_rot_pos_emb=True,
-            ref_feat_shape=(4, 4),
-            global_pool=kwargs.pop("global_pool", "token"),
-        )
-        return _create_eva(TIMM_NAME, pretrained=pretrained, **dict(args, **kwargs))
-
-
-CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {
-        "image_size": 32,
-        "timm_model_name": TIMM_NAME,
-        "timm_model_pretrained": False,
-        "timm_pool": "token",
-        "timm_proj": None,
-    },
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-    "custom_text": True,
-}
 
 RENAMES = [  # open_clip -> EVA-CLIP, written independently of the converter
     ("attn.q_proj.bias", "attn.q_bias"),
@@ -64,17 +22,8 @@ RENAMES = [  # open_clip -> EVA-CLIP, written independently of the converter
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("oc_cfg") / f"{MODEL_NAME}.json"
-    path.write_text(json.dumps(CONFIG))
-    open_clip.add_model_config(path)
-    torch.manual_seed(0)
-    model = load_clip(MODEL_NAME)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not name.endswith("logit_scale"):
-                p.copy_(0.2 * torch.randn_like(p))
-    return model.eval()
+def clip():
+    return make_eva()
 
 
 def _eva_clip(model, visual=True, text=True):

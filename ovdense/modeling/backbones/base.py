@@ -61,3 +61,16 @@ class DenseBackbone(nn.Module):
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         return (images - mean) / std
+
+
+def check_patch_images(images: Tensor, patch_size: int) -> None:
+    """Raise a clear ``ValueError`` unless ``images`` is ``[B, 3, H, W]`` with
+    ``H, W >= patch_size`` (what every ViT backbone of ovdense accepts)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}.")
+    h, w = images.shape[-2:]
+    if h < patch_size or w < patch_size:
+        raise ValueError(
+            f"Image of {h}x{w} pixels is smaller than one {patch_size}x{patch_size} patch; "
+            "resize it up (e.g. short_side) before the backbone."
+        )

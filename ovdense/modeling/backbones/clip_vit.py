@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..clip import load_clip
 from .attention import AttentionStrategy, TokenContext, VanillaAttention, build_strategy
-from .base import DenseBackbone, DenseFeatures
+from .base import DenseBackbone, DenseFeatures, check_patch_images
 from .pos_embed import POS_INTERP_MODES, interpolate_pos_embed
 
 __all__ = ["DenseCLIPBackbone", "build_clip_backbone", "dense_backbone_for"]
@@ -113,14 +113,7 @@ class DenseCLIPBackbone(DenseBackbone):
 
     def embed_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch + CLS + position embedding + ``ln_pre``: ``[B, 1 + gh*gw, C]`` and the grid."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}.")
-        h, w = images.shape[-2:]
-        if h < self.patch_size or w < self.patch_size:
-            raise ValueError(
-                f"Image of {h}x{w} pixels is smaller than one {self.patch_size}x{self.patch_size} "
-                "patch; resize it up (e.g. short_side) before the backbone."
-            )
+        check_patch_images(images, self.patch_size)
         v = self.visual
         x = v.conv1(images.to(v.conv1.weight.dtype))
         grid = (int(x.shape[-2]), int(x.shape[-1]))

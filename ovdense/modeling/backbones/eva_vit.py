@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionStrategy, TokenContext, build_strategy
+from .base import check_patch_images
 from .clip_vit import OPENAI_MEAN, OPENAI_STD, DenseCLIPBackbone
 from .pos_embed import POS_INTERP_MODES, interpolate_pos_embed
 
@@ -317,14 +318,7 @@ class DenseEVABackbone(DenseCLIPBackbone):
 
     def embed_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch + CLS + position embedding + ``norm_pre``: ``[B, 1 + gh*gw, C]`` and the grid."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}.")
-        h, w = images.shape[-2:]
-        if h < self.patch_size or w < self.patch_size:
-            raise ValueError(
-                f"Image of {h}x{w} pixels is smaller than one {self.patch_size}x{self.patch_size} "
-                "patch; resize it up (e.g. short_side) before the backbone."
-            )
+        check_patch_images(images, self.patch_size)
         t = self.trunk
         pe = t.patch_embed
         # timm's PatchEmbed asserts the native size unless built dynamic: use its parts
