@@ -77,6 +77,21 @@ def _describe_values(values: np.ndarray, limit: int = 10) -> str:
     return f"[{shown}{more}] ({values.size} pixels)"
 
 
+def _check_class_names(names: Sequence[str] | None, num_classes: int) -> list[str] | None:
+    """``names`` as a list of ``num_classes`` distinct strings (None stays None)."""
+    if names is None:
+        return None
+    out = [str(n) for n in names]
+    if len(out) != num_classes:
+        raise ValueError(
+            f"got {len(out)} class names for {num_classes} classes; pass one name per class"
+        )
+    if len(set(out)) != num_classes:
+        dupes = sorted({n for n in out if out.count(n) > 1})
+        raise ValueError(f"class names must be distinct; repeated: {dupes}")
+    return out
+
+
 def compute_sem_seg_metrics(
     confusion: np.ndarray,
     class_names: Sequence[str] | None = None,
@@ -111,18 +126,9 @@ def compute_sem_seg_metrics(
     if confusion.size and confusion.min() < 0:
         raise ValueError("confusion holds negative counts; it must count pixels")
     num_classes = confusion.shape[0]
-    if class_names is None:
-        names = [f"class_{i}" for i in range(num_classes)]
-    else:
-        names = [str(n) for n in class_names]
-        if len(names) != num_classes:
-            raise ValueError(
-                f"got {len(names)} class names for a {num_classes}x{num_classes} confusion "
-                "matrix; pass one name per class"
-            )
-        if len(set(names)) != num_classes:
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"class names must be distinct; repeated: {dupes}")
+    names = _check_class_names(class_names, num_classes) or [
+        f"class_{i}" for i in range(num_classes)
+    ]
 
     confusion = confusion.astype(np.int64, copy=False)
     tp = np.diagonal(confusion).astype(np.float64)
@@ -211,19 +217,9 @@ class SemSegEvaluator(DatasetEvaluator):
                 "use a value outside [0, num_classes), e.g. 255, 65535 or -1, and remap the "
                 "label maps accordingly"
             )
-        if class_names is not None:
-            class_names = [str(n) for n in class_names]
-            if len(class_names) != num_classes:
-                raise ValueError(
-                    f"got {len(class_names)} class names for num_classes={num_classes}; "
-                    "pass one name per class"
-                )
-            if len(set(class_names)) != num_classes:
-                dupes = sorted({n for n in class_names if class_names.count(n) > 1})
-                raise ValueError(f"class names must be distinct; repeated: {dupes}")
         self.num_classes = num_classes
         self.ignore_label = ignore_label
-        self.class_names: list[str] | None = class_names
+        self.class_names: list[str] | None = _check_class_names(class_names, num_classes)
         self.distributed = distributed
         self.class_groups = check_class_groups(class_groups, num_classes)
         self._confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
