@@ -369,10 +369,23 @@ class Trainer:
             # per-group options (e.g. learning rates) chosen by the model; the optimizer
             # config's values are the defaults of every group
             params: list[Any] = []
+            covered: set[int] = set()
             for group in groups():
                 trainable = [p for p in group["params"] if p.requires_grad]
+                covered.update(id(p) for p in trainable)
                 if trainable:
                     params.append({**group, "params": trainable})
+            missed = [
+                n
+                for n, p in self.model.named_parameters()
+                if p.requires_grad and id(p) not in covered
+            ]
+            if missed:
+                raise ValueError(
+                    f"{type(self.model).__name__}.param_groups() leaves trainable parameters out "
+                    f"of every group ({', '.join(missed[:5])}{', ...' if len(missed) > 5 else ''})"
+                    "; add them to a group or freeze them (requires_grad_(False))."
+                )
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
         return target(params, **kwargs)

@@ -34,3 +34,19 @@ class TinyRegressor(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pred = self.fc(self.drop(batch["x"]))
         return {"loss_mse": nn.functional.mse_loss(pred, batch["y"])}
+
+
+class GroupedRegressor(TinyRegressor):
+    """TinyRegressor whose ``param_groups()`` gives the bias its own learning rate (or, with
+    ``forget_bias``, leaves it out)."""
+
+    def __init__(self, dim: int = 4, bias_lr: float = 0.5, forget_bias: bool = False) -> None:
+        super().__init__(dim)
+        self.bias_lr = bias_lr
+        self.forget_bias = forget_bias
+
+    def param_groups(self) -> list[dict]:
+        groups: list[dict] = [{"params": [self.fc.weight]}]
+        if not self.forget_bias:
+            groups.append({"params": [self.fc.bias], "lr": self.bias_lr})
+        return groups

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_toy import SyntheticRegression, TinyRegressor
+from engine_toy import GroupedRegressor, SyntheticRegression, TinyRegressor
 from omegaconf import DictConfig
 
 from ovdense.config import L, LazyConfig
@@ -147,7 +147,7 @@ CONFIG_FILE = """
 import sys
 sys.path.insert(0, {here!r})
 import torch
-from engine_toy import SyntheticRegression, TinyRegressor
+from engine_toy import GroupedRegressor, SyntheticRegression, TinyRegressor
 from ovdense.config import L
 from ovdense.engine import WarmupCosine
 
@@ -216,3 +216,21 @@ def test_bf16_autocast_on_cpu(tmp_path):
 def test_fp16_amp_on_cpu_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="needs CUDA"):
         Trainer(make_cfg(tmp_path, amp="fp16", device="cpu"))
+
+
+def _grouped_cfg(out: Path, **model) -> DictConfig:
+    cfg = make_cfg(out, max_iter=1)
+    del cfg["model"]
+    cfg.model = L(GroupedRegressor)(dim=4, **model)
+    return cfg
+
+
+def test_model_param_groups_set_per_group_options(tmp_path):
+    trainer = Trainer(_grouped_cfg(tmp_path / "a", bias_lr=0.5))
+    groups = trainer.optimizer.param_groups
+    # the optimizer config's lr is the default; the scheduler scales both groups alike
+    assert groups[1]["lr"] / groups[0]["lr"] == pytest.approx(0.5 / 0.05)
+    assert groups[0]["params"] == [trainer.model.fc.weight]
+    assert groups[1]["params"] == [trainer.model.fc.bias]
+    with pytest.raises(ValueError, match="fc.bias"):
+        Trainer(_grouped_cfg(tmp_path / "b", forget_bias=True))
