@@ -202,11 +202,13 @@ def load_clip(
         if not path.is_file():
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
         _check_readable(path)
-        try:
-            from .convert.eva_clip import create_model_from_checkpoint  # + EVA-CLIP names
+        from .convert.eva_clip import CheckpointFormatError, create_model_from_checkpoint
 
-            clip = create_model_from_checkpoint(model_name, path, **kwargs)
-        except Exception as err:  # noqa: BLE001 - any load failure here is a mismatch
+        try:
+            clip = create_model_from_checkpoint(model_name, path, **kwargs)  # + EVA-CLIP names
+        except CheckpointFormatError:
+            raise  # already says what is wrong and what to do
+        except Exception as err:  # noqa: BLE001 - any other load failure here is a mismatch
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RuntimeError(
                 f"Could not load {path} into open_clip {model_name}: the checkpoint does not "

@@ -1,6 +1,7 @@
 """Converters from third-party checkpoint layouts to the open_clip models ovdense loads."""
 
 from .eva_clip import (
+    CheckpointFormatError,
     checkpoint_layout,
     convert_eva_clip_state_dict,
     create_model_from_checkpoint,
@@ -9,6 +10,7 @@ from .eva_clip import (
 )
 
 __all__ = [
+    "CheckpointFormatError",
     "checkpoint_layout",
     "convert_eva_clip_state_dict",
     "create_model_from_checkpoint",

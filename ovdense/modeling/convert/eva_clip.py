@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "CheckpointFormatError",
     "checkpoint_layout",
     "convert_eva_clip_state_dict",
     "create_model_from_checkpoint",
@@ -47,6 +48,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint that cannot become the requested model; the message says why and what to do
+    (``load_clip`` passes it on unchanged)."""
+
 
 _NESTING = ("state_dict", "model", "module", "model_ema")
 _TEXT_PREFIXES = ("text_projection", "positional_embedding", "token_embedding", "transformer")
@@ -178,7 +185,7 @@ def _load_strict(module: nn.Module, sd: dict[str, Tensor], what: str, source: st
     missing = sorted(expected - set(sd))
     unexpected = sorted(set(sd) - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{source} does not fit the {what}: {len(missing)} missing keys {missing[:4]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:4]} (a checkpoint of another "
             "architecture? check model_name, e.g. EVA02-B-16 vs EVA02-L-14-336)."
@@ -187,7 +194,7 @@ def _load_strict(module: nn.Module, sd: dict[str, Tensor], what: str, source: st
         module.load_state_dict(sd, strict=True)
     except RuntimeError as err:
         detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{source} does not fit the {what} (tensor shapes differ: a checkpoint of another "
             f"architecture? check model_name): {detail}"
         ) from None
@@ -247,7 +254,7 @@ def create_model_from_checkpoint(
     if layout in ("open_clip", "unknown"):
         return open_clip.create_model(model_name, pretrained=str(path), **kwargs)
     if layout.endswith("_visual"):
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{path} holds only an image tower ({layout}); a CLIP also needs the text tower. "
             f"Either load it into a full model: load_eva_clip_weights(load_clip('{model_name}', "
             f"'<pretrained tag>'), '{path}'), or write one complete file: python "
