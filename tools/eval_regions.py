@@ -10,8 +10,12 @@ Example::
         --mode boxes masks --output output/regions/naclip model.short_side=1024
 
 Prints top-1 and mean per-class accuracy (percent) for things, stuff and all classes for each
-mode, and writes ``<output>/results.json``. Trailing ``key=value`` arguments override the
-preset (e.g. ``model.short_side=1024``).
+mode, and writes ``<output>/results.json``. ``--dataset shapes_det`` (a COCO-instances set of
+the catalog) replaces the three panoptic paths; its seen / held-out groups are reported::
+
+    python tools/eval_regions.py --config shapes/maskclip --dataset shapes_det
+
+Trailing ``key=value`` arguments override the preset (e.g. ``model.short_side=1024``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,15 @@ from typing import Any
 import torch
 
 from ovdense.config import instantiate
+from ovdense.data import get_instances_files
 from ovdense.evaluation.base import format_metric, json_safe
-from ovdense.evaluation.regions import MODES, evaluate_regions, load_coco_panoptic
+from ovdense.evaluation.regions import (
+    MODES,
+    CocoInstances,
+    CocoPanoptic,
+    evaluate_regions,
+    load_coco_panoptic,
+)
 from ovdense.model_zoo import get_config
 from ovdense.utils.cli import USER_ERRORS, report_user_error
 from ovdense.utils.io import atomic_write_text
@@ -39,9 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config", required=True, help="method preset or config file")
-    p.add_argument("--panoptic-json", required=True, help="panoptic_val2017.json")
-    p.add_argument("--panoptic-dir", required=True, help="folder of the panoptic PNGs")
-    p.add_argument("--images", required=True, help="folder of the images (val2017)")
+    p.add_argument("--panoptic-json", help="panoptic_val2017.json")
+    p.add_argument("--panoptic-dir", help="folder of the panoptic PNGs")
+    p.add_argument("--images", help="folder of the images (val2017)")
+    p.add_argument(
+        "--dataset",
+        help="a COCO-instances dataset of the catalog instead of the panoptic files "
+        "(e.g. shapes_det; seen / held-out reported when the categories carry the flag)",
+    )
+    p.add_argument("--data-root", default=None, help="data root for --dataset")
     p.add_argument(
         "--mode", nargs="+", default=list(MODES), metavar="{boxes,masks}", help="region kinds"
     )
@@ -57,20 +74,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [m for m in args.mode if m not in MODES]
     if bad or not args.mode:
         p.error(f"argument --mode: invalid choice(s) {bad} (choose from {', '.join(MODES)})")
+    panoptic = (args.panoptic_json, args.panoptic_dir, args.images)
+    if args.dataset is None and not all(panoptic):
+        p.error("give --panoptic-json, --panoptic-dir and --images, or --dataset NAME")
+    if args.dataset is not None and any(panoptic):
+        p.error("--dataset replaces --panoptic-json/--panoptic-dir/--images: give one or the other")
     return args
 
 
 def format_table(results: dict[str, Any], modes: list[str]) -> str:
-    """A markdown table: one row per mode, things / stuff / all x top-1 / mean accuracy."""
-    lines = [
-        "| mode | things top-1 | things mAcc | stuff top-1 | stuff mAcc | all top-1 | all mAcc |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """A markdown table: one row per mode, top-1 / mean accuracy for things / stuff / all
+    (panoptic) or for all and the dataset's class groups (e.g. seen / held-out)."""
+    groups = results.get("groups") or ["things", "stuff"]
+    groups = [*groups, "all"]
+    head = " | ".join(f"{g.replace('_', '-')} {k}" for g in groups for k in ("top-1", "mAcc"))
+    lines = [f"| mode | {head} |", "|---|" + "---|" * (2 * len(groups))]
     for mode in modes:
         r = results[mode]
-        cells = [
-            format_metric(r[g][k]) for g in ("things", "stuff", "all") for k in ("top1", "mean_acc")
-        ]
+        cells = [format_metric(r[g][k]) for g in groups for k in ("top1", "mean_acc")]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -78,9 +99,14 @@ def format_table(results: dict[str, Any], modes: list[str]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the segmentor, evaluate, write ``results.json``; returns the results."""
     modes = list(dict.fromkeys(args.mode))
-    dataset = load_coco_panoptic(
-        args.panoptic_json, args.panoptic_dir, args.images, limit=args.limit
-    )
+    dataset: CocoPanoptic | CocoInstances
+    if args.dataset is not None:
+        json_path, image_dir = get_instances_files(args.dataset, args.data_root)
+        dataset = CocoInstances(json_path, image_dir, limit=args.limit)
+    else:
+        dataset = load_coco_panoptic(
+            args.panoptic_json, args.panoptic_dir, args.images, limit=args.limit
+        )
     cfg = get_config(args.config, args.opts)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     seg = instantiate(cfg.model).to(device).eval()
@@ -92,6 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "overrides": list(args.opts),
         "short_side": getattr(seg, "short_side", None),
         "modes": modes,
+        "groups": list(getattr(dataset, "groups", None) or []),
         **results,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -262,3 +262,27 @@ def test_cli_writes_results(panoptic, tiny_preset, tmp_path, capsys):
     assert tool.main(bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: Panoptic JSON not found") and "\n" not in err
+
+
+def test_cli_on_an_instance_dataset(tmp_path, tiny_preset, monkeypatch, capsys):
+    """``--dataset shapes_det``: the generated COCO-instances set, seen / held-out columns whose
+    region counts add up to all regions."""
+    import ovdense.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "VAL_IMAGES", 3)
+    out = tmp_path / "out"
+    args = [
+        "--config", str(tiny_preset("maskclip")), "--dataset", "shapes_det",
+        "--data-root", str(tmp_path / "data"), "--output", str(out), "--device", "cpu",
+        "--no-progress", "--mode", "boxes", "model.short_side=64",
+    ]  # fmt: skip
+    assert _tool().main(args) == 0
+    assert "| mode | seen top-1 | seen mAcc | held-out top-1" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    n_regions = sum(len(synthetic.generate_scene(1, i, 128, "val").labels) for i in range(3))
+    assert res["num_regions"] == n_regions and res["groups"] == ["seen", "held_out"]
+    boxes = res["boxes"]
+    assert boxes["seen"]["num_regions"] + boxes["held_out"]["num_regions"] == n_regions
+    # --dataset and the panoptic paths exclude each other
+    with pytest.raises(SystemExit):
+        _tool().main([*args, "--images", str(tmp_path)])
