@@ -46,11 +46,18 @@ STRATEGIES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 DATASETS = ("shapes_seg", "shapes_seg_objects")
 
 
-def evaluate(output: Path, device: str, data_root: str | None, progress: bool) -> dict[str, Any]:
+def evaluate(
+    output: Path,
+    device: str,
+    data_root: str | None,
+    progress: bool,
+    strategies: tuple[str, ...] = STRATEGIES,
+    zero_shot_images: int = 3000,
+) -> dict[str, Any]:
     """Run every measurement; returns the report dict."""
     report: dict[str, Any] = {"segmentation": {}, "regions": {}}
     json_path, image_dir = get_instances_files("shapes_det", data_root)
-    for name in STRATEGIES:
+    for name in strategies:
         preset = f"shapes/{name}"
         report["segmentation"][name] = {}
         for dataset in DATASETS:
@@ -75,7 +82,7 @@ def evaluate(output: Path, device: str, data_root: str | None, progress: bool) -
         }
         report["num_regions"] = regions["num_regions"]
     clip = load_clip("ovdense-tiny-vit", "shapes", device=device)
-    report["zero_shot"] = shapes_zero_shot(clip)
+    report["zero_shot"] = shapes_zero_shot(clip, num_images=zero_shot_images)
     return report
 
 
@@ -114,12 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="output/shapes_report", help="output folder")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--data-root", default=None, help="where the generated datasets go")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument("--zero-shot-images", type=int, default=3000, help="single-object scenes")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.output)
     try:
-        report = evaluate(out, device, args.data_root, not args.no_progress)
+        report = evaluate(
+            out,
+            device,
+            args.data_root,
+            not args.no_progress,
+            tuple(args.strategies),
+            args.zero_shot_images,
+        )
     except USER_ERRORS as err:
         return report_user_error(err)
     text = format_report(report)

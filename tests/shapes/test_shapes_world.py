@@ -95,3 +95,29 @@ def test_zero_shot_above_chance_on_held_out_compositions():
     assert result["chance"] == pytest.approx(100 / 30)
     assert result["held_out"]["n"] > 30
     assert result["held_out"]["acc"] >= ZERO_SHOT_FLOOR
+
+
+def test_eval_shapes_report(tmp_path, monkeypatch):
+    """tools/eval_shapes.py on 2 generated images: the report holds what run_eval and the
+    region evaluation wrote, and the markdown has one row per strategy."""
+    import importlib.util
+    import json
+
+    import ovdense.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "VAL_IMAGES", 2)
+    spec = importlib.util.spec_from_file_location("es", ROOT / "tools" / "eval_shapes.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "report"
+    argv = ["--output", str(out), "--data-root", str(tmp_path / "data"), "--device", "cpu"]
+    argv += ["--strategies", "vanilla", "maskclip", "--zero-shot-images", "30", "--no-progress"]
+    assert tool.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    for name in ("vanilla", "maskclip"):
+        for dataset in ("shapes_seg", "shapes_seg_objects"):
+            res = json.loads((out / name / dataset / "results.json").read_text())["metrics"]
+            assert report["segmentation"][name][dataset]["mIoU"] == pytest.approx(res["mIoU"])
+    assert report["zero_shot"]["all"]["n"] == 30
+    md = (out / "report.md").read_text()
+    assert "| `vanilla` |" in md and "| `maskclip` |" in md and "chance 3.33 %" in md
