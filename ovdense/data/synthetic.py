@@ -82,6 +82,7 @@ _BACKGROUND_WORDS = {
 _COLOUR_JITTER = 20
 _MIN_VISIBLE = 0.6  # an object keeps at least this fraction of its area visible
 _PLACEMENT_TRIES = 20
+_SCENE_TRIES = 50
 
 
 def class_names() -> list[str]:
@@ -230,7 +231,8 @@ def generate_scene(
         are left out (every scene keeps at least one object).
 
     Raises:
-        ValueError: Unknown split, ``size < 16``, ``max_objects < 1`` or an unknown object name.
+        ValueError: Unknown split, ``size < 16``, ``max_objects < 1``, an unknown object name,
+            or objects that do not fit (after 50 redraws).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
@@ -238,7 +240,6 @@ def generate_scene(
         raise ValueError(f"size must be >= 16 pixels, got {size}.")
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}.")
-    rng = np.random.default_rng([int(seed), int(index), SPLITS.index(split)])
     names = class_names()
     held = {f"{c} {s}" for c, s in HELD_OUT}
     allowed = [i for i in range(1, len(names)) if split == "val" or names[i] not in held]
@@ -253,6 +254,31 @@ def generate_scene(
             )
         wanted = [names.index(o) for o in objects]
 
+    # a scene whose objects cannot all be placed is redrawn from the next random stream
+    for attempt in range(_SCENE_TRIES):
+        stream = [int(seed), int(index) + attempt * 1_000_003, SPLITS.index(split)]
+        scene = _draw_scene(
+            np.random.default_rng(stream), size, allowed, wanted, max_objects, radius
+        )
+        if scene is not None:
+            return scene
+    raise ValueError(
+        f"Could not place {len(wanted) if wanted else 'any of the'} objects in a {size}x{size} "
+        f"image with "
+        f"{_MIN_VISIBLE:.0%} of each visible; use a larger size or fewer objects."
+    )
+
+
+def _draw_scene(
+    rng: np.random.Generator,
+    size: int,
+    allowed: list[int],
+    wanted: list[int] | None,
+    max_objects: int,
+    radius: tuple[float, float],
+) -> Scene | None:
+    """One try at a scene (None when not every wanted object, or no object, could be placed)."""
+    names = class_names()
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     image = _background(rng, size, kind)
     label = np.zeros((size, size), dtype=np.int64)
@@ -288,7 +314,7 @@ def generate_scene(
         full.append(mask)
         classes.append(cls)
     if not full or (wanted is not None and len(full) < len(wanted)):  # placement failed
-        return generate_scene(seed, index + 1_000_003, size, split, max_objects, radius, objects)
+        return None
 
     masks = np.stack([owner == k for k in range(len(full))])
     boxes = np.zeros((len(full), 4), dtype=np.float32)

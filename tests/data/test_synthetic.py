@@ -352,3 +352,8 @@ def test_make_scene_cli(tmp_path, capsys):
     assert main(["--output", str(bad), "--objects", "red circle,pink blob"]) == 2
     assert not bad.exists()
     assert "pink blob" in capsys.readouterr().out
+
+
+def test_objects_that_cannot_fit_raise():
+    with pytest.raises(ValueError, match="Could not place"):
+        generate_scene(0, 0, 16, "val", objects=class_names()[1:] * 2)
