@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: model.key=value ...")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
 
 def build_vocabulary(args: argparse.Namespace) -> Vocabulary:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("opts", nargs="*", default=[])
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
     method = run_name(args.config)
     out = Path(args.output or Path("output") / "eval" / f"{method}_{args.protocol}")
     miou: dict[str, float | None] = {}

@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: model.key=value ...")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
     # ``--mode boxes masks key=value`` : argparse hands the overrides to --mode; move them back
     args.opts = [m for m in args.mode if "=" in m] + args.opts
     args.mode = [m for m in args.mode if "=" not in m]

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrained", default=None)
     p.add_argument("--checkpoint", default=None, help="local open_clip checkpoint")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: model.key=value ...")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
 
 def main(argv: list[str] | None = None) -> int:

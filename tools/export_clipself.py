@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="model_*.pt or a training output folder")
     p.add_argument("--output", required=True, help="open_clip checkpoint to write (.pt)")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: key=value ...")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
     try:
         path = Path(args.checkpoint)
         if path.is_dir():

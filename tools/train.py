@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last_checkpoint")
     p.add_argument("--output", default=None, help="output folder (sets train.output_dir)")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: key.path=value")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", default=str(DEFAULT_EXPORT), help="fp16 weights to write")
     p.add_argument("--eval-images", type=int, default=3000, help="zero-shot test images")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: key.path=value")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_train_config(args.config, args.opts, args.output)

@@ -34,10 +34,9 @@ class WeightsUnavailableError(RuntimeError):
 def _download_failed_message(model_name: str, pretrained: str, reason: str) -> str:
     return (
         f"Could not download the '{pretrained}' weights for {model_name} ({reason}); "
-        f"if this machine is offline, download the open_clip checkpoint elsewhere and pass its "
-        f"path "
-        f"instead: checkpoint='/path/to/open_clip_pytorch_model.bin' "
-        f"(command line: model.clip.checkpoint=/path/to/file)."
+        "if this machine is offline, download the open_clip checkpoint elsewhere and pass its "
+        "path instead: checkpoint='/path/to/open_clip_pytorch_model.bin' (tools: --checkpoint "
+        "FILE, or the overrides model.clip.pretrained=None model.clip.checkpoint=FILE)."
     )
 
 

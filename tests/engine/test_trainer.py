@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -234,3 +235,11 @@ def test_model_param_groups_set_per_group_options(tmp_path):
     assert groups[1]["params"] == [trainer.model.fc.bias]
     with pytest.raises(ValueError, match="fc.bias"):
         Trainer(_grouped_cfg(tmp_path / "b", forget_bias=True))
+
+
+def test_cli_overrides_before_and_after_options():
+    spec = importlib.util.spec_from_file_location("train_tool", REPO / "tools" / "train.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(["--config", "c.py", "a=1", "--output", "o", "b.c=2", "--resume"])
+    assert args.opts == ["a=1", "b.c=2"] and args.output == "o" and args.resume
