@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -74,3 +75,29 @@ def check_patch_images(images: Tensor, patch_size: int) -> None:
             f"Image of {h}x{w} pixels is smaller than one {patch_size}x{patch_size} patch; "
             "resize it up (e.g. short_side) before the backbone."
         )
+
+
+def normalize_out_indices(out_indices: Sequence[int], num_blocks: int) -> tuple[int, ...]:
+    """Block indices (negative counted from the end) as sorted, unique ``0..num_blocks-1``.
+
+    Raises:
+        ValueError: An index outside the tower.
+    """
+    norm = set()
+    for i in out_indices:
+        j = i + num_blocks if i < 0 else i
+        if not 0 <= j < num_blocks:
+            raise ValueError(f"out_indices {i} out of range for {num_blocks} blocks.")
+        norm.add(j)
+    return tuple(sorted(norm))
+
+
+def grid_cached(cache: dict[tuple, Tensor], key: tuple, compute: Callable[[], Tensor]) -> Tensor:
+    """``cache[key]``, computed (without autograd) on a miss; the cache is emptied past 32
+    entries. Used for per-grid position / rotary embeddings."""
+    if key not in cache:
+        if len(cache) > 32:
+            cache.clear()
+        with torch.no_grad():
+            cache[key] = compute()
+    return cache[key]

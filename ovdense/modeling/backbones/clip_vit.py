@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 from ..clip import load_clip
 from .attention import AttentionStrategy, TokenContext, VanillaAttention, build_strategy
-from .base import DenseBackbone, DenseFeatures, check_patch_images
+from .base import (
+    DenseBackbone,
+    DenseFeatures,
+    check_patch_images,
+    grid_cached,
+    normalize_out_indices,
+)
 from .pos_embed import POS_INTERP_MODES, interpolate_pos_embed
 
 __all__ = ["DenseCLIPBackbone", "build_clip_backbone", "dense_backbone_for"]
@@ -73,18 +79,12 @@ class DenseCLIPBackbone(DenseBackbone):
         self.visual = visual
         self.strategy = build_strategy(strategy, **(strategy_kwargs or {}))
         self.pos_interp = pos_interp
-        num_blocks = len(visual.transformer.resblocks)
-        norm = []
-        for i in out_indices:
-            j = i + num_blocks if i < 0 else i
-            if not 0 <= j < num_blocks:
-                raise ValueError(f"out_indices {i} out of range for {num_blocks} blocks.")
-            norm.append(j)
-        self.out_indices = tuple(sorted(set(norm)))
+        self.out_indices = normalize_out_indices(out_indices, len(visual.transformer.resblocks))
         ph, pw = visual.patch_size
         if ph != pw:
             raise ValueError("Only square patches are supported.")
         self.patch_size = int(ph)
+        self.grid_size = tuple(int(g) for g in visual.grid_size)
         self.embed_dim = int(visual.output_dim)
         self.width = int(visual.transformer.width)
         cfg = getattr(visual, "preprocess_cfg", None) or {}
@@ -98,18 +98,20 @@ class DenseCLIPBackbone(DenseBackbone):
 
     def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> Tensor:
         """Position embedding ``[1 + gh * gw, C]`` for a patch grid (cached per grid)."""
-        pe = self.visual.positional_embedding
+        return self._interp_pos_embed(self.visual.positional_embedding, grid, dtype)
+
+    def _interp_pos_embed(self, pe: Tensor, grid: tuple[int, int], dtype: torch.dtype) -> Tensor:
+        """``pe`` (``[1 + gh0 * gw0, C]`` on the native grid) interpolated to ``grid``: cached
+        per grid and weight version, recomputed with autograd while ``pe`` trains."""
+        native = tuple(self.grid_size)
         if pe.requires_grad and torch.is_grad_enabled():
-            return interpolate_pos_embed(pe, self.visual.grid_size, grid, self.pos_interp).to(dtype)
+            return interpolate_pos_embed(pe, native, grid, self.pos_interp).to(dtype)
         key = (tuple(grid), pe.device, dtype, pe._version, pe.data_ptr())
-        if key not in self._pos_cache:
-            if len(self._pos_cache) > 32:
-                self._pos_cache.clear()
-            with torch.no_grad():
-                self._pos_cache[key] = interpolate_pos_embed(
-                    pe, self.visual.grid_size, grid, self.pos_interp
-                ).to(dtype)
-        return self._pos_cache[key]
+        return grid_cached(
+            self._pos_cache,
+            key,
+            lambda: interpolate_pos_embed(pe, native, grid, self.pos_interp).to(dtype),
+        )
 
     def embed_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch + CLS + position embedding + ``ln_pre``: ``[B, 1 + gh*gw, C]`` and the grid."""

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionStrategy, TokenContext, build_strategy
-from .base import check_patch_images
+from .base import check_patch_images, grid_cached, normalize_out_indices
 from .clip_vit import OPENAI_MEAN, OPENAI_STD, DenseCLIPBackbone
-from .pos_embed import POS_INTERP_MODES, interpolate_pos_embed
+from .pos_embed import POS_INTERP_MODES
 
 __all__ = ["DenseEVABackbone", "EvaBlockView", "is_eva_tower", "rope_for_grid"]
 
@@ -255,14 +255,7 @@ class DenseEVABackbone(DenseCLIPBackbone):
         self.visual = visual
         self.strategy = build_strategy(strategy, **(strategy_kwargs or {}))
         self.pos_interp = pos_interp
-        num_blocks = len(trunk.blocks)
-        norm = []
-        for i in out_indices:
-            j = i + num_blocks if i < 0 else i
-            if not 0 <= j < num_blocks:
-                raise ValueError(f"out_indices {i} out of range for {num_blocks} blocks.")
-            norm.append(j)
-        self.out_indices = tuple(sorted(set(norm)))
+        self.out_indices = normalize_out_indices(out_indices, len(trunk.blocks))
         ph, pw = trunk.patch_embed.patch_size
         if ph != pw:
             raise ValueError("Only square patches are supported.")
@@ -290,31 +283,18 @@ class DenseEVABackbone(DenseCLIPBackbone):
         pe = self.trunk.pos_embed
         if pe is None:
             return None
-        if pe.requires_grad and torch.is_grad_enabled():
-            return interpolate_pos_embed(pe[0], self.grid_size, grid, self.pos_interp).to(dtype)
-        key = (tuple(grid), pe.device, dtype, pe._version, pe.data_ptr())
-        if key not in self._pos_cache:
-            if len(self._pos_cache) > 32:
-                self._pos_cache.clear()
-            with torch.no_grad():
-                self._pos_cache[key] = interpolate_pos_embed(
-                    pe[0], self.grid_size, grid, self.pos_interp
-                ).to(dtype)
-        return self._pos_cache[key]
+        return self._interp_pos_embed(pe[0], grid, dtype)
 
     def rope(self, grid: tuple[int, int], device: torch.device) -> Tensor | None:
         """Rotary embedding ``[gh * gw, 2 * rot_dim]`` of the patch tokens (cached per grid)."""
         rope = self.trunk.rope
         if rope is None:
             return None
-        key = (tuple(grid), str(device))
-        if key not in self._rope_cache:
-            if len(self._rope_cache) > 32:
-                self._rope_cache.clear()
-            with torch.no_grad():
-                emb = rope_for_grid(rope, grid)
-            self._rope_cache[key] = emb.to(device)
-        return self._rope_cache[key]
+        return grid_cached(
+            self._rope_cache,
+            (tuple(grid), str(device)),
+            lambda: rope_for_grid(rope, grid).to(device),
+        )
 
     def embed_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch + CLS + position embedding + ``norm_pre``: ``[B, 1 + gh*gw, C]`` and the grid."""
