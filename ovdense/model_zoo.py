@@ -17,7 +17,14 @@ from .config import LazyConfig, instantiate
 from .modeling.segmentors import TrainingFreeSegmentor
 from .utils.registry import unknown_name_message
 
-__all__ = ["CONFIGS_DIR", "build_segmentor", "get_config", "get_config_file", "list_presets"]
+__all__ = [
+    "CONFIGS_DIR",
+    "build_segmentor",
+    "clip_source_overrides",
+    "get_config",
+    "get_config_file",
+    "list_presets",
+]
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
@@ -70,6 +77,38 @@ def _override_list(values: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def clip_source_overrides(
+    model: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    prefix: str = "model.clip",
+) -> list[str]:
+    """``key=value`` overrides that put a CLIP weight source into a preset's ``load_clip`` node.
+
+    The one rule every tool follows (``build_segmentor``, the demo, ``tools/eval_*``):
+
+    - ``checkpoint`` alone keeps the preset's tag, which then names the *architecture* of the
+      file's weights: ``naclip`` + ``checkpoint=ViT-B-16-openai.bin`` builds the QuickGELU tower
+      that OpenAI's weights were trained with, exactly as ``pretrained="openai"`` does.
+    - ``checkpoint`` with ``pretrained``: the file holds that tag's weights.
+    - ``checkpoint`` with another ``model`` (and no ``pretrained``): the preset's tag describes
+      the preset's architecture, not this one, so it is dropped (``model`` alone decides).
+    - ``pretrained`` alone: download (or read from open_clip's cache) that tag.
+    """
+    out: list[str] = []
+    if model is not None:
+        out.append(f"{prefix}.model_name={str(model)!r}")
+    if checkpoint is not None:
+        out.append(f"{prefix}.checkpoint={str(checkpoint)!r}")
+        if pretrained is not None:
+            out.append(f"{prefix}.pretrained={str(pretrained)!r}")
+        elif model is not None:
+            out.append(f"{prefix}.pretrained=None")
+    elif pretrained is not None:
+        out.append(f"{prefix}.pretrained={str(pretrained)!r}")
+    return out
+
+
 def build_segmentor(
     preset: str | os.PathLike = "naclip",
     *,
@@ -87,7 +126,9 @@ def build_segmentor(
             ``ovdense/configs`` or a config file path.
         model: open_clip architecture replacing the preset's (e.g. ``"ViT-L-14"``).
         pretrained: open_clip weight tag replacing the preset's (e.g. ``"laion2b_s34b_b88k"``).
-        checkpoint: local open_clip checkpoint file (use this offline).
+        checkpoint: local open_clip checkpoint file (use this offline). The preset's tag still
+            decides the architecture (QuickGELU for OpenAI weights): see
+            :func:`clip_source_overrides`.
         overrides: ``"model.key=value"`` strings, as on the command line.
         device: where to put the model (default: CUDA if available).
         **options: segmentor arguments, e.g. ``logit_scale=50, window=None``.
@@ -96,17 +137,11 @@ def build_segmentor(
 
         seg = build_segmentor("naclip", checkpoint="ViT-B-16.bin", prob_thd=0.1)
     """
+    from .utils.cli import resolve_device
+
+    device = resolve_device(device)  # a CUDA request without a GPU fails before any loading
     cfg = get_config(preset)
-    clip_cfg = cfg.model.clip
-    if model is not None:
-        clip_cfg.model_name = model
-    if checkpoint is not None:
-        clip_cfg.pretrained = None
-        clip_cfg.checkpoint = str(checkpoint)
-    elif pretrained is not None:
-        clip_cfg.pretrained = pretrained
-    cfg = LazyConfig.apply_overrides(cfg, [*_override_list(options), *overrides])
+    sources = clip_source_overrides(model, pretrained, checkpoint)
+    cfg = LazyConfig.apply_overrides(cfg, [*sources, *_override_list(options), *overrides])
     seg = instantiate(cfg.model)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return seg.to(device)

@@ -24,7 +24,7 @@ from torch import nn
 from ..utils.registry import unknown_name_message
 from .bundled import bundled_weights
 
-__all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint"]
+__all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint", "weights_need_quick_gelu"]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -35,8 +35,9 @@ def _download_failed_message(model_name: str, pretrained: str, reason: str) -> s
     return (
         f"Could not download the '{pretrained}' weights for {model_name} ({reason}); "
         "if this machine is offline, download the open_clip checkpoint elsewhere and pass its "
-        "path instead: checkpoint='/path/to/open_clip_pytorch_model.bin' (tools: --checkpoint "
-        "FILE, or the overrides model.clip.pretrained=None model.clip.checkpoint=FILE)."
+        f"path as well: checkpoint='/path/to/open_clip_pytorch_model.bin' (the tag '{pretrained}' "
+        "then only names the architecture of the file's weights; tools: --checkpoint FILE, or the "
+        "override model.clip.checkpoint=FILE)."
     )
 
 
@@ -131,14 +132,19 @@ def load_clip(
             ``"metaclip_400m"``...). Downloaded through open_clip; fails with one clear sentence
             (``WeightsUnavailableError``) when the machine is offline. Tags shipped with ovdense
             (:mod:`ovdense.modeling.bundled`, e.g. ``("ovdense-tiny-vit", "shapes")``) load from
-            the package, offline.
+            the package, offline. The tag also fixes the architecture its weights were trained
+            with: OpenAI weights get QuickGELU even under a name without ``-quickgelu``.
         checkpoint: a local open_clip checkpoint file (``.bin``/``.pt``/``.safetensors``) for
-            ``model_name``; loaded with ``weights_only=True``.
+            ``model_name``; loaded with ``weights_only=True``. May be given *with* ``pretrained``:
+            the file then holds that tag's weights (e.g. downloaded on another machine) and the
+            tag only decides the architecture (QuickGELU or not); nothing is downloaded.
         config: a custom architecture config dict (``embed_dim``, ``vision_cfg``, ``text_cfg``,
             optional ``quick_gelu``) for a randomly initialised model, e.g. tiny test models.
         model: an open_clip model object the caller already has (returned as is, in eval mode).
-        quick_gelu: force QuickGELU (OpenAI-trained weights loaded from a local file need it when
-            ``model_name`` lacks the ``-quickgelu`` suffix). ``None`` keeps open_clip's choice.
+        quick_gelu: ``None`` (default): the activation the weights were trained with — QuickGELU
+            when the ``pretrained`` tag says so (all OpenAI weights) or the name ends in
+            ``-quickgelu``, else GELU. ``True``/``False`` force it (a file of OpenAI weights given
+            without its tag needs ``True``, or the ``-quickgelu`` name, or ``pretrained="openai"``).
         device: where to put the model.
         cache_dir: open_clip download cache.
         seed: with ``config``, seed the random initialisation (the same model in every
@@ -149,15 +155,16 @@ def load_clip(
         ``ovdense_tokenizer`` attributes.
     """
     sources = {
-        "pretrained": pretrained is not None,
+        "pretrained": pretrained is not None and checkpoint is None,
         "checkpoint": checkpoint is not None,
         "config": config is not None,
         "model": model is not None,
     }
     chosen = [k for k, v in sources.items() if v]
-    if len(chosen) > 1:
+    if len(chosen) > 1 or (pretrained is not None and (config is not None or model is not None)):
         raise ValueError(
-            f"Give one weight source, got {chosen}: pretrained (a tag), checkpoint (a file), "
+            f"Give one weight source, got {chosen + (['pretrained'] if pretrained and checkpoint else [])}: "
+            "pretrained (a tag), checkpoint (a file, optionally with the tag of its weights), "
             "config (random init) or model (an object)."
         )
     if model is not None:
@@ -190,12 +197,22 @@ def load_clip(
             "load_clip needs model_name (e.g. 'ViT-B-16') unless config or model is given."
         )
     _check_model_name(model_name)
+    if pretrained is not None and bundled_weights(model_name, pretrained) is None:
+        _check_pretrained_tag(model_name, pretrained)
+    if quick_gelu is None:
+        quick_gelu = weights_need_quick_gelu(model_name, pretrained)
     shipped = bundled_weights(model_name, pretrained) if checkpoint is None else None
     if shipped is not None:  # a tag whose weights ship with ovdense: no download
-        checkpoint, pretrained = shipped, None
+        checkpoint = shipped
+    tag = pretrained
     kwargs: dict[str, Any] = {"device": device, "cache_dir": cache_dir, "weights_only": True}
     if quick_gelu:
         kwargs["force_quick_gelu"] = True
+    elif model_name.endswith("-quickgelu"):
+        raise ValueError(
+            f"quick_gelu=False contradicts the architecture name {model_name!r}; drop the "
+            "'-quickgelu' suffix instead."
+        )
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
@@ -213,10 +230,10 @@ def load_clip(
                 f"Could not load {path} into open_clip {model_name}: the checkpoint does not "
                 f"match this architecture (check model_name). Details: {detail}"
             ) from None
-        clip.ovdense_id = f"{model_name}:{_file_id(path)}:qg={bool(quick_gelu)}"
+        source = _file_id(path) if shipped is None else f"{tag}:{_file_id(path)}"
+        clip.ovdense_id = f"{model_name}:{source}:qg={bool(quick_gelu)}"
     else:
         if pretrained is not None:
-            _check_pretrained_tag(model_name, pretrained)
             _check_weights_reachable(model_name, pretrained, cache_dir)
         try:
             clip = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
@@ -237,6 +254,22 @@ def load_clip(
         clip.ovdense_id = f"{model_name}:{pretrained}:qg={bool(quick_gelu)}"
     clip.ovdense_tokenizer = _default_tokenizer(clip, model_name)
     return clip.eval()
+
+
+def weights_need_quick_gelu(model_name: str, pretrained: str | None) -> bool:
+    """Whether the weights named by ``(model_name, pretrained)`` were trained with QuickGELU.
+
+    True for a ``-quickgelu`` architecture name and for every tag whose open_clip pretrained
+    config says ``quick_gelu`` (all OpenAI weights: ``("ViT-B-16", "openai")`` ...). open_clip
+    itself only warns when such a tag is loaded into a GELU architecture; ovdense builds the
+    architecture the weights were trained with. ``hf-hub:`` models carry their own config.
+    """
+    if model_name.endswith("-quickgelu"):
+        return True
+    if pretrained is None or model_name.startswith(("hf-hub:", "local-dir:")):
+        return False
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+    return bool(cfg.get("quick_gelu", False))
 
 
 def _check_readable(path: Path) -> None:

@@ -1,20 +1,82 @@
-"""Shared pieces of the command-line tools (demo, eval, train)."""
+"""The one error-handling path of every command-line tool (demo, ``tools/*``).
+
+Every tool's ``__main__`` block is ``sys.exit(run_cli(main))``; ``main`` raises freely and
+:func:`run_cli` turns what the user can fix into one line on stderr and exit code 2:
+
+- :data:`USER_ERRORS` — wrong names, values, keys, files, checkpoints, unreachable weights;
+- file-system errors (:class:`OSError`: missing, read-only or full disk, a folder where a file is
+  expected), named with the path the system reported;
+- Ctrl-C: one line (exit 130), plus the tool's ``interrupt_hint`` (e.g. that ``--resume``
+  continues).
+
+Anything else is a bug in ovdense and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from collections.abc import Callable, Sequence
 
 from ..modeling.clip import WeightsUnavailableError
 
+__all__ = [
+    "USER_ERRORS",
+    "UserError",
+    "report_user_error",
+    "resolve_device",
+    "run_cli",
+    "user_error_message",
+]
+
+
+class UserError(ValueError):
+    """Something the user asked for cannot be done; the message says what to do instead."""
+
+
 #: Errors that come from what the user typed or has on disk: shown as one line, no traceback.
-USER_ERRORS = (WeightsUnavailableError, KeyError, FileNotFoundError, ValueError)
+#: (Checkpoint format errors of ovdense derive from ``ValueError``.)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    WeightsUnavailableError,
+    KeyError,
+    ValueError,
+    OSError,
+)
+
+#: Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+def _os_error_message(err: OSError) -> str:
+    where = f": {err.filename}" if err.filename else ""
+    if err.filename2:
+        where += f" -> {err.filename2}"
+    reasons = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EISDIR: "is a folder, expected a file",
+        errno.ENOTDIR: "a file stands where a folder is expected",
+        errno.ENOENT: "no such file or folder",
+        errno.EEXIST: "already exists",
+    }
+    if err.errno in reasons and not isinstance(err, FileNotFoundError | FileExistsError):
+        return f"{reasons[err.errno]}{where}"
+    if err.filename is None and err.args and isinstance(err.args[0], str):
+        return err.args[0]  # an OSError raised with a sentence of ours
+    text = err.strerror or str(err)
+    return f"{text}{where}"
 
 
 def user_error_message(err: BaseException) -> str:
     """The one line to show for a user error.
 
     The config system re-raises errors with the config node's path and chains the original;
-    a weights error is shown as its original sentence, a ``KeyError`` without its quotes.
+    a weights error is shown as its original sentence, a ``KeyError`` without its quotes, an
+    ``OSError`` as its reason and the path it concerns.
     """
     if isinstance(err, WeightsUnavailableError) and isinstance(
         err.__cause__, WeightsUnavailableError
@@ -22,10 +84,77 @@ def user_error_message(err: BaseException) -> str:
         err = err.__cause__
     if isinstance(err, KeyError) and err.args:
         return str(err.args[0])
-    return str(err)
+    if isinstance(err, OSError):
+        return _os_error_message(err)
+    text = str(err) or type(err).__name__
+    return text.splitlines()[0] if len(text.splitlines()) > 3 else text
 
 
 def report_user_error(err: BaseException) -> int:
     """Print ``error: <message>`` to stderr and return the exit code 2."""
     print(f"error: {user_error_message(err)}", file=sys.stderr)
     return 2
+
+
+def run_cli(
+    main: Callable[[Sequence[str] | None], int | None],
+    argv: Sequence[str] | None = None,
+    *,
+    interrupt_hint: str | None = None,
+) -> int:
+    """Run a tool's ``main(argv)`` and return its exit code.
+
+    Args:
+        main: The tool's entry point; returns an exit code (``None`` = 0) and may raise.
+        argv: Arguments (``None``: ``sys.argv[1:]``, as argparse reads them).
+        interrupt_hint: Added to the Ctrl-C line, e.g. ``"run again with --resume to continue"``.
+
+    Returns:
+        ``main``'s code; 2 after a user error (one line on stderr); 130 after Ctrl-C.
+    """
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        msg = "interrupted" + (f"; {interrupt_hint}" if interrupt_hint else "")
+        print(f"\n{msg}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as err:
+        return report_user_error(err)
+    return 0 if code is None else int(code)
+
+
+def resolve_device(device: str | os.PathLike | None = None) -> str:
+    """Check a device string and return it (``None``: ``"cuda"`` when a GPU is visible, else
+    ``"cpu"``).
+
+    Raises:
+        UserError: a device string torch does not know, or a CUDA device on a machine without
+            one (the message says to pass ``cpu``).
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    text = str(device)
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise UserError(
+            f"Unknown device {text!r}: use 'cpu', 'cuda' or 'cuda:N' (or leave it unset)."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"Device {text!r} was asked for but no CUDA GPU is visible to torch on this "
+                "machine; use --device cpu (or leave it unset)."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(
+                f"Device {text!r} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)."
+            )
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError(f"Device {text!r} is not available here; use --device cpu.")
+    return text

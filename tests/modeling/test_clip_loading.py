@@ -74,7 +74,7 @@ def test_offline_download_is_one_clear_sentence(monkeypatch):
     msg = str(err.value)
     assert "checkpoint=" in msg and "offline" in msg and "\n" not in msg
     # the config overrides it names are a valid pair (one weight source)
-    assert "model.clip.pretrained=None model.clip.checkpoint=FILE" in msg
+    assert "override model.clip.checkpoint=FILE" in msg and "pretrained=None" not in msg
 
     def no_network(*args, **kwargs):
         raise OSError("[Errno -3] Temporary failure in name resolution")
