@@ -161,9 +161,11 @@ def load_clip(
         "model": model is not None,
     }
     chosen = [k for k, v in sources.items() if v]
-    if len(chosen) > 1 or (pretrained is not None and (config is not None or model is not None)):
+    if pretrained is not None and "pretrained" not in chosen:
+        chosen.append("pretrained")
+    if len(chosen) > 1 and chosen != ["checkpoint", "pretrained"]:
         raise ValueError(
-            f"Give one weight source, got {chosen + (['pretrained'] if pretrained and checkpoint else [])}: "
+            f"Give one weight source, got {chosen}: "
             "pretrained (a tag), checkpoint (a file, optionally with the tag of its weights), "
             "config (random init) or model (an object)."
         )
