@@ -133,7 +133,7 @@ def _sclip_area_rule(seg_logits, area_thd, prob_thd):
 
 def test_area_threshold_matches_sclip(tiny_clip):
     torch.manual_seed(4)
-    seg = _seg(tiny_clip, prob_thd=0.1, area_thd=0.1)
+    seg = _seg(tiny_clip, prob_thd=0.1, area_thd=0.1, background_index=0)
     for _ in range(5):
         logits = torch.randn(5, 12, 12) * 2
         logits[3] -= 1.5  # a class with a small area

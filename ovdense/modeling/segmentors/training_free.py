@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ...utils.validation import check_fraction, check_int, check_real
 from ..backbones import AttentionStrategy, dense_backbone_for
 from ..heads import CosineSegHead, max_over_synonyms
 from ..text import ClassEmbeddings, TextEncoder, Vocabulary
@@ -21,6 +22,7 @@ __all__ = [
     "ImageFeatures",
     "SegmentationOutput",
     "TrainingFreeSegmentor",
+    "check_unit_images",
     "rescale_size",
     "sliding_windows",
 ]
@@ -66,6 +68,36 @@ def sliding_windows(
             y1, x1 = max(y2 - window, 0), max(x2 - window, 0)
             out.append((y1, y2, x1, x2))
     return out
+
+
+def check_unit_images(images: Tensor) -> Tensor:
+    """``[B, 3, H, W]`` RGB in ``[0, 1]``: floats are checked, ``uint8`` is divided by 255.
+
+    Raises:
+        ValueError: a wrong shape, or float values outside ``[0, 1]`` — images in ``0..255``
+            given as floats (divide by 255) or already normalised with a mean and std (give
+            the raw image; the backbone normalises).
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a [B, 3, H, W] RGB tensor, got {shape}.")
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float RGB in [0, 1] or uint8, got dtype {images.dtype}.")
+    lo, hi = float(images.amin()), float(images.amax())
+    tol = 1e-3  # resampling overshoot
+    if hi > 1 + tol or lo < -tol:
+        hint = (
+            "they look like 0..255 pixel values: divide by 255"
+            if hi > 2 and lo >= -tol
+            else "they look normalised with a mean and std: pass the raw image"
+        )
+        raise ValueError(
+            f"images must be RGB in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; {hint} "
+            "(Predictor.set_image also takes uint8 arrays and files)."
+        )
+    return images
 
 
 @dataclass
@@ -122,10 +154,15 @@ class TrainingFreeSegmentor(nn.Module):
         window, stride: sliding-window crop and stride in pixels (``window=None``: whole image).
         window_batch_size: windows per backbone call.
         logit_scale: multiplier of cosines before the softmax.
-        prob_thd: pixels whose top class probability is below this become ``background_index``.
-        area_thd: SCLIP's rule: non-background classes covering at most this fraction of the
-            non-background area are suppressed (``None``: off).
-        background_index: the class index that thresholds assign (class 0 in the benchmarks).
+        prob_thd: pixels whose top class probability is below this (in ``[0, 1]``) become the
+            background class; ``0`` is off.
+        area_thd: SCLIP's rule: non-background classes covering at most this fraction (in
+            ``[0, 1]``) of the non-background area are suppressed (``None``: off).
+        background_index: the class the thresholds assign. ``None`` (default): the first class
+            of the vocabulary named like background (``"background"``, ``"bg"``, ``"backdrop"``;
+            :attr:`Vocabulary.background_index`); a threshold with no such class is an error,
+            never a silent class 0. An ``int`` names it explicitly (a benchmark's class 0,
+            whatever its names).
         pamr: an optional refiner applied to the upsampled logits, e.g.
             :class:`~ovdense.modeling.refiners.PAMR`.
         precision: ``"fp32"``, ``"fp16"`` / ``"bf16"`` (autocast; fp16 needs CUDA) or ``"auto"``
@@ -148,16 +185,25 @@ class TrainingFreeSegmentor(nn.Module):
         logit_scale: float = 40.0,
         prob_thd: float = 0.0,
         area_thd: float | None = None,
-        background_index: int = 0,
+        background_index: int | None = None,
         pamr: nn.Module | None = None,
         precision: str = "fp32",
         text_cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-        if window_batch_size < 1:
-            raise ValueError("window_batch_size must be >= 1.")
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}.")
+        short_side = check_int("short_side", short_side, allow_none=True)
+        max_long_side = check_int("max_long_side", max_long_side, allow_none=True)
+        window = check_int("window", window, allow_none=True)
+        stride = check_int("stride", stride, allow_none=True)
+        window_batch_size = check_int("window_batch_size", window_batch_size)
+        logit_scale = check_real("logit_scale", logit_scale, low=0.0, low_open=True)
+        prob_thd = check_fraction("prob_thd", prob_thd)
+        area_thd = check_fraction("area_thd", area_thd, allow_none=True)
+        background_index = check_int(
+            "background_index", background_index, minimum=0, allow_none=True
+        )
         if window is not None and stride is not None and stride > window:
             raise ValueError(f"stride ({stride}) > window ({window}) would leave gaps.")
         self.backbone = dense_backbone_for(
@@ -200,11 +246,11 @@ class TrainingFreeSegmentor(nn.Module):
         """Dense features of every window of a batch of same-size images.
 
         Args:
-            images: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+            images: ``[B, 3, H, W]`` RGB in ``[0, 1]`` (float), or ``uint8`` in ``[0, 255]``
+                (divided by 255). Float values outside ``[0, 1]`` are refused: see
+                :func:`check_unit_images`.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W] RGB, got {tuple(images.shape)}.")
-        images = images.to(self.device, torch.float32)
+        images = check_unit_images(images).to(self.device, torch.float32)
         b, _, h, w = images.shape
         hr, wr = rescale_size(h, w, self.short_side, self.max_long_side)
         p = self.backbone.patch_size
@@ -311,7 +357,7 @@ class TrainingFreeSegmentor(nn.Module):
             logits = self.name_logits(feats, text)
             probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
             probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
-            labels = self.assign_labels(probs, prob_thd)
+            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
             return SegmentationOutput(labels=labels, probs=probs, vocabulary=text.vocabulary)
         low = self.window_logits(feats, text)
         b, n = low.shape[:2]
@@ -328,27 +374,65 @@ class TrainingFreeSegmentor(nn.Module):
             best_name = torch.where(better, arg + start, best_name)
             lse = torch.logaddexp(lse, torch.logsumexp(part, dim=1))
         labels = text.name_to_class.to(low.device)[best_name]
-        thd = self.prob_thd if prob_thd is None else float(prob_thd)
+        thd = self._prob_thd(prob_thd)
         if thd > 0:
-            self._check_background(text.num_classes)
-            labels[torch.exp(best - lse) < thd] = self.background_index
+            bg = self.resolve_background(text.vocabulary, "prob_thd")
+            labels[torch.exp(best - lse) < thd] = bg
         return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
 
-    def _check_background(self, num_classes: int) -> None:
-        if not 0 <= self.background_index < num_classes:
-            raise ValueError(
-                f"background_index {self.background_index} is not a class of this "
-                f"{num_classes}-class vocabulary; thresholds need a background class (put it "
-                "first, e.g. 'background,cat,dog')."
-            )
+    def _prob_thd(self, prob_thd: float | None) -> float:
+        if prob_thd is None:
+            return self.prob_thd
+        return float(check_fraction("prob_thd", prob_thd))
 
-    def assign_labels(self, probs: Tensor, prob_thd: float | None = None) -> Tensor:
-        """Argmax with SCLIP's area rule and the background threshold (probs: [B, C, H, W])."""
-        thd = self.prob_thd if prob_thd is None else float(prob_thd)
-        bg = self.background_index
+    def resolve_background(self, vocabulary: Vocabulary, needed_by: str = "prob_thd") -> int:
+        """The background class of ``vocabulary`` for the thresholds (see ``background_index``).
+
+        Raises:
+            ValueError: no class is named like background (and none was given), or the given
+                index is not a class of this vocabulary.
+        """
+        n = vocabulary.num_classes
+        if self.background_index is not None:
+            if not 0 <= self.background_index < n:
+                raise ValueError(
+                    f"background_index {self.background_index} is not a class of this "
+                    f"{n}-class vocabulary; {needed_by} needs a background class (put it "
+                    "first, e.g. 'background,cat,dog')."
+                )
+            return self.background_index
+        found = vocabulary.background_index
+        if found is None:
+            raise ValueError(
+                f"{needed_by} sends uncertain pixels to a background class, but no class of "
+                f"this vocabulary is named background ({vocabulary.display_names[:3]}...); add "
+                "one (e.g. 'background', first), set background_index, or leave "
+                f"{needed_by} off."
+            )
+        return found
+
+    def assign_labels(
+        self, probs: Tensor, prob_thd: float | None = None, vocabulary: Vocabulary | None = None
+    ) -> Tensor:
+        """Argmax with SCLIP's area rule and the background threshold.
+
+        Args:
+            probs: ``[B, C, H, W]`` class probabilities.
+            prob_thd: overrides the segmentor's threshold for this call.
+            vocabulary: the classes of ``probs``; needed to find the background class by name
+                when ``background_index`` is ``None`` and a threshold is on.
+        """
+        thd = self._prob_thd(prob_thd)
         c = probs.shape[1]
+        bg = 0
         if thd > 0 or self.area_thd is not None:
-            self._check_background(c)
+            if vocabulary is None and self.background_index is None:
+                raise ValueError(
+                    "assign_labels needs the vocabulary (or an explicit background_index) to "
+                    "find the background class for the thresholds."
+                )
+            vocab = vocabulary if vocabulary is not None else Vocabulary([str(i) for i in range(c)])
+            bg = self.resolve_background(vocab, "prob_thd" if thd > 0 else "area_thd")
         if self.area_thd is not None:
             pred = probs.argmax(dim=1)
             onehot = F.one_hot(pred, c).to(probs.dtype)  # [B, H, W, C]

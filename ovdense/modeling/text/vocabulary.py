@@ -11,7 +11,31 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["Vocabulary"]
+__all__ = ["BACKGROUND_NAMES", "SYNONYM_SEPARATORS", "Vocabulary", "is_background_class"]
+
+#: Names that mark a class as "background" (case-insensitive): thresholds send uncertain pixels
+#: to such a class, and CLIP-DINOiser's background rule needs one.
+BACKGROUND_NAMES = frozenset({"background", "bg", "backdrop"})
+
+#: The synonym syntax, the same everywhere a class is written as one string (a Python list
+#: item, a line of a class file, one class of ``--classes``): names are separated by ``|``,
+#: and in list items and file lines also by ``,``. ``"sofa|couch"`` and ``"sofa, couch"`` are
+#: one class with two names. (On the command line ``,`` separates classes, so use ``|`` there.)
+SYNONYM_SEPARATORS = ("|", ",")
+
+
+def is_background_class(names: Sequence[str]) -> bool:
+    """True when one of a class's names is a background word (:data:`BACKGROUND_NAMES`)."""
+    return any(n.strip().casefold() in BACKGROUND_NAMES for n in names)
+
+
+def _split(entry: str, synonym_sep: str | None) -> list[str]:
+    if synonym_sep is None:
+        return [entry]
+    names = [entry]
+    for sep in dict.fromkeys(("|", synonym_sep)):  # "|" always, then the entry separator
+        names = [part for n in names for part in n.split(sep)]
+    return names
 
 
 class Vocabulary:
@@ -21,17 +45,21 @@ class Vocabulary:
     its first name.
 
     Args:
-        classes: one entry per class: a string (split on ``synonym_sep`` into names) or a sequence
-            of names. ``["cat", "sofa, couch", ["tv", "monitor"]]`` is three classes.
-        synonym_sep: separator between names inside a string entry, or ``None`` not to split.
-            The literature differs: SCLIP/NACLIP split on ``", "``, ClearCLIP on ``","`` (keeping
-            the leading space), ProxyCLIP on ``"; "``.
+        classes: one entry per class: a string (split into names on ``|`` and on
+            ``synonym_sep``) or a sequence of names. ``["cat", "sofa, couch", "tv|monitor"]`` is
+            three classes, the last two with two names each (:data:`SYNONYM_SEPARATORS`).
+        synonym_sep: separator between names inside a string entry besides ``|``, or ``None``
+            not to split at all (names taken verbatim). The literature differs: SCLIP/NACLIP
+            split on ``", "``, ClearCLIP on ``","`` (keeping the leading space), ProxyCLIP on
+            ``"; "``.
         strip: strip whitespace around names (``False`` reproduces ClearCLIP's parsing).
 
     Raises:
         ValueError: an empty vocabulary, an empty name, a duplicated class (the same names
-            twice) or a name repeated inside one class. A name shared by two different classes
-            is allowed with a warning (the literature's ADE-847 and COCO-Object files have some).
+            twice, also when they differ only by upper/lower case: CLIP's tokenizer lowercases,
+            so both would get the same embedding) or a name repeated inside one class. A name
+            shared by two different classes is allowed with a warning (the literature's
+            ADE-847 and COCO-Object files have some), also when it differs only by case.
     """
 
     def __init__(
@@ -48,58 +76,97 @@ class Vocabulary:
         parsed: list[tuple[str, ...]] = []
         for i, entry in enumerate(classes):
             if isinstance(entry, str):
-                names = entry.split(synonym_sep) if synonym_sep else [entry]
+                names = _split(entry, synonym_sep)
             else:
                 names = list(entry)
             if strip:
                 names = [n.strip() for n in names]
             if not names or any(not isinstance(n, str) or not n.strip() for n in names):
                 raise ValueError(f"Class {i} ({entry!r}) has an empty name.")
-            dup = [n for n, c in Counter(names).items() if c > 1]
+            dup = [n for n, c in Counter(n.casefold() for n in names).items() if c > 1]
             if dup:
                 raise ValueError(f"Class {i} ({entry!r}) repeats the name(s) {dup}.")
             parsed.append(tuple(names))
         if not parsed:
             raise ValueError("The vocabulary is empty: give at least one class name.")
-        dup_classes = [" | ".join(c) for c, n in Counter(parsed).items() if n > 1]
+        folded = [tuple(sorted(n.casefold() for n in c)) for c in parsed]
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for c, key in zip(parsed, folded):
+            groups.setdefault(key, []).append(" | ".join(c))
+        dup_classes = [v if len(set(v)) > 1 else v[0] for v in groups.values() if len(v) > 1]
         if dup_classes:
             raise ValueError(
                 f"Duplicated class(es) in the vocabulary: {dup_classes}. Each class must appear "
-                "once; put synonyms of one class together (e.g. 'sofa, couch')."
+                "once (upper/lower case does not count: CLIP's tokenizer lowercases); put "
+                "synonyms of one class together (e.g. 'sofa|couch')."
             )
-        all_names = Counter(n for names in parsed for n in names)
-        shared = [n for n, c in all_names.items() if c > 1]
+        owners: dict[str, set[str]] = {}
+        for names in parsed:
+            for n in set(names):
+                owners.setdefault(n.casefold(), set()).add(n)
+        counts = Counter(n.casefold() for names in parsed for n in set(names))
+        shared = [" / ".join(sorted(owners[k])) for k, c in counts.items() if c > 1]
         if shared:
             # NOTE: allowed because benchmark files have them (ADE20K-847 has distinct classes
             # "bag" and "bag, traveling bag, ..."; COCO-Object's background lists "bed").
+            by_case = any(" / " in n for n in shared)
             warnings.warn(
-                f"Name(s) {shared[:10]} belong to more than one class; those classes will "
-                "compete for the same pixels.",
+                f"Name(s) {shared[:10]} belong to more than one class"
+                + (
+                    " (CLIP's tokenizer lowercases, so case does not tell them apart)"
+                    if by_case
+                    else ""
+                )
+                + "; those classes will compete for the same pixels.",
                 stacklevel=2,
             )
         self.classes: tuple[tuple[str, ...], ...] = tuple(parsed)
 
     @classmethod
     def parse(cls, text: str, class_sep: str = ",", synonym_sep: str = "|") -> Vocabulary:
-        """Parse a command-line spelling: ``"cat,dog,sofa|couch"`` -> 3 classes."""
+        """Parse a command-line spelling: ``"cat,dog,sofa|couch"`` -> 3 classes (classes on
+        ``class_sep``, synonyms on ``synonym_sep``)."""
         entries = [e for e in text.split(class_sep) if e.strip()]
         return cls([e.split(synonym_sep) for e in entries])
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike, synonym_sep: str | None = ", ", strip: bool = True
+        cls, path: str | os.PathLike, synonym_sep: str | None = ",", strip: bool = True
     ) -> Vocabulary:
-        """One class per line (blank lines skipped), names split on ``synonym_sep``."""
+        """One class per line (blank lines skipped), names split on ``|`` and ``synonym_sep``
+        (the same syntax as a Python list item: ``sofa, couch`` or ``sofa|couch``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file is not UTF-8 text (e.g. an image given by mistake), naming it.
+        """
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"Class-name file not found: {p}")
-        lines = [ln.rstrip("\r\n") for ln in p.read_text(encoding="utf-8").splitlines()]
+        data = p.read_bytes()
+        try:
+            if b"\x00" in data[:8192]:
+                raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"Class-name file {p} is not a UTF-8 text file (one class per line expected)."
+            ) from None
+        lines = [ln.rstrip("\r\n") for ln in text.splitlines()]
         return cls([ln for ln in lines if ln.strip()], synonym_sep=synonym_sep, strip=strip)
 
     @classmethod
     def coerce(cls, obj: Vocabulary | Sequence[str | Sequence[str]]) -> Vocabulary:
         """Accept a Vocabulary or anything its constructor takes."""
         return obj if isinstance(obj, Vocabulary) else cls(obj)
+
+    @property
+    def background_index(self) -> int | None:
+        """Index of the first class named like background (:data:`BACKGROUND_NAMES`), or None."""
+        for i, names in enumerate(self.classes):
+            if is_background_class(names):
+                return i
+        return None
 
     @property
     def num_classes(self) -> int:
