@@ -138,19 +138,6 @@ def test_failing_generate_leaves_nothing(tmp_path):
     assert len(calls) == 2
 
 
-def test_incomplete_folder_is_replaced(tmp_path):
-    root = tmp_path / "root"
-    stale = root / "gen" / "mine"
-    (stale / "images").mkdir(parents=True)
-    (stale / "images" / "old.png").write_bytes(b"not an image")
-    gen = _CountingGenerator(num_images=2)
-    _register_generated("test_gen_stale", gen)
-    ds = build_semseg_dataset("test_gen_stale", data_root=root)
-    assert len(gen.calls) == 1
-    assert [s.id for s in ds.samples] == ["00000", "00001"]
-    assert not (stale / "images" / "old.png").exists()
-
-
 def test_data_root_argument_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("OVDENSE_DATASETS", str(tmp_path / "env"))
     gen = _CountingGenerator(num_images=1)
@@ -190,6 +177,21 @@ def test_materialize_returns_existing_complete_folder(tmp_path):
         raise AssertionError("must not regenerate")
 
     assert materialize("n", "x/y", never, tmp_path) == folder
+
+
+def test_materialize_never_deletes_a_folder_it_did_not_create(tmp_path):
+    """A user's folder of the same name under a shared datasets root is left alone."""
+    folder = tmp_path / "gen" / "shapes"
+    folder.mkdir(parents=True)
+    (folder / "my_annotations.json").write_text("{}")
+
+    def gen(tmp: Path) -> None:
+        (tmp / "x.txt").write_text("x")
+
+    with pytest.raises(FileExistsError, match="ovdense never deletes what it did not create"):
+        materialize("shapes", "gen/shapes", gen, tmp_path)
+    assert (folder / "my_annotations.json").read_text() == "{}"
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["shapes"]  # no temp left
 
 
 # --------------------------------------------------------------------------------------------
