@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,8 +47,7 @@ def load_index(path: Path) -> dict:
     expected = f"expected ADE20K_2021_17_01/index_ade20k.pkl from {ARCHIVES['ade']}"
     prepare.require(path, "ADE20K index", ARCHIVES["ade"], is_dir=False)
     try:
-        with open(path, "rb") as fh:
-            index = pickle.load(fh)
+        index = prepare.safe_pickle_load(path)  # never runs code from the file
     except Exception as err:  # any unpickling failure: a damaged or different file
         raise prepare.InputError(
             f"cannot read '{path}' ({type(err).__name__}: {err}); {expected}"
@@ -198,7 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; 0 on success, 1 if some files failed, 2 on a missing input."""
     args = parse_args(argv)
-    return prepare.run_cli(
+    return prepare.run_conversion(
         "ade20k_847",
         lambda: prepare_ade20k_847(
             Path(args.ade_root).expanduser(),

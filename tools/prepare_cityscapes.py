@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
         )
 
-    return prepare.run_cli(f"cityscapes ({args.split})", run)
+    return prepare.run_conversion(f"cityscapes ({args.split})", run)
 
 
 if __name__ == "__main__":

@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ann = prepare.path_arg(args.annotations, root / "annotations" / "instances_val2017.json")
         return prepare_object(ann, data_root, crowd=args.crowd, **kw)
 
-    return prepare.run_cli(title, run)
+    return prepare.run_conversion(title, run)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
         )
 
-    return prepare.run_cli("pascal_context", run)
+    return prepare.run_conversion("pascal_context", run)
 
 
 if __name__ == "__main__":

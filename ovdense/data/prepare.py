@@ -12,14 +12,13 @@ data root. What they have in common lives here:
   output(s), skip existing outputs unless ``overwrite``, write atomically, show a progress bar,
   count failures" and the one that places images;
 * the label readers and writer;
-* the command-line boilerplate (:func:`make_parser`, the shared options, :func:`run_cli`).
+* the command-line boilerplate (:func:`make_parser`, the shared options, :func:`run_conversion`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,8 @@ __all__ = [
     "require",
     "require_files",
     "resolve_output_root",
-    "run_cli",
+    "run_conversion",
+    "safe_pickle_load",
 ]
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ K = TypeVar("K")
 # --------------------------------------------------------------------------------------------
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """A missing or unreadable input; shown to the user as one line (exit code 2)."""
 
 
@@ -354,17 +354,65 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
 
 
-def run_cli(title: str, run: Callable[[], Summary]) -> int:
-    """Run a conversion and print its report under ``title``.
+def run_conversion(title: str, run: Callable[[], Summary]) -> int:
+    """Run a conversion and print its report under ``title``, through the one error path of
+    every ovdense tool (:func:`ovdense.utils.cli.run_cli`).
 
     Returns:
-        0 on success, 1 if some files failed, 2 on a missing input (:class:`InputError`, printed
-        to stderr as ``error: <message>``).
+        0 on success, 1 if some files failed, 2 on a user error (a missing input,
+        :class:`InputError`, a full or read-only disk...: ``error: <message>`` on stderr), 130
+        on Ctrl-C (every output file is written atomically, so a re-run finishes the job).
     """
-    try:
+    from ..utils.cli import run_cli
+
+    def main(_argv: Sequence[str] | None) -> int:
         summary = run()
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(summary.report(title))
-    return summary.exit_code
+        print(summary.report(title))
+        return summary.exit_code
+
+    return run_cli(main, interrupt_hint="files written so far are complete; run again to finish")
+
+
+#: ``(module, name)`` pairs a data-file pickle may refer to: numpy arrays, dtypes and scalars
+#: (under numpy 1.x and 2.x module names) and plain containers. Nothing that can run code.
+_SAFE_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        ("builtins", "complex"),
+    }
+)
+
+
+def safe_pickle_load(path: str | os.PathLike) -> Any:
+    """Unpickle a data file (e.g. ADE20K's ``index_ade20k.pkl``) without running its code.
+
+    Only plain containers, strings, numbers and numpy arrays/scalars are accepted: any other
+    global the file refers to (a function to call, a class to build) is refused, so a crafted
+    file cannot execute anything.
+
+    Raises:
+        pickle.UnpicklingError: the file names a global outside the allowed set (the message
+            names it).
+    """
+    import pickle
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) in _SAFE_PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(
+                f"refused to load '{module}.{name}': only plain data and numpy arrays are "
+                "allowed in this file"
+            )
+
+    with open(path, "rb") as fh:
+        return _Restricted(fh).load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import prepare_ade20k_847 as pad
@@ -117,6 +118,39 @@ def test_cli_symlink_and_errors(tmp_path, ade, capsys):
     assert pad.main(["--ade-root", str(tmp_path / "none"), "--data-root", str(data)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "none" / "images" / "ADE" / "validation") in err
+
+
+class _RunsCode:
+    """A pickle payload that would create a file when unpickled by plain pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_index_pickle_cannot_run_code(tmp_path, ade, capsys):
+    root, _ = ade
+    marker = tmp_path / "pwned"
+    with open(root / "index_ade20k.pkl", "rb") as fh:
+        index = pickle.load(fh)
+    index["objectnames"] = [*index["objectnames"], _RunsCode(marker)]
+    with open(root / "index_ade20k.pkl", "wb") as fh:
+        pickle.dump(index, fh)
+    argv = ["--ade-root", str(root), "--data-root", str(tmp_path / "data")]
+    assert pad.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "refused to load 'pathlib" in err and "index_ade20k.pkl" in err
+    assert not marker.exists()
+    # numpy arrays and plain data still load
+    from ovdense.data.prepare import safe_pickle_load
+
+    data = {"a": np.arange(6, dtype=np.int32).reshape(2, 3), "b": [np.float64(1.5), "x"]}
+    with open(tmp_path / "ok.pkl", "wb") as fh:
+        pickle.dump(data, fh)
+    loaded = safe_pickle_load(tmp_path / "ok.pkl")
+    assert np.array_equal(loaded["a"], data["a"]) and loaded["b"] == [1.5, "x"]
 
 
 def test_missing_seg_png_counts_as_failed(tmp_path, ade):
