@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..utils.io import atomic_write
+
 __all__ = [
     "COLOURS",
     "HELD_OUT",
@@ -460,7 +462,14 @@ def write_shapes_det(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``tools/make_shapes_scene.py``: write one scene (image, label map, caption)."""
+    """``tools/make_shapes_scene.py``: write one scene (image, label map, caption); user errors
+    are one line on stderr and exit code 2 (:func:`ovdense.utils.cli.run_cli`)."""
+    from ..utils.cli import run_cli
+
+    return run_cli(_make_scene, argv)
+
+
+def _make_scene(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description="Write one scene of the shapes world.")
@@ -472,14 +481,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--label", default=None, help="also write the label map (.png)")
     args = p.parse_args(argv)
     objects = [o.strip() for o in args.objects.split(",")] if args.objects else None
-    try:
-        scene = generate_scene(args.seed, args.index, args.size, "val", objects=objects)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(scene.image).save(args.output)
+    scene = generate_scene(args.seed, args.index, args.size, "val", objects=objects)
+    outputs = [(args.output, scene.image)]
     if args.label:
-        Image.fromarray(scene.label.astype(np.uint8)).save(args.label)
+        outputs.append((args.label, scene.label.astype(np.uint8)))
+    for path, array in outputs:
+        with atomic_write(path, suffix=Path(path).suffix or ".png") as tmp:
+            Image.fromarray(array).save(tmp)
     print(scene.caption)
     return 0

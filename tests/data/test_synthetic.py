@@ -351,7 +351,8 @@ def test_make_scene_cli(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     assert main(["--output", str(bad), "--objects", "red circle,pink blob"]) == 2
     assert not bad.exists()
-    assert "pink blob" in capsys.readouterr().out
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "pink blob" in err and "\n" not in err
 
 
 def test_objects_that_cannot_fit_raise():
