@@ -217,6 +217,11 @@ def load_clip(
         )
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"CLIP checkpoint {path} is a folder; pass the checkpoint file itself (e.g. "
+                f"{path / 'open_clip_pytorch_model.bin'})."
+            )
         if not path.is_file():
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
         _check_readable(path)
@@ -228,9 +233,15 @@ def load_clip(
             raise  # already says what is wrong and what to do
         except Exception as err:  # noqa: BLE001 - any other load failure here is a mismatch
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise RuntimeError(
+            guess = _matching_architectures(path)
+            hint = (
+                f"it fits {', '.join(guess[:4])}: pass that as model_name (--model)"
+                if guess
+                else "check model_name (--model)"
+            )
+            raise CheckpointFormatError(
                 f"Could not load {path} into open_clip {model_name}: the checkpoint does not "
-                f"match this architecture (check model_name). Details: {detail}"
+                f"match this architecture; {hint}. Details: {detail[:300]}"
             ) from None
         source = _file_id(path) if shipped is None else f"{tag}:{_file_id(path)}"
         clip.ovdense_id = f"{model_name}:{source}:qg={bool(quick_gelu)}"
@@ -274,6 +285,39 @@ def weights_need_quick_gelu(model_name: str, pretrained: str | None) -> bool:
     return bool(cfg.get("quick_gelu", False))
 
 
+def _tower_signature(cfg: dict[str, Any]) -> tuple | None:
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if "timm_model_name" in vision or "hf_model_name" in text or "layers" not in vision:
+        return None
+    layers = vision["layers"]
+    layers = sum(layers) if isinstance(layers, list | tuple) else layers
+    return (cfg.get("embed_dim"), vision.get("width"), layers, vision.get("patch_size"),
+            text.get("width"), text.get("layers"))  # fmt: skip
+
+
+def _matching_architectures(path: Path) -> list[str]:
+    """open_clip names whose ViT/text-transformer sizes fit the checkpoint (best effort)."""
+    try:
+        from .convert.eva_clip import read_checkpoint
+
+        sd = read_checkpoint(path, mmap=True)
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        conv = sd["visual.conv1.weight"]
+        vis_layers = len(
+            {k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")}
+        )
+        txt_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+        found = (sd["text_projection"].shape[1], conv.shape[0], vis_layers, conv.shape[-1],
+                 sd["token_embedding.weight"].shape[1], txt_layers)  # fmt: skip
+    except Exception:  # noqa: BLE001 - only a hint: no guess for unusual files
+        return []
+    return [
+        name
+        for name in open_clip.list_models()
+        if _tower_signature(open_clip.get_model_config(name) or {}) == found
+    ]
+
+
 def _check_readable(path: Path) -> None:
     """Fail early, naming the file, when a checkpoint is truncated or not a checkpoint at all.
 
@@ -288,11 +332,15 @@ def _check_readable(path: Path) -> None:
         elif path.suffix not in (".npz", ".npy"):
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001
-        if "mmap can only be used" in str(err):  # legacy (non-zip) torch.save format
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        # legacy (non-zip) torch.save files are pickles: they start with the PROTO opcode
+        if "mmap can only be used" in str(err) and head[:1] == b"\x80":
             return
         raise ValueError(
             f"Could not read CLIP checkpoint {path}: the file is truncated or not a checkpoint "
-            f"({type(err).__name__})."
+            f"({type(err).__name__}); pass an open_clip checkpoint file (.bin, .pt, .pth or "
+            ".safetensors)."
         ) from None
 
 

@@ -56,8 +56,16 @@ def test_checkpoint_errors(tmp_path, registered_tiny, tiny_clip_factory):
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises((ValueError, RuntimeError), match="truncated.pt"):
         load_clip(registered_tiny, checkpoint=truncated)
-    with pytest.raises(RuntimeError, match="does not match"):
+    with pytest.raises(ValueError, match="does not match") as err:
         load_clip("ViT-S-32", checkpoint=good)
+    # the sizes in the file name the architecture that fits it
+    assert f"it fits {registered_tiny}" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the checkpoint file"):
+        load_clip(registered_tiny, checkpoint=tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    with pytest.raises(ValueError, match="notes.txt: the file is truncated or not a checkpoint"):
+        load_clip(registered_tiny, checkpoint=text)
 
 
 def test_unknown_names_suggest(registered_tiny):
