@@ -233,18 +233,25 @@ def test_segmentor_without_head_refuses(tiny_clip):
         seg.encode_image(torch.rand(1, 3, 40, 40))
 
 
-def test_segmentor_end_to_end(tiny_clip):
-    seg = _seg(tiny_clip)
+@pytest.mark.parametrize("order", ["paper", "ovdense"])
+def test_segmentor_end_to_end(tiny_clip, order):
+    seg = _seg(tiny_clip, decode_order=order)
+    assert seg.decode_order == order and seg.backbone.pad_to_patch == (order == "paper")
     assert seg.backbone.strategy.name == "maskclip" and seg.backbone.pos_interp == "size"
     torch.manual_seed(6)
     img = torch.rand(2, 3, 30, 45)
     vocab = ["background", "cat", "dog"]
     out = seg(img, vocab)
     assert out.labels.shape == (2, 30, 45) and out.probs.shape == (2, 3, 30, 45)
-    torch.testing.assert_close(out.probs.sum(dim=1), torch.ones(2, 30, 45))
+    if order == "ovdense":
+        torch.testing.assert_close(out.probs.sum(dim=1), torch.ones(2, 30, 45))
+    else:  # the official rule sets class 0 to 1.0 without renormalising
+        assert (out.probs.sum(dim=1) > 1 - 1e-5).all()
+        no_bg = seg(img, ["cat", "dog", "tree"])
+        torch.testing.assert_close(no_bg.probs.sum(dim=1), torch.ones(2, 30, 45))
     again = seg(img, vocab)
     assert torch.equal(out.labels, again.labels) and torch.equal(out.probs, again.probs)
-    whole = _seg(tiny_clip, window=None, stride=None)
+    whole = _seg(tiny_clip, window=None, stride=None, decode_order=order)
     w_out = whole(img, vocab)
     assert w_out.labels.shape == out.labels.shape and w_out.probs.shape == out.probs.shape
     feats = whole.encode_image(img)
@@ -259,12 +266,23 @@ def test_preset_builds(tiny_clip_config, tmp_path):
     assert cfg.model.clip.pretrained == "laion2b_s34b_b88k" and cfg.model.head_checkpoint is None
     assert (cfg.model.short_side, cfg.model.window, cfg.model.stride) == (448, 448, 224)
     assert cfg.model.logit_scale == 100.0
+    assert cfg.model.decode_order == "paper"
     cfg.model.clip = L(load_clip)(config=tiny_clip_config, seed=0)
     torch.save(_official(_head()), tmp_path / "last.pt")
     cfg.model.head_checkpoint = str(tmp_path / "last.pt")
     seg = instantiate(cfg.model)
     assert isinstance(seg, CLIPDINOiserSegmentor)
     assert torch.equal(seg.dinoiser_head.obj_proj.weight, _head().obj_proj.weight)
+
+
+def test_paper_protocol_uses_the_official_order():
+    from ovdense.evaluation.runner import resolve_eval_config
+
+    for dataset in ("voc21", "context60", "ade20k"):
+        cfg = resolve_eval_config("clip_dinoiser", dataset, protocol="paper")
+        assert cfg.model.decode_order == "paper"
+    cfg = resolve_eval_config("clip_dinoiser", "voc21", overrides=["model.decode_order=ovdense"])
+    assert cfg.model.decode_order == "ovdense"
 
 
 def _tool():
@@ -285,6 +303,8 @@ def test_convert_tool(tmp_path, capsys):
     assert sorted(state) == sorted(head.state_dict())
     assert torch.equal(state["obj_proj.weight"], head.obj_proj.weight)
     (tmp_path / "junk.pt").write_text("nope")
-    assert tool.main([str(tmp_path / "junk.pt")]) == 2
+    from ovdense.utils.cli import run_cli
+
+    assert run_cli(tool.main, [str(tmp_path / "junk.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1

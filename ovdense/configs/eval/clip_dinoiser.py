@@ -9,9 +9,15 @@ the unified rule (sky, wall, ...), hence ``"force"`` (apply to class 0 whatever 
 Pascal Context 60's class 0 is also named "background", but there stuff (sky, grass, road, ...)
 has its own classes, so "not salient" does not mean "background": the rule is off. Benchmarks
 without a background class (VOC20, Context59, COCO-Stuff, Cityscapes, ADE20K) never use it.
+
+Decoding order: the official one (``decode_order="paper"``: softmax and background rule per
+window at feature resolution, probabilities upsampled and averaged; docs/
+clip_dinoiser_protocol.md), pinned here whatever the preset's default.
 """
 
-from ..seg.clip_dinoiser_vitb16 import model  # noqa: F401 - the config this file extends
+from ..seg.clip_dinoiser_vitb16 import model  # the config this file extends
+
+model.decode_order = "paper"
 
 class_rule = "unified"
 benchmarks = {

@@ -7,6 +7,12 @@ The trained head is required: download ``last.pt`` from https://github.com/wysoc
 clip_dinoiser (``checkpoints/``) and set ``model.head_checkpoint=/path/last.pt`` (the file as
 released, or converted by ``tools/convert_clip_dinoiser.py``). Without it the model refuses to
 run.
+
+``decode_order="paper"`` (default): the official evaluation's order, which reproduces the
+published numbers: per window, softmax and the background rule at feature resolution, window
+*probabilities* upsampled and averaged, then resized to the image. ``"ovdense"``: the
+SCLIP-family order (cosines upsampled and averaged, softmax and the rule at full size). See
+docs/clip_dinoiser_protocol.md.
 """
 
 from ovdense.config import LazyCall as L
@@ -20,6 +26,7 @@ model = L(CLIPDINOiserSegmentor)(
     gamma=0.2,
     delta=0.99,
     background_rule=None,
+    decode_order="paper",
     templates="openai_imagenet",
     short_side=448,
     max_long_side=2048,

@@ -12,6 +12,16 @@ Design:
 * The per-window background maps are collected by the backbone while the parent's
   ``encode_image`` runs and stored in :class:`CLIPDINOiserFeatures` (an :class:`ImageFeatures`
   with a ``background`` field), window-major like ``dense``.
+* Two decoding orders (``decode_order``, see docs/clip_dinoiser_protocol.md):
+
+  - ``"paper"`` (default): the official evaluation's order. Per window, softmax at feature
+    resolution, background rule at feature resolution (class 0's probability set to 1.0),
+    window *probabilities* upsampled to the crop, averaged over overlapping windows, resized to
+    the input size, argmax. Crops that are not a multiple of the patch size are padded with
+    black pixels at the bottom / right, as the official code does.
+  - ``"ovdense"``: the SCLIP-family order of :class:`TrainingFreeSegmentor`. Window *cosines*
+    upsampled and averaged, resized to the input size, softmax there; the background rule at
+    the input size on the averaged, upsampled saliency; crops truncated to whole patches.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +37,7 @@ from torch import Tensor, nn
 
 from ..backbones import DenseCLIPBackbone
 from ..backbones.base import DenseFeatures
+from ..heads import max_over_synonyms
 from ..refiners.clip_dinoiser import (
     CHECKPOINT_HINT,
     CLIPDINOiserHead,
@@ -37,6 +48,7 @@ from .training_free import ImageFeatures, SegmentationOutput, TrainingFreeSegmen
 
 __all__ = [
     "BACKGROUND_NAMES",
+    "DECODE_ORDERS",
     "CLIPDINOiserBackbone",
     "CLIPDINOiserFeatures",
     "CLIPDINOiserSegmentor",
@@ -45,6 +57,10 @@ __all__ = [
 
 #: Class names (case-insensitive) that mark a vocabulary's background class.
 BACKGROUND_NAMES = frozenset({"background", "bg", "backdrop"})
+
+#: Values of ``CLIPDINOiserSegmentor(decode_order=...)``.
+DECODE_ORDERS = ("paper", "ovdense")
+DecodeOrder = Literal["paper", "ovdense"]
 
 
 def apply_background_rule(
@@ -100,10 +116,18 @@ class CLIPDINOiserBackbone(DenseCLIPBackbone):
         clip: open_clip model or ViT tower (shared).
         head: the trained head, or ``None`` (``forward`` then refuses to run).
         feature_block: index of the block whose ``ln_2`` output feeds the head (−3).
+        pad_to_patch: pad images whose height / width is not a multiple of the patch size at
+            the bottom / right with black pixels (0 before normalisation) up to the next
+            multiple, as the official code does (``make_input_divisible``); ``False``: the
+            patch embedding drops the remainder.
     """
 
     def __init__(
-        self, clip: nn.Module, head: CLIPDINOiserHead | None, feature_block: int = -3
+        self,
+        clip: nn.Module,
+        head: CLIPDINOiserHead | None,
+        feature_block: int = -3,
+        pad_to_patch: bool = False,
     ) -> None:
         super().__init__(clip, strategy="maskclip", pos_interp="size")
         n = self.num_blocks
@@ -120,7 +144,23 @@ class CLIPDINOiserBackbone(DenseCLIPBackbone):
             )
         self.feature_block = j
         self.head = head
+        self.pad_to_patch = bool(pad_to_patch)
         self._collect: list[Tensor] | None = None
+
+    def pad_images(self, images: Tensor) -> Tensor:
+        """``images`` (normalised) padded at the bottom / right to a multiple of the patch
+        size with the normalised value of a black pixel (``-mean / std``); unchanged when
+        already a multiple."""
+        p = self.patch_size
+        h, w = images.shape[-2:]
+        ph, pw = (p - h % p) % p, (p - w % p) % p
+        if not (ph or pw):
+            return images
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device)
+        out = (-mean / std).view(1, 3, 1, 1).expand(images.shape[0], 3, h + ph, w + pw).clone()
+        out[:, :, :h, :w] = images
+        return out
 
     def block_features(
         self, images: Tensor, extras: dict[str, Any] | None = None
@@ -155,13 +195,16 @@ class CLIPDINOiserBackbone(DenseCLIPBackbone):
 
         Returns:
             :class:`DenseFeatures`: ``dense`` ``[B, D, gh, gw]`` pooled and L2-normalised,
-            ``intermediates["background"]`` ``[B, 1, gh, gw]`` saliency.
+            ``intermediates["background"]`` ``[B, 1, gh, gw]`` saliency; with
+            ``pad_to_patch`` the grid covers the padded image (``ceil(H / p)``).
         """
         if self.head is None:
             raise ValueError(
                 "CLIP-DINOiser needs its trained head (a random one would be meaningless): "
                 f"{CHECKPOINT_HINT}; set model.head_checkpoint=/path/to/last.pt."
             )
+        if self.pad_to_patch:
+            images = self.pad_images(images)
         tokens, feats, grid = self.block_features(images, extras)
         x = self.project(tokens)
         dense = x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
@@ -195,6 +238,28 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
             such a name; ``"force"``: apply, class ``background_index`` being the background
             whatever its names (a benchmark's background class given by other names, e.g.
             VOC21's 26 names under the unified class-name rule).
+        decode_order: how window outputs become the image's labels (docs/
+            clip_dinoiser_protocol.md has the official file / line of each step):
+
+            * ``"paper"`` (default, because it reproduces the published evaluation): the order
+              of the official code (``DinoCLIP_Infrencer`` on mmseg 0.27's ``slide_inference``).
+              Per window at feature resolution: ``softmax(logit_scale * cos)`` (max over each
+              class's names), then the background rule on those probabilities (where
+              ``max < delta`` and saliency is not ``> 0.5``, class ``background_index``'s
+              probability is set to 1.0, the others are kept); the window probability maps are
+              upsampled (bilinear, ``align_corners=False``) to the crop, averaged where windows
+              overlap, resized (bilinear) to the input size; argmax. Crops are padded to a
+              multiple of the patch size with black pixels (official ``make_input_divisible``).
+              ``probs`` of the output are those averaged maps (they sum to 1 except where the
+              rule set class 0 to 1.0 in some window).
+            * ``"ovdense"``: :class:`TrainingFreeSegmentor`'s order. Window cosines upsampled
+              and averaged, resized to the input size, softmax there; the rule at the input size
+              (top probability ``< delta`` and averaged, upsampled saliency ``< 0.5`` -> label
+              ``background_index``); crops truncated to whole patches. Same labels as ``"paper"``
+              when nothing is interpolated (one window, feature grid = output size);
+              otherwise they differ near class boundaries and where the rule fires.
+
+            Which order gives the better mIoU has not been measured on real benchmarks.
         templates, short_side, max_long_side, window, stride, window_batch_size, logit_scale,
         prob_thd, area_thd, background_index, pamr, precision, text_cache_dir: see
             :class:`TrainingFreeSegmentor`. The strategy is fixed to ``"maskclip"`` and the
@@ -213,6 +278,7 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         gamma: float = 0.2,
         delta: float = 0.99,
         background_rule: bool | str | None = None,
+        decode_order: DecodeOrder = "paper",
         templates: str | Sequence[str] = "openai_imagenet",
         short_side: int | None = 448,
         max_long_side: int | None = 2048,
@@ -262,7 +328,22 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
                 f"background_rule must be None, True, False or 'force', got {background_rule!r}."
             )
         self.background_rule = background_rule
+        self.decode_order = decode_order
         self.eval()
+
+    @property
+    def decode_order(self) -> DecodeOrder:
+        """``"paper"`` or ``"ovdense"`` (see the class docstring); settable. It also sets
+        ``backbone.pad_to_patch`` (``True`` for ``"paper"``), which acts on the next
+        :meth:`encode_image`."""
+        return self._decode_order
+
+    @decode_order.setter
+    def decode_order(self, value: DecodeOrder) -> None:
+        if value not in DECODE_ORDERS:
+            raise ValueError(f"decode_order must be one of {DECODE_ORDERS}, got {value!r}.")
+        self._decode_order = value
+        self.backbone.pad_to_patch = value == "paper"
 
     @property
     def dinoiser_head(self) -> CLIPDINOiserHead | None:
@@ -350,14 +431,17 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         return_probs: bool = True,
         name_chunk: int = 32,
     ) -> SegmentationOutput:
-        """The parent's decoding, then the background rule (REFERENCE §3) when it applies
-        (see :meth:`uses_background_rule`): pixels whose top class probability is below
-        ``delta`` and whose saliency is below 0.5 become ``background_index``."""
+        """Labels (and probabilities) in the order ``self.decode_order`` (see the class
+        docstring). The background rule (REFERENCE §3) applies when
+        :meth:`uses_background_rule` says so; ``prob_thd`` / ``area_thd`` then act on the
+        final maps as in the parent."""
         use = (
             isinstance(feats, CLIPDINOiserFeatures)
             and feats.background is not None
             and self.uses_background_rule(text.vocabulary)
         )
+        if self.decode_order == "paper":
+            return self._decode_paper(feats, text, use, prob_thd, return_probs, name_chunk)
         if not use:
             return super().decode(feats, text, prob_thd, return_probs, name_chunk)
         assert isinstance(feats, CLIPDINOiserFeatures) and self.dinoiser_head is not None
@@ -373,3 +457,92 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         return SegmentationOutput(
             labels=labels, probs=out.probs if return_probs else None, vocabulary=text.vocabulary
         )
+
+    # -- the official order ("paper") -----------------------------------------------------
+    @torch.no_grad()
+    def window_probs(
+        self, feats: ImageFeatures, text: ClassEmbeddings, background_rule: bool = False
+    ) -> Tensor:
+        """Class probabilities of every window at feature resolution, ``[num_windows * B, C,
+        gh, gw]`` (window-major): ``softmax(logit_scale * cos)`` over names, max over each
+        class's names, then, with ``background_rule``, class ``background_index`` set to 1.0
+        where the top probability is ``< delta`` and the saliency is not ``> 0.5`` (the
+        official code's test, at feature resolution, before any upsampling)."""
+        embeds = text.embeds.to(feats.dense.device)
+        n2c = text.name_to_class.to(feats.dense.device)
+        bg = self.background_index
+        if background_rule:
+            if not 0 <= bg < text.num_classes:
+                raise ValueError(
+                    f"The background rule labels pixels as class {bg}, but the vocabulary has "
+                    f"{text.num_classes} classes; set model.background_index."
+                )
+            assert isinstance(feats, CLIPDINOiserFeatures) and feats.background is not None
+            assert self.dinoiser_head is not None
+            delta = self.dinoiser_head.delta
+        out = []
+        step = max(1, self.window_batch_size)
+        for start in range(0, feats.dense.shape[0], step):
+            cos = self.head(feats.dense[start : start + step], embeds)
+            probs = torch.softmax(cos.mul_(self.logit_scale), dim=1)
+            probs = max_over_synonyms(probs, n2c, text.num_classes)
+            if background_rule:
+                sal = feats.background[start : start + step, 0].to(probs)
+                mask = (probs.max(dim=1).values < delta) & ~(sal > 0.5)
+                probs[:, bg] = torch.where(mask, torch.ones_like(probs[:, bg]), probs[:, bg])
+            out.append(probs)
+        return torch.cat(out, dim=0)
+
+    def merge_windows(self, maps: Tensor, feats: ImageFeatures) -> Tensor:
+        """Window maps ``[num_windows * B, K, gh, gw]`` -> ``[B, K, H, W]`` at the input size:
+        each upsampled (bilinear, ``align_corners=False``) to its crop, summed where windows
+        overlap, divided by the overlap count (mmseg ``slide_inference``), then resized
+        (bilinear) to the input size."""
+        b = feats.batch_size
+        hr, wr = feats.resized_size
+        acc = maps.new_zeros(b, maps.shape[1], hr, wr)
+        count = maps.new_zeros(1, 1, hr, wr)
+        for k in range(maps.shape[0]):
+            win, bi = divmod(k, b)
+            y1, y2, x1, x2 = feats.windows[win]
+            acc[bi, :, y1:y2, x1:x2] += F.interpolate(
+                maps[k : k + 1], size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False
+            )[0]
+            if bi == 0:
+                count[0, 0, y1:y2, x1:x2] += 1
+        return self._to_input_size(acc.div_(count), feats)
+
+    def _decode_paper(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        background_rule: bool,
+        prob_thd: float | None,
+        return_probs: bool,
+        name_chunk: int,
+    ) -> SegmentationOutput:
+        wp = self.window_probs(feats, text, background_rule)
+        if return_probs or self.pamr is not None or self.area_thd is not None:
+            probs = self.merge_windows(wp, feats)
+            if self.pamr is not None:
+                # not in the official code: PAMR refines the averaged probability maps here
+                assert feats.images is not None
+                probs = self.pamr(self.backbone.normalize(feats.images), probs)
+            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
+            return SegmentationOutput(
+                labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
+            )
+        # classes in chunks (same labels, memory for one chunk of input-size maps)
+        b = feats.batch_size
+        h, w = feats.image_size
+        best = wp.new_full((b, h, w), float("-inf"))
+        labels = torch.zeros((b, h, w), dtype=torch.long, device=wp.device)
+        for start in range(0, wp.shape[1], name_chunk):
+            top, arg = self.merge_windows(wp[:, start : start + name_chunk], feats).max(dim=1)
+            better = top > best
+            best = torch.where(better, top, best)
+            labels = torch.where(better, arg + start, labels)
+        thd = self._prob_thd(prob_thd)
+        if thd > 0:
+            labels[best < thd] = self.resolve_background(text.vocabulary, "prob_thd")
+        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
