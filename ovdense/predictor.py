@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,14 @@ class Predictor:
             ``encode_text`` and ``decode`` of the same contract).
     """
 
+    #: Memory budget of one name chunk of the labels-only decode (``return_probs=False``):
+    #: each name of a chunk costs ~8 bytes per input pixel (its upsampled logits and their
+    #: exponentials), so :meth:`predict` passes ``name_chunk = budget // (8 * H * W)``, kept
+    #: within ``[8, 32]`` (fewer than 8 names per chunk costs more time than it saves memory).
+    labels_only_chunk_bytes: int = 512 * 2**20
+    _MIN_NAME_CHUNK = 8
+    _MAX_NAME_CHUNK = 32
+
     def __init__(self, segmentor: TrainingFreeSegmentor) -> None:
         self.segmentor = segmentor
         self._features: ImageFeatures | None = None
@@ -81,15 +90,27 @@ class Predictor:
                 RGBA, 8/16-bit or float are converted to 8-bit RGB).
         """
         rgb = load_image(image)
-        tensor = (
-            torch.from_numpy(np.array(rgb, copy=True))
-            .permute(2, 0, 1)
-            .unsqueeze(0)
-            .float()
-            .div_(255.0)
-        )
+        self._features = self._image = None  # free the previous image's memory first
+        # uint8 -> float32 makes the one full-size copy (torch cannot wrap read-only arrays).
+        source = torch.from_numpy(rgb) if rgb.flags.writeable else torch.tensor(rgb)
+        tensor = source.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+        del source
         self._features = self.segmentor.encode_image(tensor)
         self._image = rgb
+
+    def name_chunk_for(self, height: int, width: int) -> int:
+        """Names per chunk of the labels-only decode of an ``height x width`` image."""
+        fit = self.labels_only_chunk_bytes // max(1, 8 * height * width)
+        return int(min(self._MAX_NAME_CHUNK, max(self._MIN_NAME_CHUNK, fit)))
+
+    def _decode_takes_name_chunk(self) -> bool:
+        try:
+            params = inspect.signature(self.segmentor.decode).parameters
+        except (TypeError, ValueError):
+            return False
+        return "name_chunk" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
 
     def reset_image(self) -> None:
         self._features = None
@@ -107,13 +128,18 @@ class Predictor:
             vocabulary: a :class:`Vocabulary` or a list like ``["cat", "sofa, couch"]``.
             prob_thd: override the segmentor's background threshold for this call.
             return_probs: also return the ``[C, H, W]`` probabilities; ``False`` saves memory
-                with large vocabularies on large images (``probs`` is then ``None``).
+                with large vocabularies on large images (``probs`` is then ``None``): the
+                labels are then computed a chunk of names at a time (see
+                :attr:`labels_only_chunk_bytes`), never as a ``[C, H, W]`` array.
         """
         if self._features is None:
             raise RuntimeError("An image must be set with .set_image(...) before prediction.")
         vocab = Vocabulary.coerce(vocabulary)
+        kwargs = {}
+        if not return_probs and self._decode_takes_name_chunk():
+            kwargs["name_chunk"] = self.name_chunk_for(*self.image.shape[:2])
         out = self.segmentor.decode(
-            self._features, self.segmentor.encode_text(vocab), prob_thd, return_probs
+            self._features, self.segmentor.encode_text(vocab), prob_thd, return_probs, **kwargs
         )
         return Prediction(
             labels=out.labels[0].cpu().numpy(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeAlias
@@ -26,18 +27,90 @@ import torch
 from PIL import Image, ImageOps
 
 __all__ = [
+    "ENV_MAX_IMAGE_PIXELS",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "PILLOW_MAX_IMAGE_PIXELS",
     "ImageSource",
+    "ImageTooLargeError",
     "list_images",
     "load_image",
+    "parse_max_image_pixels",
 ]
 
-#: Largest image (width * height) :func:`load_image` will decode from a file. Pillow's own
-#: decompression-bomb guard (~89 M pixels) is too strict for large aerial / satellite tiles, so
-#: ovdense replaces it with this limit. Raise it (``ovdense.utils.image.MAX_IMAGE_PIXELS = ...``)
-#: to load bigger images; set it to ``None`` to disable the check.
-MAX_IMAGE_PIXELS: int | None = 1_000_000_000
+#: Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` by default, a 1 GiB
+#: RGBA image: 89,478,485 pixels, e.g. about 9500 x 9500). ovdense's default limit.
+PILLOW_MAX_IMAGE_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+
+#: Environment variable that sets :data:`MAX_IMAGE_PIXELS` when ovdense is imported: a whole
+#: number of pixels (``1e9`` and ``1_000_000_000`` are accepted), ``0`` or ``none`` for no limit.
+ENV_MAX_IMAGE_PIXELS = "OVDENSE_MAX_IMAGE_PIXELS"
+
+
+class ImageTooLargeError(ValueError):
+    """An image file has more pixels than the limit (see :data:`MAX_IMAGE_PIXELS`)."""
+
+
+def parse_max_image_pixels(text: str | int | None) -> int | None:
+    """Read a pixel limit: a whole number ``>= 0`` (``0`` = no limit) or ``none``.
+
+    Returns:
+        The limit, or ``None`` for no limit.
+
+    Raises:
+        ValueError: ``text`` is not a whole number ``>= 0`` nor ``none``.
+    """
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        raise ValueError(f"A pixel limit must be a whole number >= 0 or 'none', got {text!r}.")
+    raw = str(text).strip()
+    if raw.lower() in ("none", "0"):
+        return None
+    try:
+        value = int(raw.replace(",", ""))
+    except ValueError:
+        try:
+            as_float = float(raw)
+        except ValueError:
+            as_float = float("nan")
+        if not as_float.is_integer():
+            raise ValueError(
+                f"A pixel limit must be a whole number >= 0 (0 = no limit) or 'none', got {raw!r}."
+            ) from None
+        value = int(as_float)
+    if value < 0:
+        raise ValueError(
+            f"A pixel limit must be a whole number >= 0 (0 = no limit) or 'none', got {raw!r}."
+        )
+    return value or None
+
+
+def _limit_from_environment() -> int | None:
+    raw = os.environ.get(ENV_MAX_IMAGE_PIXELS, "").strip()
+    if not raw:
+        return PILLOW_MAX_IMAGE_PIXELS
+    try:
+        return parse_max_image_pixels(raw)
+    except ValueError as err:
+        warnings.warn(
+            f"Ignoring {ENV_MAX_IMAGE_PIXELS}={raw!r} ({err}); using the default limit of "
+            f"{PILLOW_MAX_IMAGE_PIXELS:,} pixels.",
+            stacklevel=2,
+        )
+        return PILLOW_MAX_IMAGE_PIXELS
+
+
+#: Largest image (width * height) :func:`load_image` decodes from a file; larger files are
+#: refused from their header, before any pixel is decoded (a few-MB "decompression bomb" PNG
+#: can claim 30000 x 30000 pixels and take gigabytes once decoded). ``None`` (or ``0``) turns
+#: the check off. The default is Pillow's own limit (:data:`PILLOW_MAX_IMAGE_PIXELS`,
+#: ~89.5 M pixels), or the value of the environment variable ``OVDENSE_MAX_IMAGE_PIXELS`` when
+#: it is set at import. Raise it for large aerial / satellite tiles
+#: (``ovdense.utils.image.MAX_IMAGE_PIXELS = 400_000_000``), or pass ``max_pixels=`` to
+#: :func:`load_image` for one call. Pillow's own check is switched off while ovdense decodes,
+#: so this limit is the one that applies.
+MAX_IMAGE_PIXELS: int | None = _limit_from_environment()
 
 #: File extensions (lower case, with the dot) recognised by :func:`list_images`.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -62,7 +135,19 @@ _pil_saved_limit: int | None = None
 _ORIENTATION_TAG = 0x0112
 
 
-def load_image(source: ImageSource) -> np.ndarray:
+class _ModuleLimit:
+    """Default of ``max_pixels``: the value of :data:`MAX_IMAGE_PIXELS` at call time."""
+
+    def __repr__(self) -> str:
+        return "MAX_IMAGE_PIXELS"
+
+
+_MODULE_LIMIT: _ModuleLimit = _ModuleLimit()
+
+
+def load_image(
+    source: ImageSource, *, max_pixels: int | None | _ModuleLimit = _MODULE_LIMIT
+) -> np.ndarray:
     """Load an image from a file, PIL image, numpy array or torch tensor.
 
     Args:
@@ -75,18 +160,23 @@ def load_image(source: ImageSource) -> np.ndarray:
             * a ``torch.Tensor`` with the shapes above or channels-first ``[C, H, W]``
               (``C`` in 1, 3, 4). When both ends of a 3-D tensor could be channels, a size
               of 3 wins (``4x5x3`` is HWC, ``3x5x4`` is CHW), then channels-first (``1x5x4``).
+        max_pixels: Largest width * height decoded from a file (``None`` or ``0``: no limit);
+            by default :data:`MAX_IMAGE_PIXELS`. Arrays, tensors and PIL images are not checked
+            (they are decoded already).
 
     Returns:
         A C-contiguous ``uint8`` array of shape ``[H, W, 3]`` in RGB order.
 
     Raises:
         FileNotFoundError: ``source`` is a path that does not exist.
-        ValueError: The file is not a readable image, the image is empty or larger than
-            :data:`MAX_IMAGE_PIXELS`, or an array has an unsupported shape or dtype.
+        ImageTooLargeError: The file's header gives more pixels than the limit (a
+            ``ValueError``; nothing is decoded).
+        ValueError: The file is not a readable image, the image is empty, or an array has an
+            unsupported shape or dtype.
         TypeError: ``source`` is of an unsupported type.
     """
     if isinstance(source, (str, os.PathLike)):
-        return _load_path(Path(source))
+        return _load_path(Path(source), max_pixels)
     if isinstance(source, Image.Image):
         return _from_pil(source)
     if isinstance(source, torch.Tensor):
@@ -144,29 +234,40 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
 # --------------------------------------------------------------------------------------------
 
 
-def _too_large_message(what: str, width: int, height: int) -> str:
+def _resolve_limit(max_pixels: int | None | _ModuleLimit) -> int | None:
+    limit = MAX_IMAGE_PIXELS if isinstance(max_pixels, _ModuleLimit) else max_pixels
+    return parse_max_image_pixels(limit)
+
+
+def _too_large_message(what: str, width: int, height: int, limit: int) -> str:
     return (
-        f"{what} is too large: {width}x{height} = {width * height:,} pixels exceeds "
-        f"ovdense.utils.image.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}. Raise that limit (or set "
-        "it to None) to load it."
+        f"{what} is too large: {width}x{height} = {width * height:,} pixels is more than the "
+        f"limit of {limit:,} pixels (raise it with the environment variable "
+        f"{ENV_MAX_IMAGE_PIXELS}=N, ovdense.utils.image.MAX_IMAGE_PIXELS = N or the demo's "
+        "--max-image-pixels N; 0 means no limit)."
     )
 
 
-def _check_size(what: str, width: int, height: int) -> None:
+def _check_size(what: str, width: int, height: int, limit: int | None) -> None:
     if width <= 0 or height <= 0:
         raise ValueError(f"{what} is empty (size {width}x{height}).")
-    if MAX_IMAGE_PIXELS is not None and width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(_too_large_message(what, width, height))
+    if limit is not None and width * height > limit:
+        raise ImageTooLargeError(_too_large_message(what, width, height, limit))
 
 
 @contextlib.contextmanager
-def _open_image_file(path: Path, kind: str = "image") -> Iterator[Image.Image]:
+def _open_image_file(
+    path: Path, kind: str = "image", max_pixels: int | None | _ModuleLimit = _MODULE_LIMIT
+) -> Iterator[Image.Image]:
     """Open ``path`` with Pillow under ovdense's rules; decode errors become short ValueErrors.
 
-    Raises ``FileNotFoundError`` for a missing path, and ``ValueError`` for a folder, an empty or
-    too-large image (see :data:`MAX_IMAGE_PIXELS`), or a file Pillow cannot decode (including
-    errors raised while the caller loads the pixels inside the ``with`` block).
+    Raises ``FileNotFoundError`` for a missing path, :class:`ImageTooLargeError` for an image
+    whose header gives more than ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`;
+    checked before anything is decoded), and ``ValueError`` for a folder, an empty image, or a
+    file Pillow cannot decode (including errors raised while the caller loads the pixels inside
+    the ``with`` block).
     """
+    limit = _resolve_limit(max_pixels)
     if not path.exists():
         raise FileNotFoundError(f"{kind.capitalize()} file not found: '{path}'.")
     if path.is_dir():
@@ -175,7 +276,7 @@ def _open_image_file(path: Path, kind: str = "image") -> Iterator[Image.Image]:
     with _pillow_limit_relaxed():
         try:
             with Image.open(path) as im:
-                _check_size(what, *im.size)
+                _check_size(what, *im.size, limit)
                 yield im
         except PermissionError:
             raise
@@ -206,13 +307,13 @@ def _pillow_limit_relaxed() -> Iterator[None]:
                 Image.MAX_IMAGE_PIXELS = _pil_saved_limit
 
 
-def _load_path(path: Path) -> np.ndarray:
+def _load_path(path: Path, max_pixels: int | None | _ModuleLimit = _MODULE_LIMIT) -> np.ndarray:
     what = f"Image '{path}'"
     if path.is_dir():
         raise ValueError(
             f"'{path}' is a folder, not an image file (use list_images to list its images)."
         )
-    with _open_image_file(path) as im:
+    with _open_image_file(path, max_pixels=max_pixels) as im:
         # Check the tiles before reading EXIF: for PNGs getexif() loads the pixels, which
         # clears ``im.tile``.
         is_16bit_color = _is_16bit_color(im)

@@ -186,6 +186,29 @@ def colorize(labels: np.ndarray, palette: np.ndarray | Sequence[Sequence[int]]) 
 # --------------------------------------------------------------------------------------------
 
 
+#: Pixels handled at once by :func:`overlay` and the class counts: the temporaries of one block
+#: (~40 bytes per pixel) stay a few MB whatever the image size.
+_BLOCK_PIXELS = 1 << 16
+
+
+def _row_blocks(height: int, width: int) -> range:
+    return range(0, height, max(1, _BLOCK_PIXELS // max(1, width)))
+
+
+def _class_counts(lab: np.ndarray, k: int) -> np.ndarray:
+    """Pixels of each class ``0..k-1`` in a label map (other values ignored), block by block."""
+    counts = np.zeros(k, dtype=np.int64)
+    if k == 0 or lab.size == 0:
+        return counts
+    step = _row_blocks(*lab.shape).step
+    for y in range(0, lab.shape[0], step):
+        flat = lab[y : y + step].ravel()
+        flat = flat[(flat >= 0) & (flat < k)]
+        if flat.size:
+            counts += np.bincount(flat.astype(np.intp, copy=False), minlength=k)
+    return counts
+
+
 def legend_entries(labels: np.ndarray, class_names: Sequence[str]) -> list[LegendEntry]:
     """The classes present in a label map, largest first (what :func:`overlay` lists).
 
@@ -199,12 +222,10 @@ def legend_entries(labels: np.ndarray, class_names: Sequence[str]) -> list[Legen
     """
     lab = _as_labels(labels)
     k = len(class_names)
-    flat = lab.ravel()
-    flat = flat[(flat >= 0) & (flat < k)]
-    if flat.size == 0:
-        return []
-    counts = np.bincount(flat.astype(np.int64), minlength=k)
+    counts = _class_counts(lab, k)
     present = np.flatnonzero(counts)
+    if present.size == 0:
+        return []
     order = sorted(present.tolist(), key=lambda i: (-int(counts[i]), i))
     return [LegendEntry(i, str(class_names[i]), int(counts[i])) for i in order]
 
@@ -267,23 +288,31 @@ def overlay(
         raise ValueError(f"The palette has {len(pal)} colours but there are {k} classes.")
     pal = pal[:k]
 
-    valid = (lab >= 0) & (lab < k)
-    blended = img.copy()
-    if valid.any():
-        colors = pal[lab[valid]].astype(np.float32)
-        mixed = (1.0 - alpha) * img[valid].astype(np.float32) + alpha * colors
-        blended[valid] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
     entries = legend_entries(lab, class_names) if legend else []
-    if not entries:
-        return blended
     size = font_size if font_size is not None else int(np.clip(round(img.shape[0] / 32), 12, 28))
-    panel = _render_legend(entries, pal, img.shape[0], int(size), font_path, max_columns)
-    height = max(img.shape[0], panel.shape[0])
-    out = np.empty((height, img.shape[1] + panel.shape[1], 3), dtype=np.uint8)
-    out[:] = _PANEL_BG
-    out[: img.shape[0], : img.shape[1]] = blended
-    out[: panel.shape[0], img.shape[1] :] = panel
+    panel = (
+        _render_legend(entries, pal, img.shape[0], int(size), font_path, max_columns)
+        if entries
+        else np.zeros((0, 0, 3), dtype=np.uint8)
+    )
+    height, width = img.shape[:2]
+    # The colours are blended straight into the output, a block of rows at a time: no full-size
+    # float copy of the image (the output is the only full-size array made here).
+    out = np.empty((max(height, panel.shape[0]), width + panel.shape[1], 3), dtype=np.uint8)
+    if panel.size:
+        out[:] = _PANEL_BG
+        out[: panel.shape[0], width:] = panel
+    alpha = float(alpha)
+    step = _row_blocks(height, width).step
+    for y in range(0, height, step):
+        lab_b, img_b = lab[y : y + step], img[y : y + step]
+        dst = out[y : y + len(lab_b), :width]
+        dst[...] = img_b
+        valid = (lab_b >= 0) & (lab_b < k)
+        if valid.any():
+            colors = pal[lab_b[valid]].astype(np.float32)
+            mixed = (1.0 - alpha) * img_b[valid].astype(np.float32) + alpha * colors
+            dst[valid] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
     return out
 
 

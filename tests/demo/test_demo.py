@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ovdense.utils.cli import run_cli
 from ovdense.utils.visualizer import load_label_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,11 +19,6 @@ def _demo():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture()
-def tiny_preset_file(tiny_preset):
-    return tiny_preset("naclip")
 
 
 def _images(folder: Path) -> None:
@@ -107,7 +103,7 @@ def test_demo_errors_are_one_line(tmp_path, tiny_preset_file, capsys, argv, mess
         "--output",
         str(tmp_path / "o"),
     ]
-    rc = _demo().main(base + argv)
+    rc = run_cli(_demo().main, base + argv)
     err = capsys.readouterr().err
     assert rc == 2 and message in err
     assert "Traceback" not in err
@@ -115,7 +111,8 @@ def test_demo_errors_are_one_line(tmp_path, tiny_preset_file, capsys, argv, mess
 
 def test_demo_offline_weights_message(tmp_path, capsys):
     _images(tmp_path / "in")
-    rc = _demo().main(
+    rc = run_cli(
+        _demo().main,
         [
             "--config",
             "naclip",
@@ -125,7 +122,7 @@ def test_demo_offline_weights_message(tmp_path, capsys):
             "cat",
             "--output",
             str(tmp_path / "o"),
-        ]
+        ],
     )
     err = capsys.readouterr().err
     assert rc == 2 and "checkpoint" in err

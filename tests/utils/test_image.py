@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from ovdense.utils import image as image_mod
-from ovdense.utils.image import IMAGE_EXTENSIONS, list_images, load_image
+from ovdense.utils.image import (
+    IMAGE_EXTENSIONS,
+    ImageTooLargeError,
+    list_images,
+    load_image,
+    parse_max_image_pixels,
+)
 
 
 def _check_canonical(arr: np.ndarray, shape: tuple[int, int]) -> None:
@@ -141,11 +153,110 @@ def test_folder_path_raises_value_error(tmp_path: Path) -> None:
 def test_too_large_image_is_refused_with_hint(tmp_path: Path, monkeypatch) -> None:
     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", 10)
-    with pytest.raises(ValueError, match="too large") as info:
+    with pytest.raises(ImageTooLargeError, match="too large") as info:
         load_image(tmp_path / "big.png")
-    assert "ovdense.utils.image.MAX_IMAGE_PIXELS" in str(info.value)
+    msg = str(info.value)
+    assert "ovdense.utils.image.MAX_IMAGE_PIXELS" in msg and "OVDENSE_MAX_IMAGE_PIXELS" in msg
+    assert "4x4 = 16 pixels" in msg and "limit of 10 pixels" in msg and "big.png" in msg
+    assert "\n" not in msg and msg.count(". ") == 0  # one sentence
     monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", None)
     assert load_image(tmp_path / "big.png").shape == (4, 4, 3)
+    monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", 0)  # 0 = no limit, as in the variable
+    assert load_image(tmp_path / "big.png").shape == (4, 4, 3)
+
+
+def test_max_pixels_argument_overrides_the_module_limit(tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 4, 3), 9, dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(ImageTooLargeError, match="limit of 15 pixels"):
+        load_image(tmp_path / "big.png", max_pixels=15)
+    assert load_image(tmp_path / "big.png", max_pixels=16)[0, 0, 0] == 9
+    assert image_mod.MAX_IMAGE_PIXELS == image_mod.PILLOW_MAX_IMAGE_PIXELS  # untouched
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+
+def write_bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A valid 1-bit PNG of ``width x height`` black pixels: ~110 KB on disk, 900 M pixels
+    (~3.6 GB as RGB) once decoded."""
+    row = b"\0" * (1 + (width + 7) // 8)
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(row * 1000) for _ in range(height // 1000)]
+    parts += [comp.compress(row * (height % 1000)), comp.flush()]
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def bomb_png(tmp_path_factory) -> Path:
+    return write_bomb_png(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+def test_decompression_bomb_is_refused_from_its_header(bomb_png: Path, monkeypatch) -> None:
+    assert bomb_png.stat().st_size < 1_000_000
+    monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", image_mod.PILLOW_MAX_IMAGE_PIXELS)
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("the pixels of a too-large image were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(bomb_png)
+    assert time.perf_counter() - start < 2.0
+    msg = str(info.value)
+    assert str(bomb_png) in msg
+    assert "30000x30000 = 900,000,000 pixels" in msg and "limit of 89,478,485 pixels" in msg
+
+
+def test_default_limit_is_pillows(monkeypatch) -> None:
+    assert image_mod.PILLOW_MAX_IMAGE_PIXELS == 89_478_485
+    monkeypatch.delenv("OVDENSE_MAX_IMAGE_PIXELS", raising=False)
+    assert image_mod._limit_from_environment() == 89_478_485
+
+
+@pytest.mark.parametrize(
+    "value, limit",
+    [
+        ("0", None),
+        ("none", None),
+        (" None ", None),
+        ("2e8", 200_000_000),
+        ("1_000", 1000),
+        ("12,000", 12_000),
+        ("", 89_478_485),
+    ],
+)
+def test_limit_from_the_environment(monkeypatch, value, limit) -> None:
+    monkeypatch.setenv("OVDENSE_MAX_IMAGE_PIXELS", value)
+    assert image_mod._limit_from_environment() == limit
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
+def test_bad_environment_limit_warns_and_keeps_the_default(monkeypatch, value) -> None:
+    monkeypatch.setenv("OVDENSE_MAX_IMAGE_PIXELS", value)
+    with pytest.warns(UserWarning, match="OVDENSE_MAX_IMAGE_PIXELS"):
+        assert image_mod._limit_from_environment() == 89_478_485
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_max_image_pixels(value)
+
+
+def test_environment_variable_sets_the_limit_at_import() -> None:
+    code = "import ovdense.utils.image as m; print(m.MAX_IMAGE_PIXELS)"
+    env = {**os.environ, "OVDENSE_MAX_IMAGE_PIXELS": "1234"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "1234"
 
 
 def test_pillow_limit_is_restored(tmp_path: Path) -> None:
@@ -156,10 +267,6 @@ def test_pillow_limit_is_restored(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         load_image(tmp_path / "bad.png")
     assert Image.MAX_IMAGE_PIXELS == before
-
-
-def test_default_limit_is_one_billion() -> None:
-    assert image_mod.MAX_IMAGE_PIXELS == 1_000_000_000
 
 
 # ------------------------------------------------------------------------------------------
