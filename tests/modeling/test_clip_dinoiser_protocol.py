@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ovdense.modeling.refiners import CLIPDINOiserHead
 from ovdense.modeling.segmentors import CLIPDINOiserSegmentor
+from ovdense.modeling.text import Vocabulary
 
 WIDTH = 64  # tiny ViT width (tests/conftest.py)
 
@@ -117,6 +118,7 @@ def test_paper_order_matches_official_reference(tiny_clip, case, rule):
         window=window,
         stride=stride,
         background_rule="force" if rule else False,
+        background_index=0,  # a benchmark's background class, whatever its name
         window_batch_size=3,
     )
     assert seg.decode_order == "paper"
@@ -140,7 +142,7 @@ def test_paper_order_matches_official_reference(tiny_clip, case, rule):
     lean = seg.decode(feats, text, prob_thd=0.6, return_probs=False, name_chunk=2)
     assert torch.equal(lean.labels, thd.labels)
     if rule:  # the rule fired somewhere, and not everywhere
-        wp = seg.window_probs(feats, text, background_rule=True)
+        wp = seg.window_probs(feats, text, rule_class=0)
         forced = wp[:, 0] == 1.0
         assert forced.any() and not forced.all()
 
@@ -238,3 +240,24 @@ def test_padding_is_black_pixels(tiny_clip):
 def test_decode_order_validated(tiny_clip):
     with pytest.raises(ValueError, match="decode_order"):
         _seg(tiny_clip, _head(), decode_order="official")
+
+
+def test_rule_background_is_found_by_name(tiny_clip):
+    head = _head(seed=1, bias=0.0, delta=0.99)
+    auto = _seg(tiny_clip, head)
+    assert auto.rule_background(Vocabulary(["cat", "Background", "dog"])) == 1
+    assert auto.rule_background(Vocabulary(["cat", "dog"])) is None  # auto: rule off
+    with pytest.raises(ValueError, match="background class"):
+        _seg(tiny_clip, head, background_rule=True).rule_background(Vocabulary(["cat", "dog"]))
+    assert (
+        _seg(tiny_clip, head, background_rule="force").rule_background(
+            Vocabulary(["sky|wall", "cat"])
+        )
+        == 0
+    )
+    assert (
+        _seg(tiny_clip, head, background_rule=False).rule_background(
+            Vocabulary(["background", "cat"])
+        )
+        is None
+    )

@@ -43,7 +43,7 @@ from ..refiners.clip_dinoiser import (
     CLIPDINOiserHead,
     read_clip_dinoiser_state_dict,
 )
-from ..text import ClassEmbeddings, Vocabulary
+from ..text import BACKGROUND_NAMES, ClassEmbeddings, Vocabulary, is_background_class
 from .training_free import ImageFeatures, SegmentationOutput, TrainingFreeSegmentor
 
 __all__ = [
@@ -55,8 +55,6 @@ __all__ = [
     "apply_background_rule",
 ]
 
-#: Class names (case-insensitive) that mark a vocabulary's background class.
-BACKGROUND_NAMES = frozenset({"background", "bg", "backdrop"})
 
 #: Values of ``CLIPDINOiserSegmentor(decode_order=...)``.
 DECODE_ORDERS = ("paper", "ovdense")
@@ -288,7 +286,7 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         logit_scale: float = 100.0,
         prob_thd: float = 0.0,
         area_thd: float | None = None,
-        background_index: int = 0,
+        background_index: int | None = None,
         pamr: nn.Module | None = None,
         precision: str = "fp32",
         text_cache_dir: str | os.PathLike | None = None,
@@ -393,34 +391,47 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         return self._to_input_size(acc.div_(count), feats)
 
     # -- decoding -------------------------------------------------------------------------
-    def uses_background_rule(self, vocabulary: Vocabulary) -> bool:
-        """Whether :meth:`decode` applies the background rule for this vocabulary.
+    def rule_background(self, vocabulary: Vocabulary) -> int | None:
+        """The class :meth:`decode`'s background rule labels pixels as, or ``None`` when the
+        rule does not apply to this vocabulary.
+
+        The class is ``background_index`` when given, else the vocabulary's first class named
+        like background (:attr:`Vocabulary.background_index`); ``"force"`` without an index
+        means class 0.
 
         Raises:
-            ValueError: ``background_rule=True`` and the vocabulary's class
-                ``background_index`` is not a background class.
+            ValueError: ``background_rule=True`` and that class is not a background class, or
+                an index outside the vocabulary.
         """
         if self.background_rule is False:
-            return False
-        bg = self.background_index
+            return None
+        n = vocabulary.num_classes
         if self.background_rule == "force":
-            if not 0 <= bg < vocabulary.num_classes:
+            bg = 0 if self.background_index is None else self.background_index
+            if not 0 <= bg < n:
                 raise ValueError(
                     f"background_rule='force' labels pixels as class {bg}, but the vocabulary "
-                    f"has {vocabulary.num_classes} classes; set model.background_index."
+                    f"has {n} classes; set model.background_index."
                 )
-            return True
-        ok = 0 <= bg < vocabulary.num_classes and any(
-            n.strip().lower() in BACKGROUND_NAMES for n in vocabulary.classes[bg]
+            return bg
+        bg = (
+            self.background_index
+            if self.background_index is not None
+            else (vocabulary.background_index)
         )
+        ok = bg is not None and 0 <= bg < n and is_background_class(vocabulary.classes[bg])
         if self.background_rule and not ok:
-            got = vocabulary.classes[bg] if 0 <= bg < vocabulary.num_classes else "nothing"
+            got = vocabulary.classes[bg] if bg is not None and 0 <= bg < n else "no such class"
             raise ValueError(
-                f"CLIP-DINOiser's background rule labels pixels as class {bg}, which must be a "
-                f"background class (one of its names in {sorted(BACKGROUND_NAMES)}), got {got}; "
-                "put 'background' first in the vocabulary or set model.background_rule=False."
+                f"CLIP-DINOiser's background rule labels pixels as a background class (one of "
+                f"its names in {sorted(BACKGROUND_NAMES)}), got {got}; put 'background' in the "
+                "vocabulary or set model.background_rule=False."
             )
-        return ok
+        return bg if ok else None
+
+    def uses_background_rule(self, vocabulary: Vocabulary) -> bool:
+        """Whether :meth:`decode` applies the background rule for this vocabulary."""
+        return self.rule_background(vocabulary) is not None
 
     @torch.no_grad()
     def decode(
@@ -435,14 +446,11 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         docstring). The background rule (REFERENCE §3) applies when
         :meth:`uses_background_rule` says so; ``prob_thd`` / ``area_thd`` then act on the
         final maps as in the parent."""
-        use = (
-            isinstance(feats, CLIPDINOiserFeatures)
-            and feats.background is not None
-            and self.uses_background_rule(text.vocabulary)
-        )
+        has_saliency = isinstance(feats, CLIPDINOiserFeatures) and feats.background is not None
+        bg = self.rule_background(text.vocabulary) if has_saliency else None
         if self.decode_order == "paper":
-            return self._decode_paper(feats, text, use, prob_thd, return_probs, name_chunk)
-        if not use:
+            return self._decode_paper(feats, text, bg, prob_thd, return_probs, name_chunk)
+        if bg is None:
             return super().decode(feats, text, prob_thd, return_probs, name_chunk)
         assert isinstance(feats, CLIPDINOiserFeatures) and self.dinoiser_head is not None
         out = super().decode(feats, text, prob_thd, return_probs=True)
@@ -452,7 +460,7 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
             out.probs,
             self.background_map(feats).to(out.probs.device),
             self.dinoiser_head.delta,
-            self.background_index,
+            bg,
         )
         return SegmentationOutput(
             labels=labels, probs=out.probs if return_probs else None, vocabulary=text.vocabulary
@@ -461,17 +469,19 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
     # -- the official order ("paper") -----------------------------------------------------
     @torch.no_grad()
     def window_probs(
-        self, feats: ImageFeatures, text: ClassEmbeddings, background_rule: bool = False
+        self, feats: ImageFeatures, text: ClassEmbeddings, rule_class: int | None = None
     ) -> Tensor:
         """Class probabilities of every window at feature resolution, ``[num_windows * B, C,
         gh, gw]`` (window-major): ``softmax(logit_scale * cos)`` over names, max over each
-        class's names, then, with ``background_rule``, class ``background_index`` set to 1.0
-        where the top probability is ``< delta`` and the saliency is not ``> 0.5`` (the
-        official code's test, at feature resolution, before any upsampling)."""
+        class's names, then, when ``rule_class`` is a class index (see
+        :meth:`rule_background`), that class set to 1.0 where the top probability is
+        ``< delta`` and the saliency is not ``> 0.5`` (the official code's test, at feature
+        resolution, before any upsampling)."""
         embeds = text.embeds.to(feats.dense.device)
         n2c = text.name_to_class.to(feats.dense.device)
-        bg = self.background_index
-        if background_rule:
+        bg = rule_class
+        background_rule = bg is not None
+        if bg is not None:
             if not 0 <= bg < text.num_classes:
                 raise ValueError(
                     f"The background rule labels pixels as class {bg}, but the vocabulary has "
@@ -516,12 +526,12 @@ class CLIPDINOiserSegmentor(TrainingFreeSegmentor):
         self,
         feats: ImageFeatures,
         text: ClassEmbeddings,
-        background_rule: bool,
+        rule_class: int | None,
         prob_thd: float | None,
         return_probs: bool,
         name_chunk: int,
     ) -> SegmentationOutput:
-        wp = self.window_probs(feats, text, background_rule)
+        wp = self.window_probs(feats, text, rule_class)
         if return_probs or self.pamr is not None or self.area_thd is not None:
             probs = self.merge_windows(wp, feats)
             if self.pamr is not None:
