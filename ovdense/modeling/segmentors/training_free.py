@@ -362,22 +362,28 @@ class TrainingFreeSegmentor(nn.Module):
         low = self.window_logits(feats, text)
         b, n = low.shape[:2]
         h, w = feats.image_size
+        # Streaming softmax: the best scaled logit so far, its name, and the sum of
+        # exp(logit - best) over the names seen (rescaled when best grows). The top
+        # probability is then 1 / total. Everything else is updated in place, so the peak is
+        # one chunk of input-size maps plus four [B, H, W] maps.
         best = low.new_full((b, h, w), float("-inf"))
-        best_name = torch.zeros((b, h, w), dtype=torch.long, device=low.device)
-        lse = low.new_full((b, h, w), float("-inf"))
+        best_name = torch.zeros((b, h, w), dtype=torch.int32, device=low.device)
+        total = low.new_zeros((b, h, w))
         for start in range(0, n, name_chunk):
+            # a fresh resized map, or a view of ``low`` (used once, so changed in place)
             part = self._to_input_size(low[:, start : start + name_chunk], feats)
-            part = part.mul_(self.logit_scale)
+            part.mul_(self.logit_scale)
             top, arg = part.max(dim=1)
-            better = top > best
-            best = torch.where(better, top, best)
-            best_name = torch.where(better, arg + start, best_name)
-            lse = torch.logaddexp(lse, torch.logsumexp(part, dim=1))
-        labels = text.name_to_class.to(low.device)[best_name]
+            torch.where(top > best, arg.to(torch.int32).add_(start), best_name, out=best_name)
+            new_best = torch.maximum(best, top)
+            total.mul_(best.sub_(new_best).exp_())
+            total.add_(part.sub_(new_best.unsqueeze(1)).exp_().sum(dim=1))
+            best = new_best
+        labels = text.name_to_class.to(low.device)[best_name.long()]
         thd = self._prob_thd(prob_thd)
         if thd > 0:
             bg = self.resolve_background(text.vocabulary, "prob_thd")
-            labels[torch.exp(best - lse) < thd] = bg
+            labels[total * thd > 1] = bg  # top probability 1 / total < thd
         return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
 
     def _prob_thd(self, prob_thd: float | None) -> float:
