@@ -10,7 +10,10 @@ Runs ``tools/eval_seg.py``'s evaluation for VOC21, PC60, COCO-Object, VOC20, PC5
 Cityscapes and ADE20K (``--datasets`` to choose), each resumable in its own output folder, and
 writes ``<output>/table.md`` and ``table.json``: mIoU per benchmark, the average, and for the
 paper protocol the numbers each paper published (REFERENCE §7) next to them. A benchmark that is
-not on disk is reported as missing and the others still run.
+not on disk is reported as missing and the others still run; one whose every image is skipped
+is reported too, and the exit code is then 2. Each benchmark's folder is tied to the settings
+that made its predictions (``fingerprint.json``, see ``tools/eval_seg.py``): ``--overwrite``
+starts every benchmark afresh.
 
 ``--datasets shapes_seg`` evaluates on the generated shapes world instead (with a
 ``shapes/<method>`` preset and the bundled tiny CLIP; mIoU of seen and held-out compositions
@@ -26,10 +29,20 @@ import json
 import sys
 from pathlib import Path
 
+from ovdense.data import build_semseg_dataset
 from ovdense.evaluation.base import format_metric, json_safe
-from ovdense.evaluation.runner import PROTOCOLS, method_name, run_eval
-from ovdense.modeling.clip import WeightsUnavailableError
-from ovdense.utils.cli import report_user_error
+from ovdense.evaluation.runner import (
+    PROTOCOLS,
+    NothingEvaluatedError,
+    output_name,
+    resolve_eval_config,
+    run_eval,
+)
+from ovdense.utils.cli import resolve_device, run_cli
+from ovdense.utils.io import atomic_write_text
+
+#: Shown after Ctrl-C.
+INTERRUPT_HINT = "run the same command again to resume (the predictions made so far are kept)"
 
 BENCHMARKS = {
     "voc21": "VOC21",
@@ -91,34 +104,69 @@ def build_table(
     return "\n".join(lines) + "\n"
 
 
-def run_name(config: str) -> str:
-    """Output-folder name of a config: the method (``naclip``) for a method preset, the
-    preset path for other presets (``shapes/naclip`` -> ``shapes_naclip``), else the stem."""
-    text = str(config)
-    if not text.endswith((".py", ".yaml")) and "/" in text and not text.startswith("seg/"):
-        return text.replace("/", "_")
-    return method_name(text)
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``key=value`` overrides may stand anywhere, also after --datasets)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="method preset or config file")
     p.add_argument("--protocol", default="paper", choices=PROTOCOLS)
-    p.add_argument("--datasets", nargs="+", default=list(BENCHMARKS), choices=[*BENCHMARKS, *EXTRA])
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--output", default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(BENCHMARKS),
+        metavar="DATASET",
+        help=f"benchmarks to run (default: the eight OVSS ones); also {', '.join(EXTRA)}",
+    )
+    p.add_argument("--data-root", default=None, help="datasets root (default: $OVDENSE_DATASETS)")
+    p.add_argument("--output", default=None, help="output folder (one sub-folder per dataset)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--device", default=None)
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("opts", nargs="*", default=[])
+    p.add_argument("--model", default=None)
+    p.add_argument("--pretrained", default=None)
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="local open_clip checkpoint (with --pretrained: the tag of the weights it holds)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the predictions and results already in the output folders and start afresh",
+    )
+    p.add_argument("opts", nargs="*", default=[], help="config overrides: model.key=value ...")
     args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
-    method = run_name(args.config)
+    # ``--datasets a b key=value``: argparse hands the overrides to --datasets; move them back
+    args.opts = [d for d in args.datasets if "=" in d] + args.opts
+    args.datasets = [d for d in args.datasets if "=" not in d]
+    choices = [*BENCHMARKS, *EXTRA]
+    bad = [d for d in args.datasets if d not in choices]
+    if bad or not args.datasets:
+        p.error(f"argument --datasets: invalid choice(s) {bad} (choose from {', '.join(choices)})")
+    if args.limit is not None and args.limit < 1:
+        p.error(f"argument --limit: must be a positive number of images, got {args.limit}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; raises user errors (``run_cli`` turns them into one line and exit code 2)."""
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    clip = {"model": args.model, "pretrained": args.pretrained, "checkpoint": args.checkpoint}
+    # an unknown preset or override key stops here, once, before any benchmark runs
+    resolve_eval_config(args.config, args.datasets[0], args.protocol, args.opts, **clip)
+    method = output_name(args.config)
     out = Path(args.output or Path("output") / "eval" / f"{method}_{args.protocol}")
     miou: dict[str, float | None] = {}
     groups: dict[str, dict[str, float | None]] = {}
+    empty: list[str] = []
     for name in args.datasets:
+        miou[name] = None
+        try:
+            build_semseg_dataset(name, args.data_root, limit=args.limit)
+        except (FileNotFoundError, ValueError) as err:  # not on disk (or no images there)
+            print(f"{name}: not evaluated ({err})", file=sys.stderr)
+            continue
         try:
             res = run_eval(
                 args.config,
@@ -127,24 +175,24 @@ def main(argv: list[str] | None = None) -> int:
                 data_root=args.data_root,
                 output=out / name,
                 limit=args.limit,
-                device=args.device,
-                checkpoint=args.checkpoint,
+                device=device,
                 overrides=args.opts,
+                overwrite=args.overwrite,
+                **clip,
             )
-            miou[name] = res["metrics"]["mIoU"]
-            groups[name] = {
-                k[len("mIoU_") :]: v for k, v in res["metrics"].items() if k.startswith("mIoU_")
-            }
-        except WeightsUnavailableError as err:
-            return report_user_error(err)
-        except (FileNotFoundError, ValueError) as err:
+        except NothingEvaluatedError as err:
             print(f"{name}: not evaluated ({err})", file=sys.stderr)
-            miou[name] = None
+            empty.append(name)
+            continue
+        miou[name] = res["metrics"]["mIoU"]
+        groups[name] = {
+            k[len("mIoU_") :]: v for k, v in res["metrics"].items() if k.startswith("mIoU_")
+        }
     groups = {k: v for k, v in groups.items() if v}
     table = build_table(method, args.protocol, miou, groups)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table)
-    (out / "table.json").write_text(
+    atomic_write_text(out / "table.md", table)
+    atomic_write_text(
+        out / "table.json",
         json.dumps(
             {
                 "method": method,
@@ -154,10 +202,18 @@ def main(argv: list[str] | None = None) -> int:
             },
             indent=2,
         )
+        + "\n",
     )
     print(table)
+    if empty:
+        print(
+            f"error: every image was skipped on {', '.join(empty)} (see above); the table marks "
+            "it as not evaluated",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, interrupt_hint=INTERRUPT_HINT))

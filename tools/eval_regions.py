@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ovdense.config import instantiate
 from ovdense.data import get_instances_files
 from ovdense.evaluation.base import format_metric, json_safe
@@ -39,9 +37,10 @@ from ovdense.evaluation.regions import (
     evaluate_regions,
     load_coco_panoptic,
 )
+from ovdense.evaluation.runner import output_name
 from ovdense.model_zoo import get_config
-from ovdense.utils.cli import USER_ERRORS, report_user_error
-from ovdense.utils.io import atomic_write_text
+from ovdense.utils.cli import resolve_device, run_cli
+from ovdense.utils.io import atomic_write_text, remove_stale_temporaries
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mode", nargs="+", default=list(MODES), metavar="{boxes,masks}", help="region kinds"
     )
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--output", default=None, help="output folder (default output/regions/<cfg>)")
+    p.add_argument("--output", default=None, help="output folder (default output/regions/<preset>)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: model.key=value ...")
@@ -108,11 +107,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.panoptic_json, args.panoptic_dir, args.images, limit=args.limit
         )
     cfg = get_config(args.config, args.opts)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     seg = instantiate(cfg.model).to(device).eval()
     results = evaluate_regions(seg, dataset, mode=modes, progress=not args.no_progress)
-    out_dir = Path(args.output or Path("output") / "regions" / Path(str(args.config)).stem)
+    out_dir = Path(args.output or Path("output") / "regions" / output_name(args.config))
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # left by killed runs
     results = {
         "config": str(args.config),
         "overrides": list(args.opts),
@@ -130,12 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 with a one-line message for user errors)."""
+    """Entry point; raises user errors (``run_cli`` turns them into one line and exit code 2)."""
     args = parse_args(argv)
-    try:
-        results = run(args)
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    resolve_device(args.device)  # a missing GPU is one line, before anything is loaded
+    results = run(args)
     print(format_table(results, results["modes"]))
     print(
         f"{results['num_regions']} regions in {results['num_images']} images -> "
@@ -145,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

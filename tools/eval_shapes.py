@@ -28,8 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ovdense.config import instantiate
 from ovdense.data import get_instances_files
 from ovdense.evaluation.base import format_metric, json_safe
@@ -38,8 +36,8 @@ from ovdense.evaluation.runner import run_eval
 from ovdense.evaluation.shapes import shapes_zero_shot
 from ovdense.model_zoo import get_config
 from ovdense.modeling.clip import load_clip
-from ovdense.utils.cli import USER_ERRORS, report_user_error
-from ovdense.utils.io import atomic_write_text
+from ovdense.utils.cli import resolve_device, run_cli
+from ovdense.utils.io import atomic_write_text, remove_stale_temporaries
 
 STRATEGIES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 #: With the background class (31 classes), and background pixels ignored (30, like VOC20).
@@ -53,6 +51,7 @@ def evaluate(
     progress: bool,
     strategies: tuple[str, ...] = STRATEGIES,
     zero_shot_images: int = 3000,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run every measurement; returns the report dict."""
     report: dict[str, Any] = {"segmentation": {}, "regions": {}}
@@ -68,6 +67,7 @@ def evaluate(
                 output=output / name / dataset,
                 device=device,
                 progress=progress,
+                overwrite=overwrite,
             )
             report["segmentation"][name][dataset] = {
                 k: res["metrics"][k] for k in ("mIoU", "mIoU_seen", "mIoU_held_out", "pAcc")
@@ -124,20 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--zero-shot-images", type=int, default=3000, help="single-object scenes")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the segmentation predictions already in the output folder and start afresh",
+    )
     args = p.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     out = Path(args.output)
-    try:
-        report = evaluate(
-            out,
-            device,
-            args.data_root,
-            not args.no_progress,
-            tuple(args.strategies),
-            args.zero_shot_images,
-        )
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    remove_stale_temporaries(out)  # left by killed runs (run_eval cleans its own folders)
+    report = evaluate(
+        out,
+        device,
+        args.data_root,
+        not args.no_progress,
+        tuple(args.strategies),
+        args.zero_shot_images,
+        args.overwrite,
+    )
     text = format_report(report)
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.json", json.dumps(json_safe(report), indent=2) + "\n")
@@ -146,4 +150,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        run_cli(
+            main,
+            interrupt_hint="run the same command again to resume the segmentation runs "
+            "(their predictions so far are kept)",
+        )
+    )

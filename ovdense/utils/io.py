@@ -8,12 +8,24 @@ folder and renamed over the target only once complete.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text", "place_file", "temporary_sibling"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "pid_alive",
+    "place_file",
+    "remove_stale_temporaries",
+    "temporary_sibling",
+]
+
+#: Names made by :func:`temporary_sibling`: ``.<name>.<pid><suffix>`` (suffix ``.tmp``,
+#: ``.png``...); Linux pids have at most 7 digits.
+_TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,7})(?P<suffix>\.[A-Za-z0-9_-]+)$")
 
 
 def temporary_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
@@ -76,3 +88,46 @@ def place_file(src: str | os.PathLike, dst: str | os.PathLike, mode: str) -> Non
             os.symlink(Path(src).resolve(), tmp)
         else:
             shutil.copyfile(src, tmp)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a zombie counts as running)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder`` (not recursive).
+
+    Only files named like :func:`temporary_sibling` names them (``.<name>.<pid><suffix>``) whose
+    process no longer runs on this machine are removed; everything else is left alone. Call it
+    only where no writer on another machine can be at work (e.g. under a lock of the folder).
+
+    Returns:
+        The removed paths (empty when ``folder`` does not exist).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMPORARY_NAME.match(entry.name)
+        if match is None or pid_alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        removed.append(entry)
+    return removed

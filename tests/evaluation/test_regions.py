@@ -259,7 +259,9 @@ def test_cli_writes_results(panoptic, tiny_preset, tmp_path, capsys):
         assert results[mode]["things"]["num_regions"] == 2
     # a user error is one line on stderr, exit code 2
     bad = [a if a != str(json_path) else str(tmp_path / "missing.json") for a in args]
-    assert tool.main(bad) == 2
+    from ovdense.utils.cli import run_cli
+
+    assert run_cli(tool.main, bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: Panoptic JSON not found") and "\n" not in err
 

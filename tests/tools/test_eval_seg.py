@@ -113,8 +113,11 @@ def test_bad_files_are_skipped_and_counted(setup):
 
 
 def test_missing_root_is_a_clear_error(setup, capsys, tmp_path):
+    from ovdense.utils.cli import run_cli
+
     preset, _, out = setup
-    rc = _tool("eval_seg").main(
+    rc = run_cli(
+        _tool("eval_seg").main,
         [
             "--config",
             str(preset),
@@ -124,7 +127,7 @@ def test_missing_root_is_a_clear_error(setup, capsys, tmp_path):
             str(tmp_path / "nowhere"),
             "--output",
             str(out),
-        ]
+        ],
     )
     err = capsys.readouterr().err
     assert rc == 2 and "nowhere" in err and "Traceback" not in err
