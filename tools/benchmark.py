@@ -10,10 +10,16 @@ Prints, for a ViT-B/16-sized open_clip model (random weights unless --pretrained
   memory, achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the
   ratio of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate).
 
+With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
+above the state before each step) of the demo's steps on one large image — ``set_image``, the
+labels-only ``predict`` for each ``--demo-classes`` count, the overlay, the label PNG — in bytes
+per image pixel.
+
 Example::
 
     python tools/benchmark.py                       # CPU, all strategies
     python tools/benchmark.py --device cuda --precision fp16 --strategies naclip sclip
+    python tools/benchmark.py --demo-memory --demo-image-size 2000 3000 --demo-classes 5 200
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import json
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +52,8 @@ from ovdense.modeling.segmentors import (
     sliding_windows,
 )
 from ovdense.modeling.text import TextEncoder, Vocabulary
+from ovdense.utils.cli import resolve_device, run_cli
+from ovdense.utils.io import atomic_write_text
 
 
 def _sync(device: torch.device) -> None:
@@ -191,13 +200,90 @@ def bench_image(clip, strategy: str, args, device: torch.device, rate: float) ->
     }
 
 
+class _PeakRSS:
+    """Peak resident memory (bytes) above the level at entry, sampled by a thread."""
+
+    def __enter__(self) -> _PeakRSS:
+        import ctypes
+        import os
+        import threading
+
+        try:  # return freed heap to the system first, so the baseline is honest
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.base = self.peak = self._rss()
+        self._stop = False
+
+        def sample() -> None:
+            while not self._stop:
+                self.peak = max(self.peak, self._rss())
+                time.sleep(0.0005)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.base
+
+
+def bench_demo_memory(clip, args: argparse.Namespace, device: torch.device) -> dict:
+    """Peak memory of the demo's steps on one ``--demo-image-size`` image (bytes / pixel)."""
+    import numpy as np
+
+    from ovdense import Predictor
+    from ovdense.utils.visualizer import overlay, save_label_png
+
+    h, w = args.demo_image_size
+    seg = TrainingFreeSegmentor(
+        clip,
+        strategy=args.strategies[0] if args.strategies[0] in list_strategies() else "naclip",
+        templates="single",
+        short_side=args.short_side,
+        window=args.window,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
+    ).to(device)
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    predictor = Predictor(seg)
+    out: dict = {"image": [h, w], "bytes_per_pixel": {}}
+    with _PeakRSS() as m:
+        predictor.set_image(image)
+    out["bytes_per_pixel"]["set_image"] = m.delta / (h * w)
+    pred = None
+    for n in args.demo_classes:
+        classes = [f"class {i}" for i in range(n)]
+        seg.encode_text(classes)  # text side cached, not part of the image memory
+        with _PeakRSS() as m:
+            pred = predictor.predict(classes, return_probs=False)
+        out["bytes_per_pixel"][f"predict_{n}_classes"] = m.delta / (h * w)
+    assert pred is not None
+    with _PeakRSS() as m:
+        vis = overlay(predictor.image, pred.labels, pred.classes)
+    out["bytes_per_pixel"]["overlay"] = m.delta / (h * w)
+    del vis
+    with tempfile.TemporaryDirectory() as folder, _PeakRSS() as m:
+        save_label_png(pred.labels, Path(folder) / "labels.png")
+    out["bytes_per_pixel"]["save_label_png"] = m.delta / (h * w)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model", default="ViT-B-16", help="open_clip architecture")
     p.add_argument("--pretrained", default=None, help="weight tag (default: random weights)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument(
         "--strategies",
@@ -217,10 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-cache-dir", default=None)
     p.add_argument("--skip-text", action="store_true")
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--demo-memory", action="store_true", help="measure the demo's memory only")
+    p.add_argument("--demo-image-size", type=int, nargs=2, default=(2000, 3000), metavar="N")
+    p.add_argument("--demo-classes", type=int, nargs="+", default=[5, 200])
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = torch.device(resolve_device(args.device))
     torch.manual_seed(0)
     if args.pretrained:
         clip = load_clip(args.model, args.pretrained, device=device)
@@ -235,6 +324,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     )
     results: dict = {"config": vars(args)}
+    if args.demo_memory:
+        dm = bench_demo_memory(clip, args, device)
+        results["demo_memory"] = dm
+        print(f"\n## Demo memory, {dm['image'][0]}x{dm['image'][1]} image (bytes per pixel)")
+        for step, value in dm["bytes_per_pixel"].items():
+            print(
+                f"{step}: {value:.1f} B/px ({value * dm['image'][0] * dm['image'][1] / 1e6:.0f} MB)"
+            )
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=2))
+        return 0
 
     if not args.skip_text:
         synonym_sep = "; " if "voc21" in args.classnames or "object" in args.classnames else ", "
@@ -281,9 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r1['s_per_image'] / batched:.2f}x faster"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps(results, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

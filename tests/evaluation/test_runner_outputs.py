@@ -384,3 +384,10 @@ def test_default_output_folder_is_named_after_the_full_preset(tmp_path, monkeypa
     assert Path(res["config"]).resolve() == (folder / "config.yaml").resolve()
     assert json.loads((folder / "results.json").read_text())["num_images"] == 2
     assert not (tmp_path / "output/eval/maskclip_paper").exists()
+
+
+def test_threshold_on_a_benchmark_without_background_is_an_error(ade, tmp_path):
+    """ADE20K has no background class: a prob_thd there must not relabel pixels as class 0."""
+    root, preset = ade
+    with pytest.raises(ValueError, match="no class of this vocabulary is named background"):
+        _run(preset("naclip"), root, tmp_path / "out", overrides=["model.prob_thd=0.5"])

@@ -376,10 +376,12 @@ class TrainingFreeSegmentor(nn.Module):
             top, arg = part.max(dim=1)
             torch.where(top > best, arg.to(torch.int32).add_(start), best_name, out=best_name)
             new_best = torch.maximum(best, top)
+            del top, arg
             total.mul_(best.sub_(new_best).exp_())
             total.add_(part.sub_(new_best.unsqueeze(1)).exp_().sum(dim=1))
+            del part  # before the next chunk is made: one chunk alive at a time
             best = new_best
-        labels = text.name_to_class.to(low.device)[best_name.long()]
+        labels = text.name_to_class.to(low.device)[best_name]
         thd = self._prob_thd(prob_thd)
         if thd > 0:
             bg = self.resolve_background(text.vocabulary, "prob_thd")
