@@ -572,7 +572,8 @@ def run_eval(
         pretrained=pretrained,
         checkpoint=checkpoint,
     )
-    cfg.model.background_index = meta.background_index  # None: a threshold needs a class named background
+    # no background class (None): a threshold then needs a class named background
+    cfg.model.background_index = meta.background_index
     rank, world, dev = init_distributed(resolve_device(device))
     out_dir = Path(output) if output else default_output_dir(config, protocol, dataset)
     pred_dir = out_dir / "preds"
