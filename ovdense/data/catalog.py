@@ -361,6 +361,18 @@ def generated_data_root() -> Path:
 _COMPLETE = ".complete"
 
 
+def _remove_stale_generation_folders(folder: Path) -> None:
+    """Remove ``.<name>.<pid>.<random>`` folders that killed generations of ``folder`` left
+    (only those ovdense names so, and only when that process no longer runs)."""
+    from ..utils.io import pid_alive
+
+    pattern = re.compile(rf"^\.{re.escape(folder.name)}\.(\d+)\.[A-Za-z0-9_]+$")
+    for entry in folder.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def materialize(
     name: str, rel: str, generate: Callable[[Path], None], data_root: str | os.PathLike | None
 ) -> Path:
@@ -385,7 +397,8 @@ def materialize(
             "data root — ovdense never deletes what it did not create."
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    _remove_stale_generation_folders(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", dir=folder.parent))
     try:
         generate(tmp)
         (tmp / _COMPLETE).write_text(name + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,25 @@ def test_instances_errors():
 def test_register_semseg_rejects_instance_name():
     with pytest.raises(KeyError, match="already registered"):
         register_semseg(_meta("shapes_det"), _lister, "x")
+
+
+def test_materialize_removes_what_killed_generations_left(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs
+    parent = tmp_path / "gen"
+    stale = parent / f".shapes.{proc.pid}.abc123"
+    (stale / "images").mkdir(parents=True)
+    alive = parent / f".shapes.{os.getpid()}.xyz"  # a generation still at work: kept
+    alive.mkdir()
+    other = parent / ".shapes_backup"  # not ovdense's pattern: kept
+    other.mkdir()
+
+    def gen(tmp: Path) -> None:
+        (tmp / "x.txt").write_text("x")
+
+    materialize("shapes", "gen/shapes", gen, tmp_path)
+    assert not stale.exists() and alive.is_dir() and other.is_dir()
+    assert (parent / "shapes" / "x.txt").is_file()
