@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--classes", help='e.g. "cat,dog,sofa|couch" (| separates synonyms)')
-    g.add_argument("--classes-file", help="one class per line, synonyms separated by ', '")
+    g.add_argument("--classes-file", help="one class per line, synonyms separated by '|' or ','")
     p.add_argument("--output", required=True, help="output folder (not the input folder)")
     p.add_argument(
         "--background",
@@ -118,19 +118,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
 
+def has_background(args: argparse.Namespace) -> bool:
+    """Whether the demo puts a background class first (``--background`` or ``--prob-thd``)."""
+    return args.background is not None or args.prob_thd is not None
+
+
 def build_vocabulary(args: argparse.Namespace) -> Vocabulary:
     if args.classes_file:
-        try:
-            vocab = Vocabulary.from_file(args.classes_file)
-        except UnicodeDecodeError:
-            raise ValueError(
-                f"--classes-file '{args.classes_file}' is not a UTF-8 text file (one class per "
-                "line expected)."
-            ) from None
-        classes = [list(c) for c in vocab]
+        classes = [list(c) for c in Vocabulary.from_file(args.classes_file)]  # names the file
     else:
         classes = [list(c) for c in Vocabulary.parse(args.classes)]
-    if args.background is not None or args.prob_thd is not None:
+    if has_background(args):
         bg = (args.background or "background").split("|")
         classes = [bg, *classes]
     return Vocabulary(classes)
@@ -236,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=args.checkpoint,
         overrides=args.opts,
         device=device,
+        # the --background class is class 0 whatever its names (e.g. "sky|wall")
+        **({"background_index": 0} if has_background(args) else {}),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = output_stems(images, src if folder_run else None)

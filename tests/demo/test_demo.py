@@ -84,6 +84,18 @@ def test_demo_background_class(tmp_path, tiny_preset_file):
     assert load_label_png(tmp_path / "o" / "a_labels.png").max() <= 2
 
 
+def test_demo_background_named_otherwise_is_class_0(tmp_path, tiny_preset_file):
+    """--background "sky|wall": class 0 is the background whatever its names."""
+    _images(tmp_path / "in")
+    argv = ["--config", str(tiny_preset_file), "--input", str(tmp_path / "in" / "a.jpg")]
+    argv += ["--classes", "cat,dog", "--background", "sky|wall", "--prob-thd", "0.99"]
+    assert _demo().main([*argv, "--output", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "a.json").read_text())
+    assert summary["classes"] == ["sky", "cat", "dog"]
+    # three classes: no pixel reaches probability 0.99, so every pixel is background
+    assert (load_label_png(tmp_path / "o" / "a_labels.png") == 0).all()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

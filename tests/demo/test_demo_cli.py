@@ -111,18 +111,6 @@ def test_binary_classes_file_is_one_line_naming_it(setup, demo, capsys):
     assert str(png) in err and "UTF-8" in err
 
 
-def test_classes_file_decode_error_is_reworded(setup, demo, capsys, monkeypatch):
-    def raw_decode_error(path, *args, **kwargs):
-        raise UnicodeDecodeError("utf-8", b"\x89", 0, 1, "invalid start byte")
-
-    monkeypatch.setattr(demo.Vocabulary, "from_file", raw_decode_error)
-    argv = ["--input", str(setup / "a.png"), "--classes-file", str(setup / "c.txt"),
-            "--output", str(setup / "out")]  # fmt: skip
-    assert run_cli(demo.main, argv) == 2
-    err = _one_line_error(capsys)
-    assert f"--classes-file '{setup / 'c.txt'}' is not a UTF-8 text file" in err
-
-
 def test_output_that_is_a_file_is_one_line(setup, demo, capsys):
     (setup / "out").write_text("a file")
     assert run_cli(demo.main, _base(setup)) == 2
