@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from ovdense.modeling.refiners.clip_dinoiser import CLIPDINOiserHead, read_clip_dinoiser_state_dict
-from ovdense.utils.cli import USER_ERRORS, report_user_error
+from ovdense.utils.cli import run_cli
+from ovdense.utils.io import atomic_write
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -31,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def convert(checkpoint: str, output: str | None = None) -> dict[str, torch.Tensor]:
-    """Read, validate (shapes against a head of the checkpoint's width) and optionally save."""
+    """Read, validate (shapes against a head of the checkpoint's width) and optionally save
+    (atomically: an existing ``output`` is replaced only by a complete file)."""
     state = read_clip_dinoiser_state_dict(checkpoint)
     weight = state["obj_proj.weight"]
     if weight.ndim != 4:
@@ -40,16 +44,16 @@ def convert(checkpoint: str, output: str | None = None) -> dict[str, torch.Tenso
     head = CLIPDINOiserHead(width, proj_dim=proj_dim).load_official(checkpoint)
     out = {k: v.detach().clone() for k, v in head.state_dict().items()}
     if output is not None:
-        torch.save(out, output)
+        dest = Path(output)
+        with atomic_write(dest, suffix=dest.suffix or ".tmp") as tmp:
+            torch.save(out, tmp)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Convert; user errors are raised (``run_cli`` shows them as one line)."""
     args = parse_args(argv)
-    try:
-        state = convert(args.checkpoint, args.output)
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    state = convert(args.checkpoint, args.output)
     for k, v in state.items():
         print(f"{k:20s} {tuple(v.shape)}")
     width = state["obj_proj.weight"].shape[1]
@@ -58,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

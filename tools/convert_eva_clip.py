@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import open_clip
@@ -30,10 +31,11 @@ from ovdense.modeling.convert.eva_clip import (
     load_eva_clip_weights,
     read_checkpoint,
 )
-from ovdense.utils.cli import USER_ERRORS, report_user_error
+from ovdense.utils.cli import run_cli
+from ovdense.utils.io import atomic_write
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -57,7 +59,8 @@ def convert(
     model: str = "EVA02-B-16",
     text_from: str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Read, convert, validate (strict load into ``model``) and optionally save.
+    """Read, convert, validate (strict load into ``model``) and optionally save (atomically:
+    an existing ``output`` is replaced only by a complete file).
 
     Returns:
         The open_clip state dict.
@@ -87,21 +90,21 @@ def convert(
     load_eva_clip_weights(clip, sd)
     out = {k: v.detach().to("cpu").contiguous() for k, v in clip.state_dict().items()}
     if output is not None:
-        if Path(output).suffix == ".safetensors":
-            from safetensors.torch import save_file
+        dest = Path(output)
+        with atomic_write(dest, suffix=dest.suffix or ".tmp") as tmp:
+            if dest.suffix == ".safetensors":
+                from safetensors.torch import save_file
 
-            save_file({k: v.clone() for k, v in out.items()}, output)
-        else:
-            torch.save(out, output)
+                save_file({k: v.clone() for k, v in out.items()}, str(tmp))
+            else:
+                torch.save(out, tmp)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Convert; user errors are raised (``run_cli`` shows them as one line)."""
     args = parse_args(argv)
-    try:
-        state = convert(args.checkpoint, args.output, args.model, args.text_from)
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    state = convert(args.checkpoint, args.output, args.model, args.text_from)
     n = sum(v.numel() for v in state.values())
     dest = f" -> {args.output}" if args.output else " (checked only)"
     print(f"{args.model}: {len(state)} tensors, {n / 1e6:.1f}M values{dest}")
@@ -109,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ovdense.engine.checkpoint import load_checkpoint, read_last_checkpoint
 from ovdense.modeling.refiners.clip_dinoiser import read_clip_dinoiser_state_dict
-from ovdense.utils.cli import USER_ERRORS, report_user_error
+from ovdense.utils.cli import run_cli
 from ovdense.utils.io import atomic_write
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -51,12 +52,10 @@ def export(checkpoint: str, output: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export; user errors are raised (``run_cli`` shows them as one line)."""
     args = parse_args(argv)
-    try:
-        state = export(args.checkpoint, args.output)
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    state = export(args.checkpoint, args.output)
     for k, v in state.items():
         print(f"{k:20s} {tuple(v.shape)}")
     print(f"-> {args.output}")
@@ -64,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ovdense.config import LazyConfig, instantiate
 from ovdense.engine import load_checkpoint, read_last_checkpoint
-from ovdense.utils.cli import USER_ERRORS, report_user_error
+from ovdense.utils.cli import run_cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export; user errors are raised (``run_cli`` shows them as one line)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -30,23 +32,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="open_clip checkpoint to write (.pt)")
     p.add_argument("opts", nargs="*", default=[], help="config overrides: key=value ...")
     args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        found = read_last_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"No last_checkpoint in {path}: pass a model_*.pt file.")
+        path = found
+    state = load_checkpoint(path)["model"]
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+    model = instantiate(cfg.model)
     try:
-        path = Path(args.checkpoint)
-        if path.is_dir():
-            found = read_last_checkpoint(path)
-            if found is None:
-                raise FileNotFoundError(f"No last_checkpoint in {path}: pass a model_*.pt file.")
-            path = found
-        state = load_checkpoint(path)["model"]
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
-        model = instantiate(cfg.model)
         model.load_state_dict(state)
-        model.save_open_clip_checkpoint(args.output)
-    except (*USER_ERRORS, RuntimeError) as err:
-        return report_user_error(err)
+    except RuntimeError as err:  # missing / unexpected keys, shape mismatches
+        first = (str(err).strip().splitlines() or ["state dict mismatch"])[0]
+        raise ValueError(
+            f"{path} does not fit the model of {args.config} ({first}); pass the config the run "
+            "was trained with (its config.yaml)."
+        ) from err
+    model.save_open_clip_checkpoint(args.output)  # atomic
     print(f"Wrote {args.output} (from {path}); use it with checkpoint={args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

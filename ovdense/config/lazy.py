@@ -36,6 +36,7 @@ import builtins
 import importlib
 import inspect
 import os
+import re
 import threading
 import types
 import uuid
@@ -51,6 +52,7 @@ from ovdense.utils.registry import closest_match
 __all__ = [
     "InstantiationError",
     "L",
+    "bad_argument_types",
     "LazyCall",
     "LazyConfig",
     "instantiate",
@@ -267,6 +269,79 @@ def _rebuild_exception(exc: Exception, msg: str) -> Exception:
     return InstantiationError(msg)
 
 
+_INT_NAMES = frozenset({"int"})
+_NUMBER_NAMES = frozenset({"int", "float"})
+# Names an annotation may hold besides int/float and still mean "a number".
+_NUMBER_COMPANIONS = frozenset(
+    {"None", "NoneType", "Optional", "Union", "Tensor", "torch.Tensor", "typing.Optional"}
+)
+
+
+def _annotation_names(annotation: Any) -> set[str] | None:
+    """The type names an annotation is made of, or None when it cannot be read."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        return set(re.findall(r"[A-Za-z_][\w.]*", annotation))
+    args = getattr(annotation, "__args__", None)
+    if args:
+        names: set[str] = set()
+        for arg in args:
+            sub = _annotation_names(arg)
+            if sub is None:
+                return None
+            names |= sub
+        return names
+    if annotation is None or annotation is type(None):
+        return {"None"}
+    name = getattr(annotation, "__name__", None)
+    return {name} if isinstance(name, str) else None
+
+
+def _expected_number(param: inspect.Parameter) -> str | None:
+    """``"an integer"`` / ``"a number"`` when ``param`` takes a number, else None."""
+    names = _annotation_names(param.annotation)
+    if names is not None:
+        if names & _NUMBER_NAMES and not names - _NUMBER_NAMES - _NUMBER_COMPANIONS:
+            return "an integer" if not names & _NUMBER_NAMES - _INT_NAMES else "a number"
+        return None  # annotated, and text (or something else) is allowed
+    default = param.default
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return "a number"
+    return None
+
+
+def bad_argument_types(target: Any, kwargs: Mapping[str, Any], path: str = "") -> list[str]:
+    """Arguments given as text where ``target`` takes a number, one sentence each.
+
+    A parameter takes a number when its annotation is made of ``int``/``float`` (optionally
+    with ``None``/``Tensor``) or, without an annotation, when its default is a number. Used to
+    name the config key behind a constructor's ``TypeError``/``ValueError``, e.g.
+    ``"optimizer.lr: expected a number, got 'fast'"``.
+
+    Args:
+        target: The callable.
+        kwargs: The keyword arguments it is (to be) called with.
+        path: The config node's dotted key ('' for the root).
+
+    Returns:
+        One ``"<path>.<key>: expected ..., got <value>"`` per suspicious argument.
+    """
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return []
+    found = []
+    for key, value in kwargs.items():
+        param = params.get(str(key))
+        if param is None or not isinstance(value, str):
+            continue
+        expected = _expected_number(param)
+        if expected is not None:
+            found.append(f"{_join(path, key)}: expected {expected}, got {value!r}")
+    return found
+
+
 def _instantiate(cfg: Any, path: str) -> Any:
     if isinstance(cfg, ListConfig | list | tuple):
         items = [_instantiate(v, _join(path, i)) for i, v in enumerate(cfg)]
@@ -294,6 +369,11 @@ def _instantiate(cfg: Any, path: str) -> Any:
         return target(**{str(k): v for k, v in values.items()})
     except Exception as e:
         original = str(e) or type(e).__name__
+        if isinstance(e, TypeError | ValueError):
+            # name the key behind a type error, e.g. lr='fast' for a float parameter
+            bad = bad_argument_types(target, values, path)
+            if bad:
+                original = "; ".join(bad) + "."
         msg = f"while instantiating {where} ({_target_name(target)}): {original}"
         raise _rebuild_exception(e, msg) from e
 
@@ -317,7 +397,10 @@ def instantiate(cfg: Any) -> Any:
         Exception: An exception raised by a target is re-raised with the same type (when the
             type can be built from a message, else as :class:`InstantiationError`), chained
             to the original, with the message prefixed by
-            ``"while instantiating 'model.backbone' (pkg.mod.Class): "``.
+            ``"while instantiating 'model.backbone' (pkg.mod.Class): "``. A ``TypeError`` or
+            ``ValueError`` raised while an argument holds text where the target takes a
+            number names that key instead of the target's own message
+            (``"...: lr_scheduler.max_iter: expected an integer, got 'abc'."``).
     """
     return _instantiate(cfg, _config_location(cfg))
 

@@ -20,19 +20,31 @@ only when its order does not depend on the global RNG.
 
 Iterations count optimizer steps; each consumes ``grad_accum`` batches per process, so the
 effective batch is ``batch_size * grad_accum * world_size``.
+
+The output folder belongs to one run: training into a folder that already holds one
+(``last_checkpoint``, ``model_*.pt`` or ``metrics.jsonl``) needs ``resume=True`` (continue it)
+or ``overwrite=True`` (delete what the trainer wrote there and start again). Every file is
+written atomically (``metrics.jsonl`` is appended one whole line at a time and, on resume,
+trimmed to the checkpoint's iteration), temporaries left by killed runs are removed at start,
+and Ctrl-C saves a checkpoint of the last completed iteration before the
+``KeyboardInterrupt`` goes on.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import random
+import re
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +58,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from ovdense.config import LazyConfig, instantiate
-from ovdense.config.lazy import TARGET_KEY, locate
+from ovdense.config.lazy import TARGET_KEY, bad_argument_types, locate
+from ovdense.utils.cli import UserError, resolve_device
+from ovdense.utils.io import atomic_write, atomic_write_text, remove_stale_temporaries
 from ovdense.utils.registry import closest_match
 
 from .checkpoint import (
+    LAST_CHECKPOINT,
     get_rng_state,
     load_checkpoint,
     read_last_checkpoint,
@@ -63,6 +78,7 @@ __all__ = [
     "TRAIN_DEFAULTS",
     "DATALOADER_DEFAULTS",
     "Trainer",
+    "check_train_config",
     "load_train_config",
     "merge_train_defaults",
 ]
@@ -97,6 +113,11 @@ DATALOADER_DEFAULTS: dict[str, Any] = {
 
 _AMP_VALUES = (False, True, "fp16", "bf16")
 
+#: Files the trainer writes in its output folder (what ``overwrite=True`` removes).
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+_CHECKPOINT_RE = re.compile(r"model_\d+\.pt")
+
 
 def _unknown_keys(section: str, given: Mapping[str, Any], valid: Mapping[str, Any]) -> None:
     for key in given:
@@ -110,20 +131,103 @@ def _unknown_keys(section: str, given: Mapping[str, Any], valid: Mapping[str, An
 
 
 def load_train_config(
-    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), output: str | None = None
+    path: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    output: str | None = None,
+    device: str | None = None,
 ) -> DictConfig:
     """A training config file with the ``train`` defaults filled in, ``key=value`` overrides
-    applied and ``train.output_dir`` set to ``output`` when given (what ``tools/train.py``
-    runs).
+    applied, ``train.output_dir`` / ``train.device`` set to ``output`` / ``device`` when given
+    and the values checked (:func:`check_train_config`; what ``tools/train.py`` runs).
 
     Raises:
         KeyError: An unknown key (the nearest valid one is named).
+        ValueError: An invalid value (one sentence naming the key).
     """
     cfg = LazyConfig.load(str(path))
     merge_train_defaults(cfg)
     LazyConfig.apply_overrides(cfg, list(overrides))
     if output is not None:
         cfg.train.output_dir = output
+    if device is not None:
+        cfg.train.device = device
+    check_train_config(cfg)
+    return cfg
+
+
+def _integer(section: str, key: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, else a ValueError naming ``section.key``."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and value.is_integer():
+        ok, value = True, int(value)
+    if not ok or value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise ValueError(f"{section}.{key}: expected {kind}, got {value!r}.")
+    return int(value)
+
+
+def _flag(section: str, key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{section}.{key}: expected True or False, got {value!r}.")
+
+
+def check_train_config(cfg: DictConfig) -> DictConfig:
+    """Check the values of the ``train`` options (and of a ``dict`` dataloader and the
+    optimizer's plain arguments) before anything is built.
+
+    Each problem is one sentence naming the key, the expected value and the given one, e.g.
+    ``"train.max_iter: expected a positive integer, got 'abc'."``. ``train.device`` is checked
+    with :func:`ovdense.utils.cli.resolve_device` (``cuda`` without a GPU is refused).
+
+    Returns:
+        ``cfg`` (unchanged).
+
+    Raises:
+        ValueError: The first invalid value.
+        KeyError: An unknown key under ``train``/``dataloader``.
+    """
+    merge_train_defaults(cfg)
+    t = cfg.train
+    _integer("train", "max_iter", t.max_iter, 1)
+    _integer("train", "grad_accum", t.grad_accum, 1)
+    for key in ("log_period", "checkpoint_period", "eval_period"):
+        _integer("train", key, t[key], 0)
+    clip = t.clip_grad
+    if clip is not None and (
+        isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0
+    ):
+        raise ValueError(f"train.clip_grad: expected a positive number or None, got {clip!r}.")
+    if not any(t.amp is v if isinstance(v, bool) else t.amp == v for v in _AMP_VALUES):
+        raise ValueError(
+            f"train.amp: expected one of {', '.join(map(repr, _AMP_VALUES))}, got {t.amp!r}."
+        )
+    if t.seed is not None:
+        _integer("train", "seed", t.seed, 0)
+    if not isinstance(t.output_dir, str | os.PathLike) or not str(t.output_dir).strip():
+        raise ValueError(f"train.output_dir: expected a folder path, got {t.output_dir!r}.")
+    if t.device is not None and not isinstance(t.device, str):
+        raise ValueError(f"train.device: expected 'cpu', 'cuda' or 'cuda:N', got {t.device!r}.")
+    resolve_device(t.device)
+    loader = cfg.get("dataloader")
+    if isinstance(loader, Mapping | DictConfig) and TARGET_KEY not in loader:
+        _integer("dataloader", "batch_size", loader.batch_size, 1)
+        _integer("dataloader", "num_workers", loader.num_workers, 0)
+        for key in ("shuffle", "drop_last", "pin_memory"):
+            _flag("dataloader", key, loader[key])
+    opt = cfg.get("optimizer")
+    if isinstance(opt, Mapping | DictConfig) and TARGET_KEY in opt:
+        target = opt[TARGET_KEY]
+        try:
+            target = locate(target) if isinstance(target, str) else target
+        except ImportError:
+            target = None  # reported when the optimizer is built
+        if target is not None:
+            plain = {str(k): v for k, v in opt.items() if k != TARGET_KEY}
+            bad = bad_argument_types(target, plain, "optimizer")
+            if bad:
+                raise ValueError(bad[0] + ".")
     return cfg
 
 
@@ -176,6 +280,29 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then raise ``KeyboardInterrupt``.
+
+    Only in the main thread and while Python's default handler is installed; elsewhere the
+    block runs as is (an interrupt then lands wherever it lands).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -188,18 +315,25 @@ class Trainer:
     Builds everything at construction: joins the torchrun process group (if any), seeds, builds
     the model (wrapped in DistributedDataParallel when the world is larger than one), the data,
     the optimizer and the schedule, saves ``output_dir/config.yaml`` (rank 0) and, with
-    ``resume``, loads ``output_dir/last_checkpoint`` (starting from scratch when there is none).
+    ``resume``, loads ``output_dir/last_checkpoint`` (starting from scratch when there is none)
+    and trims ``metrics.jsonl`` to its iteration. Option values are checked first
+    (:func:`check_train_config`), before anything is built.
 
     Args:
         cfg: The lazy config; ``train`` defaults are filled in (in place).
         resume: Continue from the newest checkpoint in ``train.output_dir``.
+        overwrite: Start afresh in an output folder that holds a run: its ``model_*.pt``,
+            ``last_checkpoint``, ``metrics.jsonl`` and ``config.yaml`` are deleted (nothing
+            else). Without ``resume`` or ``overwrite`` such a folder is refused.
         eval_hook: ``hook(model, iteration) -> dict | None`` called on all ranks every
             ``train.eval_period`` iterations and at the end, with the unwrapped model in eval
             mode; a returned dict is added to ``metrics.jsonl``. Overrides ``train.eval_hook``.
 
     Raises:
         KeyError: For unknown ``train``/``dataloader`` keys.
-        ValueError: For invalid option values.
+        ValueError: For invalid option values, or an output folder that holds a run (without
+            ``resume``/``overwrite``).
+        UserError: For a device that is not there (``cuda`` without a GPU).
         CheckpointError: When resuming from an unreadable checkpoint.
     """
 
@@ -208,9 +342,15 @@ class Trainer:
         cfg: DictConfig,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         eval_hook: Callable[[nn.Module, int], Mapping[str, Any] | None] | None = None,
     ) -> None:
-        self.cfg = merge_train_defaults(cfg)
+        if resume and overwrite:
+            raise ValueError(
+                "resume and overwrite exclude each other: --resume continues the run in the "
+                "output folder, --overwrite deletes it and starts again."
+            )
+        self.cfg = check_train_config(cfg)
         opts = self.cfg.train
         self.max_iter = int(opts.max_iter)
         self.grad_accum = int(opts.grad_accum)
@@ -219,19 +359,14 @@ class Trainer:
         self.eval_period = int(opts.eval_period)
         self.clip_grad = None if opts.clip_grad is None else float(opts.clip_grad)
         self.output_dir = Path(str(opts.output_dir))
-        if self.max_iter < 1 or self.grad_accum < 1:
-            raise ValueError(
-                f"train.max_iter ({self.max_iter}) and train.grad_accum ({self.grad_accum}) "
-                "must be >= 1."
-            )
-        if opts.amp not in _AMP_VALUES:
-            raise ValueError(f"train.amp must be one of {_AMP_VALUES}, got {opts.amp!r}.")
 
         self.dist: DistInfo = init_distributed()
-        device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if str(device) == "cuda" and self.dist.world_size > 1:
+        device = resolve_device(opts.device)
+        if device == "cuda" and self.dist.world_size > 1:
             device = f"cuda:{self.dist.local_rank}"
         self.device = torch.device(device)
+        if not resume:
+            self._refuse_existing_run(overwrite)
         self.seed = self._shared_seed(opts.seed)
         _seed_everything(self.seed + self.dist.rank)
 
@@ -260,19 +395,71 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self._restored_rng: dict[str, Any] | None = None
+        self._saved_iter: int | None = None  # iteration of the newest checkpoint written
+        self._phase: str | None = None  # where train() is inside a step (for Ctrl-C)
+        self._running_stats = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        ]
 
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                LazyConfig.save(self.cfg, self.output_dir / "config.yaml")
-            except ValueError as e:
-                logger.warning("config.yaml not written: %s", e)
+            for stale in remove_stale_temporaries(self.output_dir):
+                logger.info("Removed %s, left behind by a killed run.", stale)
+            if overwrite and not resume:
+                self._remove_run_files()
+            self._save_config()
+        if self.dist.world_size > 1:
+            dist.barrier()
         if resume:
             self.resume()
 
     # ----------------------------------------------------------------------------------------
     # Building
     # ----------------------------------------------------------------------------------------
+
+    def _run_files(self) -> list[Path]:
+        """The files of a run the trainer wrote in ``output_dir`` (empty for a new folder)."""
+        if not self.output_dir.is_dir():
+            return []
+        names = (LAST_CHECKPOINT, METRICS_FILE, CONFIG_FILE)
+        return sorted(
+            p
+            for p in self.output_dir.iterdir()
+            if p.is_file() and (p.name in names or _CHECKPOINT_RE.fullmatch(p.name))
+        )
+
+    def _refuse_existing_run(self, overwrite: bool) -> None:
+        """Refuse an output folder holding a run unless ``overwrite`` (decided on rank 0)."""
+        message = [None]
+        if self.dist.is_main and not overwrite:
+            held = [p.name for p in self._run_files() if p.name != CONFIG_FILE]
+            if held:
+                shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+                message[0] = (
+                    f"{self.output_dir} already holds a training run ({shown}); pass --resume "
+                    "(resume=True) to continue it, or --overwrite (overwrite=True) to delete "
+                    "its checkpoints, last_checkpoint, metrics.jsonl and config.yaml and "
+                    "start again."
+                )
+        if self.dist.world_size > 1:
+            dist.broadcast_object_list(message, src=0)
+        if message[0] is not None:
+            raise UserError(message[0])
+
+    def _remove_run_files(self) -> None:
+        for path in self._run_files():
+            path.unlink()
+            logger.info("Removed %s (overwrite).", path)
+
+    def _save_config(self) -> None:
+        """Write ``config.yaml`` atomically (a warning when the config cannot be YAML)."""
+        try:
+            with atomic_write(self.output_dir / CONFIG_FILE, suffix=".yaml") as tmp:
+                LazyConfig.save(self.cfg, tmp)
+        except ValueError as e:
+            logger.warning("config.yaml not written: %s", e)
 
     def _shared_seed(self, seed: int | None) -> int:
         if seed is not None:
@@ -388,7 +575,14 @@ class Trainer:
                 )
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
-        return target(params, **kwargs)
+        try:
+            return target(params, **kwargs)
+        except (TypeError, ValueError) as e:
+            bad = bad_argument_types(target, kwargs, "optimizer")
+            name = getattr(target, "__qualname__", repr(target))
+            reason = "; ".join(bad) + "." if bad else str(e) or type(e).__name__
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"while building 'optimizer' ({name}): {reason}") from e
 
     # ----------------------------------------------------------------------------------------
     # Data position
@@ -450,6 +644,7 @@ class Trainer:
         path = None
         if self.dist.is_main:
             path = save_checkpoint(self.state_dict(), self.output_dir, self.iter)
+            self._saved_iter = self.iter
         if self.dist.world_size > 1:
             dist.barrier()
         return path
@@ -463,10 +658,37 @@ class Trainer:
         path = read_last_checkpoint(self.output_dir)
         if path is None:
             logger.info("No checkpoint in %s; starting from scratch.", self.output_dir)
+            self._trim_metrics()
             return False
         self.load_state_dict(load_checkpoint(path))
+        self._saved_iter = self.iter
+        self._trim_metrics()
         logger.info("Resumed from %s at iteration %d.", path, self.iter)
         return True
+
+    def _trim_metrics(self) -> None:
+        """Drop the ``metrics.jsonl`` lines after the current iteration (and unreadable ones),
+        atomically, so a resumed run's log has no lines of iterations it will redo."""
+        path = self.output_dir / METRICS_FILE
+        if self.dist.is_main and path.is_file():
+            kept, dropped = [], 0
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                    keep = isinstance(record, dict) and int(record.get("iter", 0)) <= self.iter
+                except (ValueError, TypeError):
+                    keep = False
+                if keep:
+                    kept.append(line + "\n")
+                else:
+                    dropped += 1
+            if dropped:
+                atomic_write_text(path, "".join(kept))
+                logger.info(
+                    "Dropped %d line(s) after iteration %d from %s.", dropped, self.iter, path
+                )
+        if self.dist.world_size > 1:
+            dist.barrier()
 
     def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (RNG state restored when training starts)."""
@@ -531,13 +753,18 @@ class Trainer:
             for name, value in losses.items():
                 totals[name] += float(value.detach()) / self.grad_accum
             totals["loss"] += float(loss.detach()) / self.grad_accum
-        if self.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        # Weights, optimizer and schedule change from here on: Ctrl-C waits for the end of
+        # the update (where a checkpoint is consistent) when the handler can be swapped.
+        with _sigint_deferred():
+            self._phase = "update"
+            if self.clip_grad is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self._phase = "updated"
         return dict(totals)
 
     def _reduce(self, values: dict[str, float]) -> dict[str, float]:
@@ -560,13 +787,69 @@ class Trainer:
         return dict(result or {})
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
+        """Append one line to ``metrics.jsonl`` in a single write; on a failed or short write
+        (full disk) the file is cut back to its previous end, so it never ends mid-line."""
         if not self.dist.is_main:
             return
-        with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        data = (json.dumps(record) + "\n").encode("utf-8")
+        path = self.output_dir / METRICS_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            except BaseException:
+                os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What a step changes before the weights do: data position, RNG, running stats."""
+        return {
+            "iter": self.iter,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": get_rng_state(),
+            "stats": [
+                {k: v.detach().clone() for k, v in m.state_dict().items()}
+                for m in self._running_stats
+            ],
+        }
+
+    def _save_interrupted(self, snapshot: dict[str, Any]) -> None:
+        """On Ctrl-C: checkpoint the last completed iteration (rank 0, no barrier)."""
+        phase, self._phase = self._phase, None
+        if phase == "step":  # interrupted before the update: back to the step's start
+            self.epoch = snapshot["epoch"]
+            self.batch_in_epoch = snapshot["batch_in_epoch"]
+            set_rng_state(snapshot["rng"])
+            for module, stats in zip(self._running_stats, snapshot["stats"], strict=True):
+                module.load_state_dict(stats)
+        elif phase == "update":
+            logger.warning(
+                "Interrupted while the optimizer was updating the weights: no checkpoint of "
+                "iteration %d saved; --resume continues from the previous one.",
+                self.iter + 1,
+            )
+            return
+        elif phase == "updated" and self.iter == snapshot["iter"]:
+            self.iter += 1  # the step completed; only the count was missing
+        if not self.dist.is_main or self._saved_iter == self.iter:
+            return
+        path = save_checkpoint(self.state_dict(), self.output_dir, self.iter)
+        self._saved_iter = self.iter
+        logger.warning("Interrupted: saved %s (iteration %d).", path, self.iter)
 
     def train(self) -> dict[str, float]:
         """Train from the current iteration to ``train.max_iter``.
+
+        On Ctrl-C (``KeyboardInterrupt``) a checkpoint of the last completed iteration is
+        written (rank 0) before the interrupt is re-raised; a step interrupted before its
+        optimizer update is rewound (data position, RNG, normalisation statistics), so
+        resuming from that checkpoint continues like an uninterrupted run.
 
         Returns:
             The loss terms of the last log period (averaged over it and over ranks).
@@ -589,15 +872,19 @@ class Trainer:
         images_per_step = (
             self.batch_size * self.grad_accum * self.dist.world_size if self.batch_size else None
         )
+        snapshot: dict[str, Any] = {"iter": self.iter}
         try:
             while self.iter < self.max_iter:
+                snapshot = self._snapshot()
+                self._phase = "step"
                 values = self.run_step(batches)
+                self.iter += 1
+                self._phase = None
                 if not math.isfinite(values["loss"]):
                     raise FloatingPointError(
-                        f"Loss is {values['loss']} at iteration {self.iter}; lower the learning "
-                        "rate, set train.clip_grad, or check the data."
+                        f"Loss is {values['loss']} at iteration {self.iter - 1}; lower the "
+                        "learning rate, set train.clip_grad, or check the data."
                     )
-                self.iter += 1
                 for k, v in values.items():
                     period[k] += v
                 period_steps += 1
@@ -627,6 +914,10 @@ class Trainer:
                     result = self._run_eval()
                     if result:
                         self._write_metrics({"iter": self.iter, **result})
+        except KeyboardInterrupt:
+            self._save_interrupted(snapshot)
+            raise
         finally:
+            self._phase = None
             bar.close()
         return last

@@ -23,6 +23,7 @@ from ovdense.config import (
     target_to_str,
     to_py,
 )
+from ovdense.config.lazy import bad_argument_types
 
 
 def write(path: Path, text: str) -> Path:
@@ -151,6 +152,58 @@ def test_instantiate_error_for_bad_kwarg_and_inside_list():
     cfg = {"heads": [L(dict)(), L(datetime.timedelta)(minutes=1, hourz=2)]}
     with pytest.raises(TypeError, match=r"while instantiating 'heads.1' \(datetime.timedelta\)"):
         instantiate(cfg)
+
+
+def test_instantiate_type_error_names_the_key_given_as_text():
+    from ovdense.engine import WarmupCosine
+
+    cfg = OmegaConf.create(
+        {
+            "optimizer": L(torch.optim.AdamW)(
+                params=[torch.nn.Parameter(torch.zeros(2))], lr="fast"
+            ),
+            "lr_scheduler": L(WarmupCosine)(max_iter="abc", warmup_iters=2),
+        },
+        flags={"allow_objects": True},
+    )
+    with pytest.raises(TypeError) as info:
+        instantiate(cfg.optimizer)
+    assert str(info.value) == (
+        "while instantiating 'optimizer' (torch.optim.AdamW): optimizer.lr: expected a number, "
+        "got 'fast'."
+    )
+    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(TypeError) as info:
+        instantiate(cfg.lr_scheduler)
+    assert str(info.value) == (
+        "while instantiating 'lr_scheduler' (ovdense.engine.WarmupCosine): "
+        "lr_scheduler.max_iter: expected an integer, got 'abc'."
+    )
+
+
+def test_instantiate_keeps_the_message_when_no_argument_is_text():
+    # a numeric argument out of range: the target's own sentence is kept
+    cfg = {"opt": L(fractions.Fraction)(numerator=1, denominator=0)}
+    with pytest.raises(ZeroDivisionError, match=r"Fraction\(1, 0\)$"):
+        instantiate(cfg)
+    # text where text is expected is not blamed
+    cfg = {"t": L(datetime.timedelta)(minutes="many")}
+    with pytest.raises(TypeError) as info:
+        instantiate(cfg)
+    assert "t.minutes: expected" not in str(info.value)
+
+
+def test_bad_argument_types_reads_annotations_and_defaults():
+    def target(a: int, b: float | None = None, c="x", d=0.5, e: str = "y", *, f: int | str = 1):
+        pass
+
+    kwargs = {"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7"}
+    assert bad_argument_types(target, kwargs, "node") == [
+        "node.a: expected an integer, got '1'",
+        "node.b: expected a number, got '2'",
+        "node.d: expected a number, got '4'",
+    ]
+    assert bad_argument_types(target, {"a": 1, "b": 2.0}, "") == []
 
 
 def test_instantiate_error_type_that_cannot_be_rebuilt_is_chained():

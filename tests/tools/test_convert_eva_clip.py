@@ -9,6 +9,7 @@ import torch
 from tiny_eva import MODEL_NAME, make_eva
 
 from ovdense.modeling.clip import load_clip
+from ovdense.utils.cli import run_cli
 
 RENAMES = [  # open_clip -> EVA-CLIP, written independently of the converter
     ("attn.q_proj.bias", "attn.q_bias"),
@@ -68,7 +69,7 @@ def test_full_checkpoint(clip, tmp_path, capsys):
 def test_visual_only_needs_text_from(clip, tmp_path, capsys):
     vis, full, dst = tmp_path / "vis.pt", tmp_path / "full.pt", tmp_path / "out.safetensors"
     torch.save({k[len("visual.") :]: v for k, v in _eva_clip(clip, text=False).items()}, vis)
-    assert cli.main([str(vis), str(dst), "--model", MODEL_NAME]) == 2
+    assert run_cli(cli.main, [str(vis), str(dst), "--model", MODEL_NAME]) == 2
     assert "--text-from" in capsys.readouterr().err and not dst.exists()
     other = load_clip(MODEL_NAME)  # another (random) text tower
     torch.save(other.state_dict(), full)  # open_clip layout works as --text-from too
@@ -81,9 +82,35 @@ def test_visual_only_needs_text_from(clip, tmp_path, capsys):
 def test_errors(clip, tmp_path, capsys):
     src = tmp_path / "eva.pt"
     torch.save(_eva_clip(clip), src)
-    assert cli.main([str(src), "--model", "EVA02-Nope"]) == 2
+    with pytest.raises(KeyError, match="Unknown open_clip model"):
+        cli.main([str(src), "--model", "EVA02-Nope"])  # raised: run_cli reports it
+    assert run_cli(cli.main, [str(src), "--model", "EVA02-Nope"]) == 2
     assert "Unknown open_clip model" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     torch.save({k: v for k, v in _eva_clip(clip).items() if "blocks.1." not in k}, bad)
-    assert cli.main([str(bad), "--model", MODEL_NAME]) == 2
+    assert run_cli(cli.main, [str(bad), "--model", MODEL_NAME]) == 2
     assert "missing keys" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_output_is_replaced_only_by_a_complete_file(clip, tmp_path, monkeypatch, suffix):
+    src, dst = tmp_path / "eva.pt", tmp_path / f"open_clip{suffix}"
+    torch.save({"state_dict": _eva_clip(clip)}, src)
+    assert cli.main([str(src), str(dst), "--model", MODEL_NAME]) == 0
+    good = dst.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):  # half a file, then the disk is full
+        with open(f, "wb") as fh:
+            fh.write(good[: len(good) // 2])
+        raise OSError(28, "No space left on device (simulated)")
+
+    if suffix == ".pt":
+        monkeypatch.setattr(torch, "save", full_disk)
+    else:
+        import safetensors.torch
+
+        monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="simulated"):
+        cli.main([str(src), str(dst), "--model", MODEL_NAME])
+    assert dst.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -1,4 +1,5 @@
-"""tools/train_tiny_clip.py: a two-iteration run trains, exports fp16 weights and reports."""
+"""tools/train_tiny_clip.py: a two-iteration run trains, exports fp16 weights and reports;
+nothing is written into the installed package unless --update-bundled says so."""
 
 import importlib.util
 import json
@@ -7,10 +8,22 @@ from pathlib import Path
 import pytest
 import torch
 
+import ovdense
 from ovdense.modeling.bundled import bundled_weights
 from ovdense.modeling.clip import load_clip
+from ovdense.modeling.contrastive import ContrastiveCLIP
+from ovdense.utils.cli import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(ovdense.__file__).resolve().parent
+TINY = [
+    "train.max_iter=2",
+    "lr_scheduler.max_iter=2",
+    "lr_scheduler.warmup_iters=1",
+    "dataloader.batch_size=4",
+    "dataloader.num_workers=0",
+    "dataloader.dataset.length=8",
+]
 
 
 def _tool():
@@ -18,6 +31,27 @@ def _tool():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(autouse=True)
+def exports(monkeypatch):
+    """Every export path, recorded; a write into the real installed package fails the test
+    (instead of replacing the shipped weights)."""
+    real = ContrastiveCLIP.save_open_clip_checkpoint
+    paths: list[Path] = []
+
+    def guarded(self, path, *args, **kwargs):
+        paths.append(Path(path).resolve())
+        if paths[-1].is_relative_to(PACKAGE):
+            raise AssertionError(f"wrote into the installed package: {path}")
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(ContrastiveCLIP, "save_open_clip_checkpoint", guarded)
+    return paths
+
+
+def _fake_zero_shot(clip, num_images):
+    return {"all": {"n": num_images, "acc": 0.0}}
 
 
 def test_two_iterations_export_and_report(tmp_path):
@@ -65,3 +99,49 @@ def test_missing_bundled_file_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(bundled, "_WEIGHTS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="train_tiny_clip"):
         load_clip("ovdense-tiny-vit", "shapes")
+
+
+def test_default_export_goes_to_the_run_folder(tmp_path, exports, monkeypatch):
+    tool = _tool()
+    monkeypatch.setattr(tool, "shapes_zero_shot", _fake_zero_shot)
+    bundled = bundled_weights("ovdense-tiny-vit", "shapes")
+    before = bundled.read_bytes()
+    out = tmp_path / "run"
+    assert tool.main(["--output", str(out), "--eval-images", "2", *TINY]) == 0
+    assert exports == [(out / "ovdense-tiny-vit_shapes.pt").resolve()]
+    state = torch.load(out / "ovdense-tiny-vit_shapes.pt", weights_only=True)
+    trained = torch.load(out / "model_0000002.pt", weights_only=True)["model"]
+    assert torch.equal(state["visual.conv1.weight"], trained["clip.visual.conv1.weight"].half())
+    assert bundled.read_bytes() == before
+
+
+def test_export_into_the_package_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    tool = _tool()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing the export path")
+
+    monkeypatch.setattr(tool, "Trainer", no_training)
+    target = PACKAGE / "assets" / "weights" / "ovdense-tiny-vit_shapes.pt"
+    args = ["--output", str(tmp_path / "run"), "--export", str(target), *TINY]
+    with pytest.raises(UserError, match="--update-bundled"):
+        tool.main(args)
+    assert run_cli(tool.main, args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inside the installed ovdense package" in err
+
+
+def test_update_bundled_writes_the_shipped_file(tmp_path, exports, monkeypatch):
+    tool = _tool()
+    # a stand-in package folder, so that the real shipped weights stay as they are
+    fake_pkg = tmp_path / "site-packages" / "ovdense"
+    shipped = fake_pkg / "assets" / "weights" / "ovdense-tiny-vit_shapes.pt"
+    monkeypatch.setattr(tool, "PACKAGE_DIR", fake_pkg)
+    monkeypatch.setattr(tool, "BUNDLED_EXPORT", shipped)
+    monkeypatch.setattr(tool, "shapes_zero_shot", _fake_zero_shot)
+    args = ["--output", str(tmp_path / "run"), "--eval-images", "2", *TINY]
+    with pytest.raises(UserError, match="--update-bundled"):
+        tool.main([*args, "--export", str(shipped)])
+    assert tool.main([*args, "--update-bundled"]) == 0
+    assert exports == [shipped.resolve()] and shipped.is_file()
+    assert not (tmp_path / "run" / "ovdense-tiny-vit_shapes.pt").exists()

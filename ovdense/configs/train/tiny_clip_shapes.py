@@ -9,7 +9,8 @@ Reproduce the shipped weights (2 CPU cores, see README "Shapes world")::
     OMP_NUM_THREADS=1 python tools/train_tiny_clip.py
 
 which runs this config with ``tools/train.py``'s engine, then exports fp16 weights to
-``ovdense/assets/weights/ovdense-tiny-vit_shapes.pt`` and reports zero-shot accuracy.
+``output/tiny_clip_shapes/ovdense-tiny-vit_shapes.pt`` and reports zero-shot accuracy
+(``--update-bundled`` replaces the shipped ``ovdense/assets/weights/ovdense-tiny-vit_shapes.pt``).
 """
 
 import torch
