@@ -606,8 +606,9 @@ class LazyConfig:
         container = to_py(cfg, resolve=False)
         data = _to_yaml_data(container, "")
         text = OmegaConf.to_yaml(OmegaConf.create(data))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        from ..utils.io import atomic_write_text  # never a truncated config.yaml
+
+        atomic_write_text(path, text)
 
     @staticmethod
     def to_dict(cfg: Any, resolve: bool = True) -> Any:

@@ -21,6 +21,7 @@ from ovdense.engine import Trainer
 from ovdense.modeling.backbones import DenseCLIPBackbone, list_strategies
 from ovdense.modeling.clip import load_clip
 from ovdense.modeling.distill import CLIPSelf
+from ovdense.utils.cli import run_cli
 
 
 def write_images(folder, n=8, size=(40, 32), seed=0):
@@ -306,7 +307,8 @@ def test_export_tool_writes_the_trained_student(tmp_path, tiny_clip_config):
     b = torch.load(ref, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (
-        tool.main(
+        run_cli(
+            tool.main,
             [
                 "--config",
                 str(tmp_path / "out" / "config.yaml"),
@@ -314,7 +316,7 @@ def test_export_tool_writes_the_trained_student(tmp_path, tiny_clip_config):
                 str(tmp_path / "nothing"),
                 "--output",
                 str(out),
-            ]
+            ],
         )
         == 2
     )
