@@ -7,6 +7,10 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 version_ns: dict = {}
 exec((ROOT / "ovdense" / "version.py").read_text(), version_ns)
+# Minimum versions: one source of truth, also checked by ``import ovdense`` (open_clip_torch,
+# timm). Why each bound and how it was verified: docs/dependencies.md.
+versions_ns: dict = {}
+exec((ROOT / "ovdense" / "utils" / "versions.py").read_text(), versions_ns)
 
 setup(
     name="ovdense",
@@ -27,20 +31,7 @@ setup(
         ]
     },
     include_package_data=True,
-    install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
-        "open_clip_torch>=2.24",
-        "timm>=0.9",
-        "segment-anything>=1.0",
-        "opencv-python-headless>=4.8",
-        "pycocotools>=2.0.7",
-        "numpy>=1.24",
-        "pillow>=10.0",
-        "omegaconf>=2.3",
-        "tqdm>=4.65",
-        "scipy>=1.10",
-    ],
+    install_requires=versions_ns["requirements"](),
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.4"],
     },

@@ -9,6 +9,12 @@ Quick start::
     out = pred.predict(["cat", "dog", "sofa, couch"])  # out.labels [H, W], out.probs [C, H, W]
 """
 
+# ruff: noqa: E402 - the version check must run before the imports below
+# Before anything imports open_clip / timm: a too-old version fails here in one sentence.
+from .utils.versions import check_dependency_versions
+
+check_dependency_versions()
+
 from .model_zoo import build_segmentor, get_config, list_presets
 from .modeling.backbones import DenseCLIPBackbone, build_clip_backbone, list_strategies
 from .modeling.clip import WeightsUnavailableError, load_clip
