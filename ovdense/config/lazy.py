@@ -586,29 +586,36 @@ class LazyConfig:
         return _new_config(content)
 
     @staticmethod
-    def save(cfg: DictConfig | Mapping[str, Any], path: PathLike) -> None:
-        """Write a config as YAML that :meth:`load` reads back to an equal config.
+    def to_yaml(cfg: DictConfig | Mapping[str, Any]) -> str:
+        """The YAML text :meth:`save` writes (callables as dotted paths, tuples as lists,
+        interpolations unresolved).
 
-        Callable values (including ``_target_`` objects) are written as dotted import paths
-        and tuples as lists; interpolations are kept unresolved.
+        Raises:
+            ValueError: A value that YAML cannot represent (the message names its key), e.g. a
+                lambda target or a tensor.
+        """
+        data = _to_yaml_data(to_py(cfg, resolve=False), "")
+        return OmegaConf.to_yaml(OmegaConf.create(data))
+
+    @staticmethod
+    def save(cfg: DictConfig | Mapping[str, Any], path: PathLike) -> None:
+        """Write a config as YAML that :meth:`load` reads back to an equal config, atomically
+        (a temporary file renamed into place: never a truncated file).
 
         Args:
             cfg: The config.
             path: Destination ``.yaml``/``.yml`` file; parent folders are created.
 
         Raises:
-            ValueError: For another extension, or a value that YAML cannot represent (the
-                message names its key), e.g. a lambda target or a tensor.
+            ValueError: For another extension, or a value that YAML cannot represent (see
+                :meth:`to_yaml`).
         """
+        from ..utils.io import atomic_write_text
+
         path = Path(path)
         if path.suffix.lower() not in _YAML_SUFFIXES:
             raise ValueError(f"LazyConfig.save writes YAML; use a .yaml path, got {path}.")
-        container = to_py(cfg, resolve=False)
-        data = _to_yaml_data(container, "")
-        text = OmegaConf.to_yaml(OmegaConf.create(data))
-        from ..utils.io import atomic_write_text  # never a truncated config.yaml
-
-        atomic_write_text(path, text)
+        atomic_write_text(path, LazyConfig.to_yaml(cfg))
 
     @staticmethod
     def to_dict(cfg: Any, resolve: bool = True) -> Any:

@@ -60,7 +60,7 @@ from tqdm import tqdm
 from ovdense.config import LazyConfig, instantiate
 from ovdense.config.lazy import TARGET_KEY, bad_argument_types, locate
 from ovdense.utils.cli import UserError, resolve_device
-from ovdense.utils.io import atomic_write, atomic_write_text, remove_stale_temporaries
+from ovdense.utils.io import atomic_write_text, remove_stale_temporaries
 from ovdense.utils.registry import closest_match
 
 from .checkpoint import (
@@ -456,8 +456,7 @@ class Trainer:
     def _save_config(self) -> None:
         """Write ``config.yaml`` atomically (a warning when the config cannot be YAML)."""
         try:
-            with atomic_write(self.output_dir / CONFIG_FILE, suffix=".yaml") as tmp:
-                LazyConfig.save(self.cfg, tmp)
+            LazyConfig.save(self.cfg, self.output_dir / CONFIG_FILE)  # atomic
         except ValueError as e:
             logger.warning("config.yaml not written: %s", e)
 

@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -197,10 +196,7 @@ def versions() -> dict[str, str]:
 # -- fingerprint of an output folder ----------------------------------------------------------
 def config_text(cfg: DictConfig) -> str:
     """The YAML text :meth:`LazyConfig.save` writes for ``cfg`` (what ``config.yaml`` holds)."""
-    with tempfile.TemporaryDirectory(prefix="ovdense-cfg-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        LazyConfig.save(cfg, path)
-        return path.read_text(encoding="utf-8")
+    return LazyConfig.to_yaml(cfg)
 
 
 def _file_identity(path: str | os.PathLike) -> str:

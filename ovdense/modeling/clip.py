@@ -234,11 +234,12 @@ def load_clip(
         except Exception as err:  # noqa: BLE001 - any other load failure here is a mismatch
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             guess = _matching_architectures(path)
-            hint = (
-                f"it fits {', '.join(guess[:4])}: pass that as model_name (--model)"
-                if guess
-                else "check model_name (--model)"
-            )
+            if model_name in guess:  # the sizes fit: something else is wrong with the file
+                hint = "its sizes fit this architecture, so the file itself is at fault"
+            elif guess:
+                hint = f"it fits {', '.join(guess[:4])}: pass that as model_name (--model)"
+            else:
+                hint = "check model_name (--model)"
             raise CheckpointFormatError(
                 f"Could not load {path} into open_clip {model_name}: the checkpoint does not "
                 f"match this architecture; {hint}. Details: {detail[:300]}"
