@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import write_ade_layout
 from PIL import Image
 
 from ovdense.utils.cli import run_cli
@@ -40,17 +41,7 @@ def _one_error_line(err: str) -> str:
 
 @pytest.fixture()
 def ade(tmp_path, tiny_preset):
-    root = tmp_path / "data"
-    ade = root / "ADEChallengeData2016"
-    (ade / "images" / "validation").mkdir(parents=True)
-    (ade / "annotations" / "validation").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        h, w = 30 + 5 * i, 44
-        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        lab = rng.integers(0, 6, (h, w), dtype=np.uint8)
-        Image.fromarray(img).save(ade / "images" / "validation" / f"ADE_val_{i:08d}.jpg")
-        Image.fromarray(lab).save(ade / "annotations" / "validation" / f"ADE_val_{i:08d}.png")
+    root = write_ade_layout(tmp_path / "data")
     return root, tiny_preset("sclip")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import write_ade_layout
 from PIL import Image
 
 from ovdense.utils.visualizer import load_label_png
@@ -26,16 +27,7 @@ def _tool(name):
 @pytest.fixture()
 def setup(tmp_path, tiny_preset):
     preset = tiny_preset("sclip")
-    ade = tmp_path / "data" / "ADEChallengeData2016"
-    (ade / "images" / "validation").mkdir(parents=True)
-    (ade / "annotations" / "validation").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        h, w = 30 + 5 * i, 44
-        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        lab = rng.integers(0, 6, (h, w), dtype=np.uint8)  # 0 = "other" -> ignored
-        Image.fromarray(img).save(ade / "images" / "validation" / f"ADE_val_{i:08d}.jpg")
-        Image.fromarray(lab).save(ade / "annotations" / "validation" / f"ADE_val_{i:08d}.png")
+    write_ade_layout(tmp_path / "data")
     return preset, tmp_path / "data", tmp_path / "out"
 
 

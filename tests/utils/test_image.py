@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from fakes import write_bomb_png
 from PIL import Image, ImageFile, ImageOps
 
 from ovdense.utils import image as image_mod
@@ -171,28 +170,6 @@ def test_max_pixels_argument_overrides_the_module_limit(tmp_path: Path) -> None:
         load_image(tmp_path / "big.png", max_pixels=15)
     assert load_image(tmp_path / "big.png", max_pixels=16)[0, 0, 0] == 9
     assert image_mod.MAX_IMAGE_PIXELS == image_mod.PILLOW_MAX_IMAGE_PIXELS  # untouched
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(tag + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-
-def write_bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
-    """A valid 1-bit PNG of ``width x height`` black pixels: ~110 KB on disk, 900 M pixels
-    (~3.6 GB as RGB) once decoded."""
-    row = b"\0" * (1 + (width + 7) // 8)
-    comp = zlib.compressobj(9)
-    parts = [comp.compress(row * 1000) for _ in range(height // 1000)]
-    parts += [comp.compress(row * (height % 1000)), comp.flush()]
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", b"".join(parts))
-        + _png_chunk(b"IEND", b"")
-    )
-    return path
 
 
 @pytest.fixture(scope="session")
