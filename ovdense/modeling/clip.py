@@ -12,23 +12,26 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import open_clip
 import torch
 from torch import nn
 
 from ..utils.registry import unknown_name_message
+from ..utils.weights import (
+    CheckpointFormatError,
+    WeightsUnavailableError,
+    check_weights_file,
+    unreachable_reason,
+)
 from .bundled import bundled_weights
 
 __all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint", "weights_need_quick_gelu"]
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be fetched (offline, firewall, hub down)."""
+_CHECKPOINT_HINT = "an open_clip checkpoint file: .bin, .pt, .pth or .safetensors"
 
 
 def _download_failed_message(model_name: str, pretrained: str, reason: str) -> str:
@@ -68,33 +71,18 @@ def _check_weights_reachable(model_name: str, tag: str, cache_dir: str | None) -
     cached locally and their host cannot be reached."""
     cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
     hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
-        candidates = [filename] if filename else []
-        candidates += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        for name in candidates:
-            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str):
-                return
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-            raise WeightsUnavailableError(
-                _download_failed_message(model_name, tag, "HF_HUB_OFFLINE is set")
-            )
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    elif url:
-        folder = Path(cache_dir or Path.home() / ".cache" / "clip")
-        if (folder / os.path.basename(url)).is_file():
-            return
-        host = urlparse(url).hostname
-    else:
-        return
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError:
-        raise WeightsUnavailableError(
-            _download_failed_message(model_name, tag, f"{host} unreachable")
-        ) from None
+    repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+    candidates = [filename] if filename else []
+    candidates += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    reason = unreachable_reason(
+        hf_repo=repo or None,
+        hf_filenames=candidates,
+        url=url or None,
+        url_cache_dir=cache_dir,
+        cache_dir=cache_dir,
+    )
+    if reason is not None:
+        raise WeightsUnavailableError(_download_failed_message(model_name, tag, reason))
 
 
 def _file_id(path: Path) -> str:
@@ -217,15 +205,8 @@ def load_clip(
         )
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
-        if path.is_dir():
-            raise IsADirectoryError(
-                f"CLIP checkpoint {path} is a folder; pass the checkpoint file itself (e.g. "
-                f"{path / 'open_clip_pytorch_model.bin'})."
-            )
-        if not path.is_file():
-            raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
-        _check_readable(path)
-        from .convert.eva_clip import CheckpointFormatError, create_model_from_checkpoint
+        check_weights_file(path, what="CLIP checkpoint", hint=_CHECKPOINT_HINT)
+        from .convert.eva_clip import create_model_from_checkpoint
 
         try:
             clip = create_model_from_checkpoint(model_name, path, **kwargs)  # + EVA-CLIP names
@@ -317,32 +298,6 @@ def _matching_architectures(path: Path) -> list[str]:
         for name in open_clip.list_models()
         if _tower_signature(open_clip.get_model_config(name) or {}) == found
     ]
-
-
-def _check_readable(path: Path) -> None:
-    """Fail early, naming the file, when a checkpoint is truncated or not a checkpoint at all.
-
-    Cheap: zip-format torch files are memory-mapped (no data read), safetensors read their header.
-    """
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
-        elif path.suffix not in (".npz", ".npy"):
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-        # legacy (non-zip) torch.save files are pickles: they start with the PROTO opcode
-        if "mmap can only be used" in str(err) and head[:1] == b"\x80":
-            return
-        raise ValueError(
-            f"Could not read CLIP checkpoint {path}: the file is truncated or not a checkpoint "
-            f"({type(err).__name__}); pass an open_clip checkpoint file (.bin, .pt, .pth or "
-            ".safetensors)."
-        ) from None
 
 
 def _default_tokenizer(clip: nn.Module, model_name: str | None) -> Any:

@@ -60,7 +60,7 @@ def test_checkpoint_errors(tmp_path, registered_tiny, tiny_clip_factory):
         load_clip("ViT-S-32", checkpoint=good)
     # the sizes in the file name the architecture that fits it
     assert f"it fits {registered_tiny}" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(IsADirectoryError, match="is a folder; pass the checkpoint file"):
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the file itself"):
         load_clip(registered_tiny, checkpoint=tmp_path)
     text = tmp_path / "notes.txt"
     text.write_text("not weights")

@@ -31,12 +31,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import open_clip
-import torch
 from torch import Tensor, nn
+
+from ...utils.weights import CheckpointFormatError, flatten_state_dict, read_state_dict
 
 __all__ = [
     "CheckpointFormatError",
@@ -50,33 +50,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class CheckpointFormatError(ValueError):
-    """A checkpoint that cannot become the requested model; the message says why and what to do
-    (``load_clip`` passes it on unchanged)."""
-
-
 _NESTING = ("state_dict", "model", "module", "model_ema")
 _TEXT_PREFIXES = ("text_projection", "positional_embedding", "token_embedding", "transformer")
-
-
-def _unwrap(obj: Any) -> dict[str, Tensor]:
-    """Tensor dict from a checkpoint object: nested ``state_dict`` / ``model`` / ``module``
-    entries are followed, a DDP ``module.`` prefix is stripped."""
-    for _ in range(3):
-        if not isinstance(obj, Mapping):
-            break
-        inner = next((obj[k] for k in _NESTING if isinstance(obj.get(k), Mapping)), None)
-        if inner is None or any(isinstance(v, Tensor) for v in obj.values()):
-            break
-        obj = inner
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"Expected a state dict (name -> tensor), got {type(obj).__name__}.")
-    sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-    if not sd:
-        raise ValueError("The checkpoint holds no tensors.")
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return sd
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Tensor]:
@@ -86,18 +61,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Te
     Args:
         mmap: memory-map zip-format torch files (cheap when only the keys are needed).
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return _unwrap(load_file(str(path)))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except RuntimeError as err:
-        if not mmap or "mmap" not in str(err):
-            raise
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    return _unwrap(obj)
+    return read_state_dict(path, what="CLIP checkpoint", nesting=_NESTING, mmap=mmap)
 
 
 def checkpoint_layout(sd: Mapping[str, Tensor]) -> str:
@@ -144,7 +108,7 @@ def convert_eva_clip_state_dict(sd: Mapping[str, Any], model: nn.Module) -> dict
     from timm.models.eva import checkpoint_filter_fn
 
     trunk = _eva_trunk(model)
-    flat = _unwrap(sd)
+    flat = flatten_state_dict(sd, nesting=_NESTING)
     layout = checkpoint_layout(flat)
     if layout == "unknown":
         raise ValueError(
@@ -224,7 +188,7 @@ def load_eva_clip_weights(
         source = str(checkpoint)
         checkpoint = read_checkpoint(checkpoint)
     sd = convert_eva_clip_state_dict(checkpoint, model)
-    if checkpoint_layout(_unwrap(checkpoint)).endswith("_visual"):
+    if checkpoint_layout(flatten_state_dict(checkpoint, nesting=_NESTING)).endswith("_visual"):
         visual = {k[len("visual.") :]: v for k, v in sd.items()}
         _load_strict(model.visual, visual, "image tower", source)
     else:
