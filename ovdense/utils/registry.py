@@ -31,6 +31,7 @@ class Registry(Generic[T]):
 
     The contract of what a registered object must be is documented where each registry is
     created. Unknown names raise ``KeyError`` listing the available names and the closest one.
+    Registering sets the object's ``name`` attribute to its key, so the key is written once.
 
     Example::
 
@@ -38,6 +39,8 @@ class Registry(Generic[T]):
 
         @STRATEGIES.register("maskclip")
         class MaskCLIPAttention(AttentionStrategy): ...
+
+        MaskCLIPAttention.name  # "maskclip"
     """
 
     def __init__(self, kind: str) -> None:
@@ -45,16 +48,47 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
-        """Decorator registering an object under ``name`` (default: its ``__name__``)."""
+        """Decorator registering an object under ``name`` (default: its ``__name__``) and
+        setting its ``name`` attribute to that key.
+
+        An object registered again under another key (an alias) keeps the ``name`` of its
+        first key. Objects that cannot take attributes are registered without one.
+
+        Raises:
+            KeyError: ``name`` is already registered.
+            ValueError: the object itself (not a base class) already defines another ``name``.
+        """
 
         def deco(obj: T) -> T:
             key = name if name is not None else obj.__name__  # type: ignore[attr-defined]
             if key in self._items:
                 raise KeyError(f"{self.kind} '{key}' is already registered.")
+            own = getattr(obj, "__dict__", {}).get("name")
+            is_alias = any(item is obj for item in self._items.values())
+            if isinstance(own, str) and own and own != key and not is_alias:
+                raise ValueError(
+                    f"{self.kind} '{key}': {obj!r} defines name={own!r}; the registry sets the "
+                    "name from the key, so leave the attribute out."
+                )
+            if not is_alias:
+                try:
+                    obj.name = key  # type: ignore[attr-defined]
+                except (AttributeError, TypeError):  # e.g. builtins, slotted objects
+                    pass
             self._items[key] = obj
             return obj
 
         return deco
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return its object (e.g. a test's temporary registration).
+
+        Raises:
+            KeyError: ``name`` is not registered (the message lists the available names).
+        """
+        obj = self.get(name)
+        del self._items[name]
+        return obj
 
     def get(self, name: str) -> T:
         if name not in self._items:

@@ -17,6 +17,7 @@ from tiny_eva import MODEL_NAME, TIMM_NAME, make_eva
 from ovdense.modeling.backbones import (
     DenseCLIPBackbone,
     DenseEVABackbone,
+    DenseTowerBackbone,
     build_clip_backbone,
     dense_backbone_for,
 )
@@ -132,7 +133,9 @@ def _project(trunk, tokens):
 
 def test_dispatch_and_attributes(eva):
     bb = dense_backbone_for(eva, "naclip")
-    assert type(bb) is DenseEVABackbone and isinstance(bb, DenseCLIPBackbone)
+    # siblings over one base: EVA does not subclass the ViT backbone
+    assert type(bb) is DenseEVABackbone and isinstance(bb, DenseTowerBackbone)
+    assert not isinstance(bb, DenseCLIPBackbone)
     assert bb.patch_size == 8 and bb.embed_dim == 32 and bb.width == 64 and bb.num_blocks == 3
     assert bb.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
     assert type(build_clip_backbone(model=eva, strategy="sclip")) is DenseEVABackbone

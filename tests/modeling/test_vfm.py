@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 
-from ovdense.modeling.backbones import vfm as vfm_module
+from ovdense.modeling.vfm import timm_vit as vfm_module
 from ovdense.modeling.backbones.vfm import (
     DINOFeatures,
     DINOv2Features,

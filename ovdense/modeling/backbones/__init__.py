@@ -1,19 +1,28 @@
-"""Dense backbones: images -> per-patch embeddings in CLIP's joint space."""
+"""Dense backbones: images -> per-patch embeddings in CLIP's joint space.
 
-from .attention import (
+``DenseCLIPBackbone`` (open_clip ViT, ``clip_vit.py``) and ``DenseEVABackbone`` (EVA02-CLIP,
+``eva_vit.py``) are siblings over ``DenseTowerBackbone`` (``tower.py``); ``dense_backbone_for``
+(``build.py``) picks the one that fits a model. The last-block strategies live in
+:mod:`ovdense.modeling.strategies`, the vision foundation models in :mod:`ovdense.modeling.vfm`;
+their names are re-exported here as before.
+"""
+
+from ..layers import interpolate_pos_embed
+from ..strategies import (
     STRATEGIES,
     AttentionStrategy,
+    ProxyAttention,
     TokenContext,
     build_strategy,
     gaussian_window_bias,
     list_strategies,
 )
+from ..vfm import VFMS, VisionFoundationModel, build_vfm, list_vfms
 from .base import DenseBackbone, DenseFeatures, FeatureInfo
-from .clip_vit import DenseCLIPBackbone, build_clip_backbone, dense_backbone_for
+from .build import build_clip_backbone, dense_backbone_for
+from .clip_vit import DenseCLIPBackbone
 from .eva_vit import DenseEVABackbone, EvaBlockView, is_eva_tower
-from .pos_embed import interpolate_pos_embed
-from .proxy import ProxyAttention  # registers the "proxy" strategy
-from .vfm import VFMS, VisionFoundationModel, build_vfm, list_vfms
+from .tower import DenseTowerBackbone
 
 __all__ = [
     "STRATEGIES",
@@ -21,6 +30,7 @@ __all__ = [
     "DenseBackbone",
     "DenseCLIPBackbone",
     "DenseEVABackbone",
+    "DenseTowerBackbone",
     "EvaBlockView",
     "DenseFeatures",
     "FeatureInfo",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor, nn
+
+from ..layers.cache import grid_cached  # noqa: F401  (re-export; its home is layers/)
 
 
 @dataclass
@@ -27,6 +30,32 @@ class DenseFeatures:
     stride: int
     global_embed: Tensor | None = None
     intermediates: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _flatten_features(f: DenseFeatures) -> tuple[list, int]:
+    return [f.dense, f.global_embed, f.intermediates], f.stride
+
+
+def _unflatten_features(children, stride: int) -> DenseFeatures:
+    dense, global_embed, intermediates = children
+    return DenseFeatures(dense, stride, global_embed, intermediates)
+
+
+def _flatten_features_with_keys(f: DenseFeatures) -> tuple[list, int]:
+    children, stride = _flatten_features(f)
+    names = ("dense", "global_embed", "intermediates")
+    return [(pytree.GetAttrKey(n), c) for n, c in zip(names, children, strict=True)], stride
+
+
+# NOTE: a pytree node so that torch.export / torch.compile can return DenseFeatures from a
+# traced forward (the stride is static metadata, the tensors are the leaves).
+pytree.register_pytree_node(
+    DenseFeatures,
+    _flatten_features,
+    _unflatten_features,
+    serialized_type_name="ovdense.modeling.backbones.base.DenseFeatures",
+    flatten_with_keys_fn=_flatten_features_with_keys,
+)
 
 
 @dataclass(frozen=True)
@@ -90,14 +119,3 @@ def normalize_out_indices(out_indices: Sequence[int], num_blocks: int) -> tuple[
             raise ValueError(f"out_indices {i} out of range for {num_blocks} blocks.")
         norm.add(j)
     return tuple(sorted(norm))
-
-
-def grid_cached(cache: dict[tuple, Tensor], key: tuple, compute: Callable[[], Tensor]) -> Tensor:
-    """``cache[key]``, computed (without autograd) on a miss; the cache is emptied past 32
-    entries. Used for per-grid position / rotary embeddings."""
-    if key not in cache:
-        if len(cache) > 32:
-            cache.clear()
-        with torch.no_grad():
-            cache[key] = compute()
-    return cache[key]

@@ -8,15 +8,16 @@ before ``proj`` ("sub-LN") and a SwiGLU MLP; the projection to the text space is
 ``norm`` then its ``head`` (``Linear`` with bias).
 
 :class:`EvaBlockView` presents a timm ``EvaBlock`` through the interface the
-:class:`~ovdense.modeling.backbones.attention.AttentionStrategy` classes use (``ln_1``,
+:class:`~ovdense.modeling.strategies.AttentionStrategy` classes use (``ln_1``,
 ``attn.in_proj_weight`` / ``in_proj_bias`` / ``out_proj`` / ``num_heads``, ``qk_transform``,
 ``ls_1``, ``mlp``, ``ln_2``, ``ls_2``), so the very same strategy objects (vanilla, maskclip,
 sclip, clearclip, naclip, proxy, ...) run on both towers. :class:`DenseEVABackbone` is the
-EVA counterpart of :class:`~ovdense.modeling.backbones.clip_vit.DenseCLIPBackbone`;
-``dense_backbone_for(clip)`` returns one when ``clip`` has an EVA tower.
+EVA sibling of :class:`~ovdense.modeling.backbones.clip_vit.DenseCLIPBackbone` (both over
+:class:`~ovdense.modeling.backbones.tower.DenseTowerBackbone`); ``dense_backbone_for(clip)``
+returns one when ``clip`` has an EVA tower.
 
 At any patch grid: the absolute position embedding is interpolated with
-:func:`~ovdense.modeling.backbones.pos_embed.interpolate_pos_embed` (``pos_interp`` as for the
+:func:`~ovdense.modeling.layers.interpolate_pos_embed` (``pos_interp`` as for the
 ViT), the rotary embedding is rebuilt for the grid by timm's own rotary module (its
 ``ref_feat_shape`` rescaling, i.e. EVA's ``ft_seq_len`` interpolation).
 """
@@ -29,10 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionStrategy, TokenContext, build_strategy
-from .base import check_patch_images, grid_cached, normalize_out_indices
-from .clip_vit import OPENAI_MEAN, OPENAI_STD, DenseCLIPBackbone
-from .pos_embed import POS_INTERP_MODES
+from ..layers import grid_cached
+from ..strategies import AttentionStrategy, TokenContext
+from .base import check_patch_images
+from .tower import DenseTowerBackbone
 
 __all__ = ["DenseEVABackbone", "EvaBlockView", "is_eva_tower", "rope_for_grid"]
 
@@ -75,7 +76,7 @@ def rope_for_grid(rope: nn.Module | None, grid: tuple[int, int]) -> Tensor | Non
 
 
 class _EvaAttnView:
-    """The attributes of ``block.attn`` that ``attention._attn_params`` reads, for an
+    """The attributes of ``block.attn`` that ``strategies.base._attn_params`` reads, for an
     ``EvaAttention``: a fused ``[3C, C]`` input projection and ``out_proj = proj(norm(.))``."""
 
     def __init__(self, attn: nn.Module) -> None:
@@ -110,7 +111,7 @@ class _EvaAttnView:
 
 class EvaBlockView:
     """A timm ``EvaBlock`` seen through the interface of open_clip's ``ResidualAttentionBlock``
-    that :class:`~ovdense.modeling.backbones.attention.AttentionStrategy` uses.
+    that :class:`~ovdense.modeling.strategies.AttentionStrategy` uses.
 
     Built per forward call for one patch grid (it holds that grid's rotary embedding). Shares
     the block's modules and parameters (gradients flow to them).
@@ -195,9 +196,10 @@ def _output_dim(visual: nn.Module) -> int:
     return dim
 
 
-class DenseEVABackbone(DenseCLIPBackbone):
+class DenseEVABackbone(DenseTowerBackbone):
     """An open_clip EVA02-CLIP tower whose last block is computed by an
-    :class:`AttentionStrategy` (same contract and arguments as :class:`DenseCLIPBackbone`).
+    :class:`AttentionStrategy` (same contract and arguments as :class:`DenseCLIPBackbone`, its
+    sibling over :class:`~ovdense.modeling.backbones.tower.DenseTowerBackbone`).
 
     Args:
         clip: an open_clip model (``CustomTextCLIP``) with an EVA tower, or the tower
@@ -224,15 +226,12 @@ class DenseEVABackbone(DenseCLIPBackbone):
         pos_interp: str = "size",
         out_indices: Sequence[int] = (),
     ) -> None:
-        nn.Module.__init__(self)
         visual = getattr(clip, "visual", clip)
         if not is_eva_tower(visual):
             raise TypeError(
                 "DenseEVABackbone needs an open_clip EVA tower (TimmModel with a timm Eva trunk, "
                 f"e.g. load_clip('EVA02-B-16', ...)), got {type(visual).__name__}."
             )
-        if pos_interp not in POS_INTERP_MODES:
-            raise ValueError(f"pos_interp must be one of {POS_INTERP_MODES}, got {pos_interp!r}.")
         trunk = visual.trunk
         problems = []
         if trunk.global_pool != "token":
@@ -252,21 +251,17 @@ class DenseEVABackbone(DenseCLIPBackbone):
             )
         for blk in trunk.blocks:
             check_eva_block(blk)
-        self.visual = visual
-        self.strategy = build_strategy(strategy, **(strategy_kwargs or {}))
-        self.pos_interp = pos_interp
-        self.out_indices = normalize_out_indices(out_indices, len(trunk.blocks))
-        ph, pw = trunk.patch_embed.patch_size
-        if ph != pw:
-            raise ValueError("Only square patches are supported.")
-        self.patch_size = int(ph)
-        self.grid_size = tuple(int(g) for g in trunk.patch_embed.grid_size)
-        self.embed_dim = _output_dim(visual)
-        self.width = int(trunk.embed_dim)
-        cfg = getattr(visual, "preprocess_cfg", None) or {}
-        self.mean = tuple(cfg.get("mean", OPENAI_MEAN))  # type: ignore[assignment]
-        self.std = tuple(cfg.get("std", OPENAI_STD))  # type: ignore[assignment]
-        self._pos_cache: dict[tuple, Tensor] = {}
+        super().__init__(
+            visual,
+            strategy,
+            strategy_kwargs,
+            pos_interp,
+            out_indices,
+            patch_size=trunk.patch_embed.patch_size,
+            grid_size=trunk.patch_embed.grid_size,
+            embed_dim=_output_dim(visual),
+            width=trunk.embed_dim,
+        )
         self._rope_cache: dict[tuple, Tensor | None] = {}
 
     @property
@@ -275,15 +270,14 @@ class DenseEVABackbone(DenseCLIPBackbone):
         return self.visual.trunk
 
     @property
-    def num_blocks(self) -> int:
-        return len(self.visual.trunk.blocks)
+    def blocks(self) -> nn.ModuleList:
+        """timm's ``trunk.blocks``."""
+        return self.visual.trunk.blocks
 
-    def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> Tensor | None:
-        """Absolute position embedding ``[1 + gh * gw, C]`` for a grid (cached), or None."""
+    def native_pos_embed(self) -> Tensor | None:
+        """``trunk.pos_embed[0]``, ``[1 + gh0 * gw0, C]``, or None."""
         pe = self.trunk.pos_embed
-        if pe is None:
-            return None
-        return self._interp_pos_embed(pe[0], grid, dtype)
+        return None if pe is None else pe[0]
 
     def rope(self, grid: tuple[int, int], device: torch.device) -> Tensor | None:
         """Rotary embedding ``[gh * gw, 2 * rot_dim]`` of the patch tokens (cached per grid)."""
@@ -313,26 +307,20 @@ class DenseEVABackbone(DenseCLIPBackbone):
         x = t.pos_drop(x)
         return t.norm_pre(x), grid
 
-    def forward_tokens(
-        self, images: Tensor, extras: dict[str, Any] | None = None
-    ) -> tuple[Tensor, tuple[int, int], dict[str, Tensor]]:
-        """Tokens after the strategy's last block (before ``norm``): ``[B, 1 + N, C]``."""
-        x, grid = self.embed_tokens(images)
-        rope = self.rope(grid, x.device)
-        blocks = self.trunk.blocks
+    def forward_trunk(self, x: Tensor, ctx: TokenContext) -> tuple[Tensor, dict[str, Tensor]]:
+        """timm's EVA blocks but the last, with the grid's rotary embedding."""
+        rope = self.rope(ctx.grid, x.device)
         inter: dict[str, Tensor] = {}
-        extras = {"clip_mean": self.mean, "clip_std": self.std, **(extras or {})}
-        ctx = TokenContext(grid=grid, images=images, extras=extras)
-        for i, blk in enumerate(blocks[:-1]):
+        for i, blk in enumerate(self.blocks[:-1]):
             x = blk(x, rope=rope)
             if i in self.out_indices:
-                inter[f"block{i}"] = self._to_nchw(x, grid)
-        view = EvaBlockView(blocks[-1], rope, self.trunk.num_prefix_tokens)
-        x = self.strategy(view, x, ctx)
-        grid = ctx.grid  # the strategy may output tokens on another grid
-        if len(blocks) - 1 in self.out_indices:
-            inter[f"block{len(blocks) - 1}"] = self._to_nchw(x, grid)
-        return x, grid, inter
+                inter[f"block{i}"] = self._to_nchw(x, ctx.grid)
+        return x, inter
+
+    def last_block(self, x: Tensor, ctx: TokenContext) -> Any:
+        """An :class:`EvaBlockView` of the last block for ``ctx.grid``."""
+        rope = self.rope(ctx.grid, x.device)
+        return EvaBlockView(self.blocks[-1], rope, self.trunk.num_prefix_tokens)
 
     def project(self, tokens: Tensor) -> Tensor:
         """Trunk ``norm``, ``fc_norm``, ``head`` and open_clip's ``head``: ``[..., C]`` ->

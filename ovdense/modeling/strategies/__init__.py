@@ -1,0 +1,57 @@
+"""Last-block attention strategies: how a CLIP image tower's final block turns tokens into dense
+features.
+
+Every training-free dense-CLIP method of the MaskCLIP / SCLIP / ClearCLIP / NACLIP / ProxyCLIP
+family changes only the last transformer block. Each is an :class:`AttentionStrategy` in its own
+file, registered in :data:`STRATEGIES`; the CLIP model is never copied or patched. Formulas
+(``s = head_dim ** -0.5``; q, k, v from the block's input projection of ``ln_1(x)``):
+
+=========== ============================================== =========================
+strategy    attention weights A                            residual + FFN kept?
+=========== ============================================== =========================
+vanilla     softmax(q kᵀ s)                                yes
+maskclip    identity (output = out_proj(v))                yes
+sclip       softmax(q qᵀ s) + softmax(k kᵀ s)              yes
+clearclip   softmax(q qᵀ s)                                no: output = out_proj(A v)
+naclip      softmax(k kᵀ s + Ω), Ω Gaussian                no
+proxy       softmax of a VFM's thresholded patch affinity  no (output on the VFM grid)
+=========== ============================================== =========================
+
+Adding a method (GEM, SC-CLIP, ...) is one subclass implementing :meth:`AttentionStrategy.attend`
+registered with ``@STRATEGIES.register("name")`` (which also sets its ``name``); the contract
+tests (``tests/modeling/test_registries.py``) then run it on every tower.
+"""
+
+from .base import (
+    STRATEGIES,
+    AttentionStrategy,
+    TokenContext,
+    build_strategy,
+    list_strategies,
+    merge_heads,
+    split_qkv,
+)
+from .clearclip import ClearCLIPAttention
+from .maskclip import MaskCLIPAttention
+from .naclip import NACLIPAttention, gaussian_window_bias
+from .proxy import ProxyAttention, proxy_affinity
+from .sclip import SCLIPAttention
+from .vanilla import VanillaAttention
+
+__all__ = [
+    "STRATEGIES",
+    "AttentionStrategy",
+    "ClearCLIPAttention",
+    "MaskCLIPAttention",
+    "NACLIPAttention",
+    "ProxyAttention",
+    "SCLIPAttention",
+    "TokenContext",
+    "VanillaAttention",
+    "build_strategy",
+    "gaussian_window_bias",
+    "list_strategies",
+    "merge_heads",
+    "proxy_affinity",
+    "split_qkv",
+]
