@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ovdense.utils.io import atomic_write, atomic_write_text
+from ..utils.io import atomic_write, atomic_write_text
+from ..utils.weights import CheckpointFormatError, load_weights_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -37,7 +38,7 @@ LAST_CHECKPOINT = "last_checkpoint"
 _REQUIRED_KEYS = ("model", "optimizer", "iter")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CheckpointFormatError):
     """A checkpoint file that cannot be used (truncated, corrupt or not written by ovdense)."""
 
 
@@ -152,16 +153,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: When it is truncated/corrupt or was not written by the ovdense trainer.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip/pickle/EOF errors of truncated or foreign files
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        ckpt = load_weights_file(path, what="Checkpoint")
+    except CheckpointFormatError as e:  # truncated, corrupt or foreign files
         raise CheckpointError(
             f"Checkpoint {path} cannot be read (truncated, corrupt, or not a weights-only torch "
-            f"file: {first_line}). Delete it and point {path.parent / LAST_CHECKPOINT} at an "
-            "earlier model_*.pt, or train without resume."
+            f"file). Delete it and point {path.parent / LAST_CHECKPOINT} at an earlier "
+            "model_*.pt, or train without resume."
         ) from e
     missing = [k for k in _REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or missing:

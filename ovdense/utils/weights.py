@@ -98,8 +98,8 @@ def load_weights_file(
                 if fh.read(1) != b"\x80":  # legacy torch files are pickles (PROTO opcode)
                     raise
             return torch.load(file, map_location="cpu", weights_only=True)
-    except (OSError, CheckpointFormatError):
-        raise
+    except (PermissionError, FileNotFoundError, IsADirectoryError, CheckpointFormatError):
+        raise  # the file system's own answer (a truncated zip can raise other OSErrors)
     except Exception as err:  # noqa: BLE001 - zip / pickle / EOF / header errors
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         expected = hint or "a torch (.pt, .pth, .bin) or .safetensors weight file"

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...utils.weights import load_weights_file
 from ..backbones.vfm import TimmViTFeatures
 
 __all__ = ["FOUNDSaliency", "found_background_similarity", "found_head_weights", "found_saliency"]
@@ -120,12 +121,11 @@ def found_saliency(
 
 def _read_decoder(path: str | os.PathLike) -> dict[str, Tensor]:
     p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(
-            f"FOUND decoder checkpoint not found: {p} (FOUND's release: "
-            "https://github.com/valeoai/FOUND, data/weights/decoder_weights.pt)."
-        )
-    obj = torch.load(p, map_location="cpu", weights_only=True)
+    obj = load_weights_file(
+        p,
+        what="FOUND decoder checkpoint",
+        hint="FOUND's release: https://github.com/valeoai/FOUND, data/weights/decoder_weights.pt",
+    )
     if isinstance(obj, Mapping) and isinstance(obj.get("decoder"), Mapping):
         obj = obj["decoder"]
     if not isinstance(obj, Mapping) or sorted(obj) != ["bias", "weight"]:

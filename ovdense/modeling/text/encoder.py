@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ...utils.io import atomic_write
+from ...utils.weights import load_weights_file
 from ..clip import model_fingerprint
 from .templates import resolve_templates
 from .vocabulary import Vocabulary
@@ -235,7 +236,7 @@ class TextEncoder(nn.Module):
         if not path.is_file():
             return None
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = load_weights_file(path, what="Text-cache entry")
             emb = data["embeds"]
             if emb.shape[0] != n:
                 return None
