@@ -31,6 +31,9 @@ setup(
         ]
     },
     include_package_data=True,
+    # One command with sub-commands (``ovdense demo``, ``ovdense eval``, ``ovdense prepare coco``,
+    # ... ``ovdense --help`` lists them); ``python -m ovdense`` runs the same.
+    entry_points={"console_scripts": ["ovdense=ovdense.cli:main"]},
     install_requires=versions_ns["requirements"](),
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.4"],

@@ -1,4 +1,5 @@
-"""Shared parts of the dataset converters ``tools/prepare_*.py``.
+"""Shared parts of the dataset converters (:mod:`ovdense.data.converters`: ``ovdense prepare
+<dataset>``, ``python -m ovdense.data.converters.<dataset>``, ``tools/prepare_*.py``).
 
 Each converter reads an official archive (extracted) and writes one benchmark's layout under a
 data root. What they have in common lives here:

@@ -38,6 +38,7 @@ from ..data import (
     get_metadata,
     parse_dataset_spec,
 )
+from ..engine.distributed import init_distributed
 from ..model_zoo import ALIASES, CONFIGS_DIR, clip_source_overrides, get_config_file
 from ..utils.cli import USER_ERRORS, UserError, resolve_device
 from ..utils.io import atomic_write, atomic_write_text, pid_alive, remove_stale_temporaries
@@ -460,22 +461,12 @@ class OutputLock:
 
 
 # -- distributed ------------------------------------------------------------------------------
-def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: gloo on CPU, nccl on GPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
+def _join(device: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and this process's device, through the one torchrun set-up of ovdense
+    (:func:`ovdense.engine.distributed.init_distributed`: gloo on CPU, nccl on GPU, ``cuda``
+    -> ``cuda:LOCAL_RANK``)."""
+    info = init_distributed(device=device)
+    return info.rank, info.world_size, info.local_device(device)
 
 
 def _on_rank0(fn: Callable[[], _T], rank: int, world: int, dev: torch.device) -> _T | None:
@@ -570,7 +561,7 @@ def run_eval(
     )
     # no background class (None): a threshold then needs a class named background
     cfg.model.background_index = meta.background_index
-    rank, world, dev = init_distributed(resolve_device(device))
+    rank, world, dev = _join(resolve_device(device))
     out_dir = Path(output) if output else default_output_dir(config, protocol, dataset)
     pred_dir = out_dir / "preds"
     data: SemSegDataset = build_semseg_dataset(dataset, data_root, limit=limit)

@@ -10,10 +10,16 @@ Every tool's ``__main__`` block is ``sys.exit(run_cli(main))``; ``main`` raises 
   continues).
 
 Anything else is a bug in ovdense and keeps its traceback.
+
+The options several commands share are added here, once, so they are spelled and explained
+the same way everywhere: :func:`add_model_source_arguments` (``--model``, ``--pretrained``,
+``--checkpoint``; :func:`model_source` reads them back), :func:`add_device_argument`,
+:func:`add_output_argument` and :func:`add_overrides_argument` (the ``key=value`` positional).
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
@@ -24,6 +30,11 @@ from ..modeling.clip import WeightsUnavailableError
 __all__ = [
     "USER_ERRORS",
     "UserError",
+    "add_device_argument",
+    "add_model_source_arguments",
+    "add_output_argument",
+    "add_overrides_argument",
+    "model_source",
     "report_user_error",
     "resolve_device",
     "run_cli",
@@ -158,3 +169,74 @@ def resolve_device(device: str | os.PathLike | None = None) -> str:
         if mps is None or not mps.is_available():
             raise UserError(f"Device {text!r} is not available here; use --device cpu.")
     return text
+
+
+# -- shared command-line options ---------------------------------------------------------------
+#: Help of ``--device`` unless a command says more.
+DEVICE_HELP = "cpu, cuda, cuda:N (default: cuda if present)"
+#: Help of the ``key=value`` positional unless a command says more.
+OVERRIDES_HELP = "config overrides: model.key=value ..."
+
+
+def add_model_source_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    model_default: str | None = None,
+    model_help: str = "open_clip architecture, e.g. ViT-B-16 (default: the preset's)",
+    pretrained_help: str = "open_clip weight tag, e.g. openai (default: the preset's)",
+    checkpoint_help: str | None = (
+        "local open_clip checkpoint, for offline use (with --pretrained: the tag of the "
+        "weights it holds)"
+    ),
+) -> None:
+    """``--model``, ``--pretrained`` and ``--checkpoint``: where the CLIP weights come from.
+
+    The values go to :func:`ovdense.model_zoo.clip_source_overrides` (directly, or through
+    ``build_segmentor`` / ``run_eval``), the one rule for combining them with a preset; read
+    them back with :func:`model_source`.
+
+    Args:
+        parser: The command's parser.
+        model_default: Default of ``--model`` (``None``: the preset's).
+        model_help: Help of ``--model``.
+        pretrained_help: Help of ``--pretrained``.
+        checkpoint_help: Help of ``--checkpoint``; ``None`` leaves the option out (a command
+            without local files).
+    """
+    parser.add_argument("--model", default=model_default, help=model_help)
+    parser.add_argument("--pretrained", default=None, help=pretrained_help)
+    if checkpoint_help is not None:
+        parser.add_argument("--checkpoint", default=None, help=checkpoint_help)
+
+
+def model_source(args: argparse.Namespace) -> dict[str, str | None]:
+    """``{"model", "pretrained", "checkpoint"}`` from :func:`add_model_source_arguments`'s
+    options (``checkpoint`` ``None`` when the command has no such option)."""
+    return {
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "checkpoint": getattr(args, "checkpoint", None),
+    }
+
+
+def add_device_argument(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
+    """``--device`` (default ``None``; :func:`resolve_device` checks it before anything is
+    built)."""
+    parser.add_argument("--device", default=None, help=help)
+
+
+def add_output_argument(
+    parser: argparse.ArgumentParser,
+    help: str = "output folder",
+    *,
+    required: bool = False,
+    default: str | None = None,
+) -> None:
+    """``--output``: where a command writes."""
+    parser.add_argument("--output", required=required, default=default, help=help)
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, help: str = OVERRIDES_HELP) -> None:
+    """The ``key=value`` config overrides, a positional (``opts``) that may stand anywhere when
+    the command parses with ``parse_intermixed_args``."""
+    parser.add_argument("opts", nargs="*", default=[], help=help)

@@ -1,6 +1,6 @@
 """Fixtures of the demo tests: the demo module, a tiny preset, a decompression-bomb PNG."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,8 @@ def bomb_bytes(tmp_path_factory) -> bytes:
 
 @pytest.fixture()
 def demo():
-    """demo/demo.py as a module (fresh for each test)."""
-    spec = importlib.util.spec_from_file_location("ovdense_demo", ROOT / "demo" / "demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The demo's module, ``ovdense.cli.demo`` (``demo/demo.py`` is a wrapper around it)."""
+    return importlib.import_module("ovdense.cli.demo")
 
 
 @pytest.fixture()

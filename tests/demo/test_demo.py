@@ -1,6 +1,6 @@
 """demo/demo.py end to end with a tiny random CLIP built from a config file."""
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -15,10 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("ovdense_demo", ROOT / "demo" / "demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The demo's module, ``ovdense.cli.demo`` (``demo/demo.py`` is a wrapper around it)."""
+    return importlib.import_module("ovdense.cli.demo")
 
 
 def _images(folder: Path) -> None:

@@ -1,22 +1,18 @@
-"""Shared set-up of the tests of ``tools/``: the tools importable by name, tiny file writers.
+"""Shared set-up of the tests of the command-line tools: tiny file writers.
 
-``tools/`` is not a package; it is appended to ``sys.path`` here (before the test modules are
-imported), so a test imports a converter as a module: ``import prepare_coco as pc``.
+The tools' code lives in the package (``ovdense/cli/*.py``, ``ovdense/data/converters/*.py``);
+the tests import it from there (``from ovdense.data.converters import coco as pc``).
+``tools/*.py`` are thin wrappers, checked by ``tests/test_cli_wrappers.py``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
-if str(TOOLS_DIR) not in sys.path:
-    sys.path.append(str(TOOLS_DIR))
 
 
 def _write_image(path: Path, pixels: np.ndarray) -> Path:

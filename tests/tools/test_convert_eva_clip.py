@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import convert_eva_clip as cli
 import open_clip
 import pytest
 import torch
 from tiny_eva import MODEL_NAME, make_eva
 
+from ovdense.cli import convert_eva_clip as cli
 from ovdense.modeling.clip import load_clip
 from ovdense.utils.cli import run_cli
 

@@ -1,6 +1,6 @@
 """tools/eval_seg.py end to end: a tiny random CLIP on a synthetic ADE20K layout."""
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -18,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The tool's module in the package (``tools/<name>.py`` is a wrapper around it)."""
+    return importlib.import_module(f"ovdense.cli.{name}")
 
 
 @pytest.fixture()

@@ -4,17 +4,15 @@ complete file."""
 
 from pathlib import Path
 
-import convert_clip_dinoiser
-import export_clip_dinoiser
-import export_clipself
 import pytest
 import torch
 
+from ovdense.cli import convert_clip_dinoiser, export_clip_dinoiser, export_clipself
 from ovdense.engine.checkpoint import save_checkpoint
 from ovdense.modeling.refiners.clip_dinoiser import CLIPDINOiserHead
 from ovdense.utils.cli import run_cli
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
+CLI_DIR = Path(__file__).resolve().parents[2] / "ovdense" / "cli"
 
 
 def _head(width: int = 16, proj_dim: int = 8) -> CLIPDINOiserHead:
@@ -128,7 +126,7 @@ def test_export_clipself_mismatched_checkpoint_is_a_user_error(tmp_path, capsys)
     ],
 )
 def test_every_tool_runs_main_through_run_cli(tool):
-    source = (TOOLS / f"{tool}.py").read_text()
+    source = (CLI_DIR / f"{tool}.py").read_text()
     assert "USER_ERRORS" not in source and "report_user_error" not in source
     main_block = source.split('if __name__ == "__main__":')[1]
     assert "sys.exit(run_cli(main" in main_block

@@ -1,4 +1,5 @@
-"""tools/prepare_ade20k_847.py: ADE20K full release -> CAT-Seg's 847-class layout."""
+"""ovdense prepare ade20k_847 (ovdense.data.converters.ade20k_847):
+ADE20K full release -> CAT-Seg's 847-class layout."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import prepare_ade20k_847 as pad
 import pytest
 from PIL import Image
 
+from ovdense.data.converters import ade20k_847 as pad
 from ovdense.data.prepare import read_class_file
 
 NAMES847 = read_class_file("cls_ade20k847.txt")

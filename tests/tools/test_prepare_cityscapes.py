@@ -1,4 +1,4 @@
-"""tools/prepare_cityscapes.py: gtFine labelIds -> labelTrainIds."""
+"""ovdense prepare cityscapes (tools/prepare_cityscapes.py): gtFine labelIds -> labelTrainIds."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import prepare_cityscapes as pcs
 import pytest
 from PIL import Image
 
+from ovdense.data.converters import cityscapes as pcs
 from ovdense.data.prepare import read_class_file
 
 # the standard table, written independently: label id -> train id (others 255)

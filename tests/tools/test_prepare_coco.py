@@ -1,4 +1,5 @@
-"""tools/prepare_coco.py: stuffthing maps -> labelTrainIds, instances -> instanceTrainIds."""
+"""ovdense prepare coco (ovdense.data.converters.coco):
+stuffthing maps -> labelTrainIds, instances -> instanceTrainIds."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import prepare_coco as pc
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ovdense.data.converters import coco as pc
 from ovdense.data.prepare import read_class_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")

@@ -1,15 +1,16 @@
-"""tools/prepare_pascal_context.py: official .mat LabelMaps -> 60-class and 459-class PNGs."""
+"""ovdense prepare pascal_context (ovdense.data.converters.pascal_context):
+official .mat LabelMaps -> 60-class and 459-class PNGs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import prepare_pascal_context as ppc
 import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from ovdense.data.converters import pascal_context as ppc
 from ovdense.data.prepare import read_class_file
 
 NAMES459 = read_class_file("cls_context459.txt")

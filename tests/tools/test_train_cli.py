@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import train as train_tool
 
+from ovdense.cli import train as train_tool
 from ovdense.engine import load_checkpoint
 from ovdense.engine.checkpoint import read_last_checkpoint
 from ovdense.utils.cli import run_cli

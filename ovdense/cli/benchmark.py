@@ -1,0 +1,397 @@
+"""Speed and memory of ovdense's text and image sides, as ratios measured in one run.
+
+Prints, for a ViT-B/16-sized open_clip model (random weights unless --pretrained or
+--checkpoint is given):
+
+* text: first-time encoding of a vocabulary (default VOC21's 46 names x 80 templates) by
+  ovdense's trimmed batching vs the naive per-class encoding padded to the 77-token context, the
+  largest difference of the two embeddings, and the cached re-run;
+* image, per strategy: seconds per image at a short side and window setting, images/s, peak
+  memory, achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the
+  ratio of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate).
+
+With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
+above the state before each step) of the demo's steps on one large image — ``set_image``, the
+labels-only ``predict`` for each ``--demo-classes`` count, the overlay, the label PNG — in bytes
+per image pixel.
+
+Example::
+
+    ovdense benchmark                       # CPU, all strategies
+    ovdense benchmark --device cuda --precision fp16 --strategies naclip sclip
+    ovdense benchmark --demo-memory --demo-image-size 2000 3000 --demo-classes 5 200
+
+(``python tools/benchmark.py ...`` runs the same code.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..data import CLASSNAMES_DIR
+from ..modeling.backbones import (
+    AttentionStrategy,
+    ProxyAttention,
+    build_vfm,
+    list_strategies,
+)
+from ..modeling.clip import load_clip
+from ..modeling.refiners import CLIPDINOiserHead
+from ..modeling.segmentors import (
+    CLIPDINOiserSegmentor,
+    TrainingFreeSegmentor,
+    rescale_size,
+    sliding_windows,
+)
+from ..modeling.text import TextEncoder, Vocabulary
+from ..utils.cli import add_device_argument, add_model_source_arguments, resolve_device, run_cli
+from ..utils.io import atomic_write_text
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_time(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an ``n x n @ n x n`` matmul (best of ``repeats``)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = _best_time(lambda: torch.matmul(a, b), device, repeats, warmup=2)
+    return 2 * n**3 / t
+
+
+def _sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of softmax(q kᵀ) v from the input shapes (q kᵀ and A v: 2 matmuls)."""
+    b, h, lq, d = query
+    return 2 * b * h * lq * key[-2] * (d + value[-1])
+
+
+# NOTE: torch's FlopCounterMode has no formula for the CPU flash-attention kernel; without this
+# the attention matmuls would be missing from the FLOP bound.
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Linux reports KiB; a process-wide high-water mark on CPU.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_text(clip, vocab: Vocabulary, device: torch.device, cache_dir: Path | None) -> dict:
+    enc = TextEncoder(clip, templates="openai_imagenet", cache_dir=cache_dir, progress=False)
+    names = vocab.names
+    t_count = len(enc.templates)
+
+    @torch.no_grad()
+    def naive() -> torch.Tensor:
+        # one class at a time, every prompt padded to the full context
+        out = []
+        for name in names:
+            tok = enc.tokenizer([t.format(name) for t in enc.templates]).to(device)
+            e = F.normalize(clip.encode_text(tok).float(), dim=-1)
+            out.append(F.normalize(e.mean(0), dim=-1))
+        return torch.stack(out)
+
+    _sync(device)
+    t0 = time.perf_counter()
+    ref = naive()
+    _sync(device)
+    t_naive = time.perf_counter() - t0
+
+    TextEncoder.clear_memory_cache()
+    _sync(device)
+    t0 = time.perf_counter()
+    ours = enc.encode_names(names, use_cache=False)
+    _sync(device)
+    t_ours = time.perf_counter() - t0
+    enc.encode_names(names)  # fill the cache
+
+    enc2 = TextEncoder(clip, templates="openai_imagenet", cache_dir=cache_dir, progress=False)
+    t0 = time.perf_counter()
+    again = enc2.encode_names(names)
+    t_cached = time.perf_counter() - t0
+    return {
+        "names": len(names),
+        "prompts": len(names) * t_count,
+        "naive_padded_s": t_naive,
+        "ovdense_first_s": t_ours,
+        "speedup": t_naive / t_ours,
+        "max_abs_diff": float((ours - ref).abs().max()),
+        "cached_s": t_cached,
+        "cached_equal": bool(torch.equal(again.cpu(), ours.cpu())),
+    }
+
+
+def make_strategy(name: str, args) -> str | AttentionStrategy:
+    """Strategies holding another model get it with random weights unless --pretrained."""
+    if name == "proxy":
+        return ProxyAttention(vfm=build_vfm(args.vfm, pretrained=bool(args.pretrained)))
+    return name
+
+
+def make_segmentor(clip, name: str, args, **kwargs) -> TrainingFreeSegmentor:
+    """A strategy name, or ``clip_dinoiser`` (MaskCLIP + affinity pooling, random heads)."""
+    if name == "clip_dinoiser":
+        head = CLIPDINOiserHead(width=clip.visual.transformer.width)
+        return CLIPDINOiserSegmentor(clip, head=head, **kwargs)
+    return TrainingFreeSegmentor(clip, strategy=make_strategy(name, args), **kwargs)
+
+
+def bench_image(clip, strategy: str, args, device: torch.device, rate: float) -> dict:
+    seg = make_segmentor(
+        clip,
+        strategy,
+        args,
+        templates="single",
+        short_side=args.short_side,
+        window=args.window,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
+        precision=args.precision,
+    ).to(device)
+    h, w = args.image_size
+    image = torch.rand(1, 3, h, w, device=device)
+    hr, wr = rescale_size(h, w, args.short_side)
+    windows = sliding_windows(hr, wr, args.window, args.stride)
+    crop = windows[0]
+    one = torch.randn(1, 3, crop[1] - crop[0], crop[3] - crop[2], device=device)
+    extra = _EXTRA_FLOP_FORMULAS if device.type == "cpu" else {}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        seg.backbone(one)
+    flops_window = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = _best_time(lambda: seg.encode_image(image), device, args.repeats)
+    total_flops = flops_window * len(windows)
+    bound = total_flops / rate
+    return {
+        "strategy": strategy,
+        "windows": len(windows),
+        "s_per_image": t,
+        "images_per_s": 1.0 / t,
+        "gflops_per_window": flops_window / 1e9,
+        "achieved_gflops": total_flops / t / 1e9,
+        "flop_bound_s": bound,
+        "time_over_bound": t / bound,
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+
+
+class _PeakRSS:
+    """Peak resident memory (bytes) above the level at entry, sampled by a thread."""
+
+    def __enter__(self) -> _PeakRSS:
+        import ctypes
+        import os
+        import threading
+
+        try:  # return freed heap to the system first, so the baseline is honest
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.base = self.peak = self._rss()
+        self._stop = False
+
+        def sample() -> None:
+            while not self._stop:
+                self.peak = max(self.peak, self._rss())
+                time.sleep(0.0005)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.base
+
+
+def bench_demo_memory(clip, args: argparse.Namespace, device: torch.device) -> dict:
+    """Peak memory of the demo's steps on one ``--demo-image-size`` image (bytes / pixel)."""
+    import numpy as np
+
+    from ovdense import Predictor
+    from ovdense.utils.visualizer import overlay, save_label_png
+
+    h, w = args.demo_image_size
+    seg = TrainingFreeSegmentor(
+        clip,
+        strategy=args.strategies[0] if args.strategies[0] in list_strategies() else "naclip",
+        templates="single",
+        short_side=args.short_side,
+        window=args.window,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
+    ).to(device)
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    predictor = Predictor(seg)
+    out: dict = {"image": [h, w], "bytes_per_pixel": {}}
+    with _PeakRSS() as m:
+        predictor.set_image(image)
+    out["bytes_per_pixel"]["set_image"] = m.delta / (h * w)
+    pred = None
+    for n in args.demo_classes:
+        classes = [f"class {i}" for i in range(n)]
+        seg.encode_text(classes)  # text side cached, not part of the image memory
+        with _PeakRSS() as m:
+            pred = predictor.predict(classes, return_probs=False)
+        out["bytes_per_pixel"][f"predict_{n}_classes"] = m.delta / (h * w)
+    assert pred is not None
+    with _PeakRSS() as m:
+        vis = overlay(predictor.image, pred.labels, pred.classes)
+    out["bytes_per_pixel"]["overlay"] = m.delta / (h * w)
+    del vis
+    with tempfile.TemporaryDirectory() as folder, _PeakRSS() as m:
+        save_label_png(pred.labels, Path(folder) / "labels.png")
+    out["bytes_per_pixel"]["save_label_png"] = m.delta / (h * w)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_model_source_arguments(
+        p,
+        model_default="ViT-B-16",
+        model_help="open_clip architecture (default: %(default)s)",
+        pretrained_help="weight tag (default: random weights)",
+        checkpoint_help="local open_clip checkpoint of --model (default: random weights)",
+    )
+    add_device_argument(p)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=[*list_strategies(), "clip_dinoiser"],
+        help="strategy names, and clip_dinoiser",
+    )
+    p.add_argument("--vfm", default="dino_vitb8", help="vision foundation model of 'proxy'")
+    p.add_argument("--classnames", default=str(CLASSNAMES_DIR / "cls_voc21.txt"))
+    p.add_argument("--image-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
+    p.add_argument("--short-side", type=int, default=336)
+    p.add_argument("--window", type=int, default=224)
+    p.add_argument("--stride", type=int, default=112)
+    p.add_argument("--window-batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--text-cache-dir", default=None)
+    p.add_argument("--skip-text", action="store_true")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--demo-memory", action="store_true", help="measure the demo's memory only")
+    p.add_argument("--demo-image-size", type=int, nargs=2, default=(2000, 3000), metavar="N")
+    p.add_argument("--demo-classes", type=int, nargs="+", default=[5, 200])
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(resolve_device(args.device))
+    torch.manual_seed(0)
+    if args.pretrained or args.checkpoint:
+        clip = load_clip(args.model, args.pretrained, checkpoint=args.checkpoint, device=device)
+    else:
+        import open_clip
+
+        clip = open_clip.create_model(args.model, pretrained=None).to(device).eval()
+        clip = load_clip(model=clip, model_name=args.model)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    print(
+        f"# ovdense benchmark: {args.model} "
+        f"({args.checkpoint or args.pretrained or 'random weights'}) on {device}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
+    results: dict = {"config": vars(args)}
+    if args.demo_memory:
+        dm = bench_demo_memory(clip, args, device)
+        results["demo_memory"] = dm
+        print(f"\n## Demo memory, {dm['image'][0]}x{dm['image'][1]} image (bytes per pixel)")
+        for step, value in dm["bytes_per_pixel"].items():
+            print(
+                f"{step}: {value:.1f} B/px ({value * dm['image'][0] * dm['image'][1] / 1e6:.0f} MB)"
+            )
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=2))
+        return 0
+
+    if not args.skip_text:
+        synonym_sep = "; " if "voc21" in args.classnames or "object" in args.classnames else ", "
+        vocab = Vocabulary.from_file(args.classnames, synonym_sep=synonym_sep)
+        tr = bench_text(
+            clip, vocab, device, Path(args.text_cache_dir) if args.text_cache_dir else None
+        )
+        results["text"] = tr
+        print(f"\n## Text: {tr['names']} names x 80 templates = {tr['prompts']} prompts")
+        print(f"naive (per class, padded to 77): {tr['naive_padded_s']:.3f} s")
+        print(
+            f"ovdense first time (batched, trimmed): {tr['ovdense_first_s']:.3f} s "
+            f"-> {tr['speedup']:.2f}x faster; max |diff| = {tr['max_abs_diff']:.2e}"
+        )
+        print(f"cached re-run: {tr['cached_s'] * 1e3:.2f} ms (equal: {tr['cached_equal']})")
+
+    rate = gemm_rate(device, dtype)
+    results["gemm_gflops"] = rate / 1e9
+    print(
+        f"\n## Image side: {args.image_size[0]}x{args.image_size[1]} input, short side "
+        f"{args.short_side}, window {args.window} / stride {args.stride}, "
+        f"{args.window_batch_size} windows per batch, {args.precision}"
+    )
+    print(f"torch.matmul GEMM rate: {rate / 1e9:.1f} GFLOP/s")
+    header = ("strategy", "windows", "s/image", "images/s", "GFLOP/s", "x FLOP bound", "peak MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    results["image"] = []
+    for strategy in args.strategies:
+        r = bench_image(clip, strategy, args, device, rate)
+        results["image"].append(r)
+        print(
+            f"| {strategy} | {r['windows']} | {r['s_per_image']:.3f} | {r['images_per_s']:.2f} | "
+            f"{r['achieved_gflops']:.1f} | {r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |"
+        )
+    if args.strategies and args.window_batch_size > 1:
+        one = argparse.Namespace(**{**vars(args), "window_batch_size": 1})
+        r1 = bench_image(clip, args.strategies[0], one, device, rate)
+        batched = results["image"][0]["s_per_image"]
+        results["unbatched"] = {**r1, "batching_speedup": r1["s_per_image"] / batched}
+        print(
+            f"\n{args.strategies[0]} with one window per backbone call: "
+            f"{r1['s_per_image']:.3f} s/image; batching {args.window_batch_size} windows is "
+            f"{r1['s_per_image'] / batched:.2f}x faster"
+        )
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

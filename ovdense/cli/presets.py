@@ -1,0 +1,81 @@
+"""``ovdense presets``: the presets ``--config`` accepts, with the file and a short description.
+
+Example::
+
+    ovdense presets              # every preset
+    ovdense presets seg shapes   # the presets of these groups (and the aliases pointing there)
+    ovdense presets --names      # names only, one per line (for scripts)
+
+A preset is a LazyConfig file shipped in ``ovdense/configs``; the short names (``naclip``, ...)
+are aliases of ``seg/`` files. Any other config file is given by its path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..model_zoo import ALIASES, CONFIGS_DIR, list_presets
+
+__all__ = ["describe", "main", "preset_table"]
+
+
+def describe(path: Path, width: int = 72) -> str:
+    """The first phrase of a config file's docstring (read, never executed), cut to ``width``."""
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    for stop in (": ", ". "):
+        if stop in text:
+            text = text.split(stop)[0]
+    text = text.rstrip(".")
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def preset_table(groups: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    """``(name, file relative to ovdense/configs, description)`` of each preset, aliases first;
+    only those in ``groups`` (e.g. ``seg``) when given."""
+    rows = []
+    for name in list_presets():
+        rel = ALIASES.get(name, f"{name}.py")
+        if groups and rel.split("/")[0] not in groups:
+            continue
+        rows.append((name, rel, describe(CONFIGS_DIR / rel)))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the preset table."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    known = sorted({p.parent.name for p in CONFIGS_DIR.glob("*/*.py")})
+    p.add_argument(
+        "groups", nargs="*", metavar="GROUP", help=f"only these groups ({', '.join(known)})"
+    )
+    p.add_argument("--names", action="store_true", help="print the names only")
+    args = p.parse_args(argv)
+    bad = [g for g in args.groups if g not in known]
+    if bad:
+        p.error(f"unknown group(s) {', '.join(bad)} (choose from {', '.join(known)})")
+    rows = preset_table(args.groups)
+    if args.names:
+        print("\n".join(name for name, _, _ in rows))
+        return 0
+    w_name = max(len(r[0]) for r in rows) + 2
+    w_file = max(len(r[1]) for r in rows) + 2
+    print(f"{'preset':<{w_name}}{'file (ovdense/configs/)':<{w_file}}description")
+    for name, rel, text in rows:
+        print(f"{name:<{w_name}}{rel:<{w_file}}{text}".rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    from ..utils.cli import run_cli
+
+    sys.exit(run_cli(main))
