@@ -16,7 +16,7 @@ import open_clip.factory
 import pytest
 import torch
 
-import ovdense.modeling.clip as clip_module
+import ovdense.modeling.clip.loading as clip_loading
 from ovdense.config import LazyConfig, instantiate
 from ovdense.model_zoo import clip_source_overrides, get_config
 from ovdense.modeling.clip import load_clip, weights_need_quick_gelu
@@ -62,7 +62,7 @@ def openai_weights(architecture, tmp_path_factory):
 def mocked_hub(monkeypatch, openai_weights):
     """Every tag 'downloads' the random file; no network is touched."""
     path, _ = openai_weights
-    monkeypatch.setattr(clip_module, "_check_weights_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(clip_loading, "_check_weights_reachable", lambda *a, **k: None)
     monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda *a, **k: str(path))
     return path
 

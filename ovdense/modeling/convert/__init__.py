@@ -1,6 +1,7 @@
-"""Converters from third-party checkpoint layouts to the open_clip models ovdense loads."""
+"""Checkpoint conversion moved to :mod:`ovdense.modeling.clip` (EVA-CLIP names:
+:mod:`ovdense.modeling.clip.eva_convert`); these names are kept for existing imports."""
 
-from .eva_clip import (
+from ..clip.eva_convert import (
     CheckpointFormatError,
     checkpoint_layout,
     convert_eva_clip_state_dict,

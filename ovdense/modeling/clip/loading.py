@@ -19,14 +19,15 @@ import open_clip
 import torch
 from torch import nn
 
-from ..utils.registry import unknown_name_message
-from ..utils.weights import (
+from ...utils.registry import unknown_name_message
+from ...utils.weights import (
     CheckpointFormatError,
     WeightsUnavailableError,
     check_weights_file,
     unreachable_reason,
 )
 from .bundled import bundled_weights
+from .eva_convert import create_model_from_checkpoint, read_checkpoint
 
 __all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint", "weights_need_quick_gelu"]
 
@@ -206,8 +207,6 @@ def load_clip(
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         check_weights_file(path, what="CLIP checkpoint", hint=_CHECKPOINT_HINT)
-        from .convert.eva_clip import create_model_from_checkpoint
-
         try:
             clip = create_model_from_checkpoint(model_name, path, **kwargs)  # + EVA-CLIP names
         except CheckpointFormatError:
@@ -280,8 +279,6 @@ def _tower_signature(cfg: dict[str, Any]) -> tuple | None:
 def _matching_architectures(path: Path) -> list[str]:
     """open_clip names whose ViT/text-transformer sizes fit the checkpoint (best effort)."""
     try:
-        from .convert.eva_clip import read_checkpoint
-
         sd = read_checkpoint(path, mmap=True)
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
         conv = sd["visual.conv1.weight"]
