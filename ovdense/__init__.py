@@ -18,7 +18,7 @@ check_dependency_versions()
 from .model_zoo import build_segmentor, get_config, list_presets
 from .modeling.backbones import DenseCLIPBackbone, build_clip_backbone, list_strategies
 from .modeling.clip import WeightsUnavailableError, load_clip
-from .modeling.segmentors import TrainingFreeSegmentor
+from .modeling.segmentors import Segmentor, TrainingFreeSegmentor
 from .modeling.text import TextEncoder, Vocabulary
 from .predictor import Prediction, Predictor
 from .version import __version__
@@ -27,6 +27,7 @@ __all__ = [
     "DenseCLIPBackbone",
     "Prediction",
     "Predictor",
+    "Segmentor",
     "TextEncoder",
     "TrainingFreeSegmentor",
     "Vocabulary",

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from .config import LazyConfig, instantiate
-from .modeling.segmentors import TrainingFreeSegmentor
+from .modeling.segmentors import Segmentor
 from .utils.registry import unknown_name_message
 
 __all__ = [
@@ -118,12 +118,13 @@ def build_segmentor(
     overrides: Sequence[str] = (),
     device: str | torch.device | None = None,
     **options: Any,
-) -> TrainingFreeSegmentor:
+) -> Segmentor:
     """Build a segmentor from a method preset in one line.
 
     Args:
-        preset: ``"maskclip"``, ``"sclip"``, ``"clearclip"``, ``"naclip"``, a ``group/name`` under
-            ``ovdense/configs`` or a config file path.
+        preset: ``"maskclip"``, ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``,
+            ``"clip_dinoiser"``, a ``group/name`` under ``ovdense/configs`` or a config file
+            path.
         model: open_clip architecture replacing the preset's (e.g. ``"ViT-L-14"``).
         pretrained: open_clip weight tag replacing the preset's (e.g. ``"laion2b_s34b_b88k"``).
         checkpoint: local open_clip checkpoint file (use this offline). The preset's tag still
@@ -131,7 +132,8 @@ def build_segmentor(
             :func:`clip_source_overrides`.
         overrides: ``"model.key=value"`` strings, as on the command line.
         device: where to put the model (default: CUDA if available).
-        **options: segmentor arguments, e.g. ``logit_scale=50, window=None``.
+        **options: segmentor arguments, e.g. ``logit_scale=50, window=None``, or a head
+            registered in :data:`~ovdense.modeling.heads.SEG_HEADS` (``head="my_head"``).
 
     Example::
 

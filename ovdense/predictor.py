@@ -12,7 +12,7 @@ import PIL.Image
 import torch
 from torch import Tensor
 
-from .modeling.segmentors import ImageFeatures, TrainingFreeSegmentor
+from .modeling.segmentors import ImageFeatures, Segmentor
 from .modeling.text import Vocabulary
 from .utils.image import load_image
 
@@ -54,8 +54,8 @@ class Predictor:
         out2 = pred.predict(["background", "cup"], prob_thd=0.3)   # image not re-encoded
 
     Args:
-        segmentor: a :class:`TrainingFreeSegmentor` (any object with ``encode_image``,
-            ``encode_text`` and ``decode`` of the same contract).
+        segmentor: a :class:`~ovdense.modeling.segmentors.Segmentor` (any object with
+            ``encode_image``, ``encode_text`` and ``decode`` of the same contract).
     """
 
     #: Memory budget of one name chunk of the labels-only decode (``return_probs=False``):
@@ -66,7 +66,7 @@ class Predictor:
     _MIN_NAME_CHUNK = 8
     _MAX_NAME_CHUNK = 32
 
-    def __init__(self, segmentor: TrainingFreeSegmentor) -> None:
+    def __init__(self, segmentor: Segmentor) -> None:
         self.segmentor = segmentor
         self._features: ImageFeatures | None = None
         self._image: np.ndarray | None = None

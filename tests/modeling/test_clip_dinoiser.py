@@ -110,14 +110,15 @@ def test_ln2_hook_captures_block_minus_3(tiny_clip):
         y = x + blk.ls_1(blk.attn(h, h, h, need_weights=False)[0])
         want = blk.ln_2(y)[:, 1:].transpose(1, 2).reshape(2, WIDTH, 4, 3)
     torch.testing.assert_close(feats, want, atol=1e-5, rtol=1e-5)
-    # the dense output is the pooled, normalised MaskCLIP projection
-    out = bb(images)
+    # the dense features (backbone, then refiner) are the pooled, normalised MaskCLIP
+    # projection; the saliency is the refiner's auxiliary map "background"
+    out, aux = seg.refiner(bb(images), images)
     tokens, _, _ = bb.forward_tokens(images)
     proj = bb.project(tokens)[:, 1:].transpose(1, 2).reshape(2, -1, 4, 3)
     head = seg.dinoiser_head
     pooled = F.normalize(head.pool(proj, head.correlations(want)), dim=1)
     torch.testing.assert_close(out.dense, pooled, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out.intermediates["background"], head.background(want))
+    torch.testing.assert_close(aux["background"], head.background(want))
 
 
 def test_background_rule_hand_made():
@@ -236,7 +237,7 @@ def test_segmentor_without_head_refuses(tiny_clip):
 @pytest.mark.parametrize("order", ["paper", "ovdense"])
 def test_segmentor_end_to_end(tiny_clip, order):
     seg = _seg(tiny_clip, decode_order=order)
-    assert seg.decode_order == order and seg.backbone.pad_to_patch == (order == "paper")
+    assert seg.decode_order == order and seg.pad_to_patch == (order == "paper")
     assert seg.backbone.strategy.name == "maskclip" and seg.backbone.pos_interp == "size"
     torch.manual_seed(6)
     img = torch.rand(2, 3, 30, 45)

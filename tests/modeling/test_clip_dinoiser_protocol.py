@@ -191,7 +191,7 @@ def test_orders_differ_with_windows(tiny_clip, rule):
     img = _blocky(7, 40, 56)
     paper = seg.decode(seg.encode_image(img), text)
     seg.decode_order = "ovdense"
-    assert seg.backbone.pad_to_patch is False
+    assert seg.pad_to_patch is False
     ours = seg.decode(seg.encode_image(img), text)
     assert not torch.allclose(paper.probs, ours.probs, atol=1e-3)
     assert not torch.equal(paper.labels, ours.labels)
@@ -225,12 +225,12 @@ def test_padding_is_black_pixels(tiny_clip):
     bb = seg.backbone
     torch.manual_seed(11)
     raw = torch.rand(2, 3, 13, 17)
-    padded = bb.pad_images(bb.normalize(raw))
+    padded = seg.pad_images(bb.normalize(raw))
     want = bb.normalize(F.pad(raw, (0, 7, 0, 3), value=0.0))
     assert padded.shape == (2, 3, 16, 24)
     torch.testing.assert_close(padded, want)
     even = bb.normalize(torch.rand(1, 3, 16, 8))
-    assert bb.pad_images(even) is even
+    assert seg.pad_images(even) is even
     feats = seg.encode_image(raw)
     assert feats.dense.shape[-2:] == (2, 3)  # ceil(13 / 8), ceil(17 / 8)
     seg.decode_order = "ovdense"

@@ -1,7 +1,10 @@
 """Shared base of the training-free segmentation presets (not a preset itself).
 
 Every key here is a constructor argument of TrainingFreeSegmentor; see its docstring. Presets
-import ``model`` from this file and change what their paper changes.
+import ``model`` from this file and change what their paper changes. The segmentor's slots:
+``head`` (a name registered in ``ovdense.modeling.heads.SEG_HEADS``, with ``head_kwargs``, or
+``L(SomeHead)(...)``), ``refiner`` (``ovdense.modeling.refiners.REFINERS``, with
+``refiner_kwargs``) and ``decode_order`` (``"ovdense"``, or CLIP-DINOiser's ``"paper"``).
 """
 
 from ovdense.config import LazyCall as L
@@ -26,4 +29,9 @@ model = L(TrainingFreeSegmentor)(
     pamr=None,
     precision="fp32",
     text_cache_dir=None,
+    head="cosine",
+    head_kwargs={},
+    refiner=None,
+    refiner_kwargs={},
+    decode_order="ovdense",
 )

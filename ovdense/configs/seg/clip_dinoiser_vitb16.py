@@ -13,6 +13,14 @@ published numbers: per window, softmax and the background rule at feature resolu
 *probabilities* upsampled and averaged, then resized to the image. ``"ovdense"``: the
 SCLIP-family order (cosines upsampled and averaged, softmax and the rule at full size). See
 docs/clip_dinoiser_protocol.md.
+
+The segmentor is a composition of parts (``CLIPDINOiserSegmentor`` only builds them, from the
+one CLIP these keys describe): backbone ``CLIPDINOiserBackbone`` (MaskCLIP + block
+``feature_block`` ``ln_2`` tokens as an intermediate), refiner ``CLIPDINOiserRefiner`` (the head
+from ``head_checkpoint``: correlation pooling with ``gamma``, saliency map ``"background"``),
+the cosine head, and the decoding rule ``SaliencyRule(delta)`` applied as ``background_rule``
+says, in ``decode_order``. The keys stay flat so that benchmark settings
+(``configs/eval/clip_dinoiser.py``) and ``model.key=value`` overrides reach every part.
 """
 
 from ovdense.config import LazyCall as L

@@ -5,14 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .registry import SEG_HEADS
+
 __all__ = ["CosineSegHead", "max_over_synonyms"]
 
 
+@SEG_HEADS.register("cosine")
 class CosineSegHead(nn.Module):
     """``logits[b, n, y, x] = <dense[b, :, y, x], embeds[n]>`` (both L2-normalised: cosines).
 
     Tensor-in / tensor-out so other models can mount it: ``forward(dense [B, D, h, w],
-    embeds [N, D]) -> [B, N, h, w]``.
+    embeds [N, D]) -> [B, N, h, w]``. Registered as ``"cosine"`` in :data:`SEG_HEADS` (the
+    default head of every segmentor).
     """
 
     def forward(self, dense: Tensor, embeds: Tensor) -> Tensor:

@@ -1,11 +1,51 @@
-"""Refiners: post-process dense predictions (PAMR; DINO-guided pooling comes here too)."""
+"""Refiners: feature refiners mounted in a segmentor's ``refiner`` slot (CLIP-DINOiser's
+affinity pooling), PAMR (label refinement) and FOUND saliency (a training target)."""
 
+from typing import Any
+
+from torch import nn
+
+from ...utils.registry import Registry
+from .clip_dinoiser import CLIPDINOiserHead, CLIPDINOiserRefiner
+from .found import FOUNDSaliency, found_saliency
 from .pamr import PAMR
 
-__all__ = ["PAMR"]
-from .clip_dinoiser import CLIPDINOiserHead  # noqa: E402
+__all__ = [
+    "PAMR",
+    "REFINERS",
+    "CLIPDINOiserHead",
+    "CLIPDINOiserRefiner",
+    "FOUNDSaliency",
+    "build_refiner",
+    "found_saliency",
+]
 
-__all__ += ["CLIPDINOiserHead"]
-from .found import FOUNDSaliency, found_saliency  # noqa: E402
+REFINERS: Registry = Registry("feature refiner")
+REFINERS.__doc__ = """Feature refiners of :class:`~ovdense.modeling.segmentors.Segmentor`.
 
-__all__ += ["FOUNDSaliency", "found_saliency"]
+A registered object is an ``nn.Module`` class (or a function returning one) whose instances
+refine the backbone's output of each window batch and may add auxiliary maps::
+
+    refiner(features: DenseFeatures, images: Tensor [B, 3, H, W]) -> (DenseFeatures,
+                                                                       dict[str, Tensor])
+
+``images`` are the normalised window crops the backbone saw; the refined ``dense`` must stay
+``[B, D, h, w]`` L2-normalised; every auxiliary map is ``[B, K, h', w']`` (any feature grid) and
+is stitched over windows like the logits (the segmentor's ``aux_map``). The map
+``"background"`` (a saliency in ``[0, 1]``) feeds the segmentor's ``saliency_rule``.
+"""
+REFINERS.register("clip_dinoiser")(CLIPDINOiserRefiner)
+
+
+def build_refiner(refiner: str | nn.Module | None, **kwargs: Any) -> nn.Module | None:
+    """A refiner from a registered name (with constructor ``kwargs``), a module, or ``None``.
+
+    Raises:
+        KeyError: an unknown name (the message lists the registered refiners).
+        TypeError: ``kwargs`` without a name.
+    """
+    if refiner is None or not isinstance(refiner, str):
+        if kwargs:
+            raise TypeError(f"refiner_kwargs {sorted(kwargs)} need a refiner name.")
+        return refiner
+    return REFINERS.get(refiner)(**kwargs)

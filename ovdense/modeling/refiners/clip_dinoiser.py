@@ -11,6 +11,11 @@ block's ``ln_2``):
 
 The parameter names are those of the released checkpoint ``last.pt``, which
 :meth:`CLIPDINOiserHead.load_official` reads.
+
+:class:`CLIPDINOiserRefiner` mounts the head in a segmentor's ``refiner`` slot: it takes the
+features of :class:`~ovdense.modeling.segmentors.clip_dinoiser.CLIPDINOiserBackbone` (MaskCLIP,
+plus the block −3 ``ln_2`` tokens and the unnormalised projection as intermediates) and returns
+the pooled features and the saliency as the auxiliary map ``"background"``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CLIPDINOiserHead", "read_clip_dinoiser_state_dict"]
+from ..backbones.base import DenseFeatures
+
+__all__ = [
+    "FEATURE_KEY",
+    "VALUES_KEY",
+    "CLIPDINOiserHead",
+    "CLIPDINOiserRefiner",
+    "read_clip_dinoiser_state_dict",
+]
+
+#: ``DenseFeatures.intermediates`` key of the hooked block's ``ln_2`` output ``[B, C, h, w]``.
+FEATURE_KEY = "ln_2"
+#: ``DenseFeatures.intermediates`` key of the unnormalised projected features ``[B, D, h, w]``
+#: (what the correlations average; ``dense`` is their L2-normalised copy).
+VALUES_KEY = "projected"
 
 #: Parameter names (and ranks) of the released ``last.pt``'s ``model_state_dict``.
 OFFICIAL_KEYS = ("obj_proj.weight", "obj_proj.bias", "bkg_decoder.weight", "bkg_decoder.bias")
@@ -217,3 +236,70 @@ class CLIPDINOiserHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, delta={self.delta}"
+
+
+class CLIPDINOiserRefiner(nn.Module):
+    """CLIP-DINOiser in a segmentor's ``refiner`` slot: affinity pooling + saliency.
+
+    ``forward(features, images) -> (features', {"background": saliency})`` with ``features'``
+    the pooled features ``normalise(head.pool(projected, head.correlations(ln_2)))`` and the
+    saliency ``[B, 1, h, w]`` (sigmoid of the background head) at feature resolution.
+
+    Args:
+        head: the trained :class:`CLIPDINOiserHead`, or ``None`` (``forward`` then refuses to
+            run: a random head would be meaningless).
+    """
+
+    def __init__(self, head: CLIPDINOiserHead | None = None) -> None:
+        super().__init__()
+        self.head = head
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike,
+        width: int,
+        gamma: float = 0.2,
+        delta: float = 0.99,
+    ) -> CLIPDINOiserRefiner:
+        """The refiner of a released ``last.pt`` (or a converted / ovdense-trained head, see
+        :func:`read_clip_dinoiser_state_dict`) for a ViT of ``width`` channels; the projection
+        width is read from the file (256 in the release)."""
+        w = read_clip_dinoiser_state_dict(checkpoint)["obj_proj.weight"]
+        proj_dim = int(w.shape[0]) if w.ndim == 4 else 256
+        head = CLIPDINOiserHead(width, proj_dim=proj_dim, gamma=gamma, delta=delta)
+        return cls(head.load_official(checkpoint))
+
+    def forward(
+        self, features: DenseFeatures, images: Tensor | None = None
+    ) -> tuple[DenseFeatures, dict[str, Tensor]]:
+        """Args:
+            features: a backbone's output carrying ``intermediates[FEATURE_KEY]`` (``[B, C, h,
+                w]``) and ``intermediates[VALUES_KEY]`` (``[B, D, h, w]``).
+            images: the backbone's input (unused).
+
+        Returns:
+            ``(DenseFeatures with dense [B, D, h, w] pooled and L2-normalised,
+            {"background": [B, 1, h, w] saliency})``.
+        """
+        if self.head is None:
+            raise ValueError(
+                "CLIP-DINOiser needs its trained head (a random one would be meaningless): "
+                f"{CHECKPOINT_HINT}; set model.head_checkpoint=/path/to/last.pt."
+            )
+        inter = features.intermediates
+        missing = [k for k in (FEATURE_KEY, VALUES_KEY) if k not in inter]
+        if missing:
+            raise ValueError(
+                f"CLIPDINOiserRefiner needs the backbone intermediates {missing} (given: "
+                f"{sorted(inter)}); use CLIPDINOiserBackbone."
+            )
+        feats, values = inter[FEATURE_KEY], inter[VALUES_KEY]
+        pooled = self.head.pool(values, self.head.correlations(feats.to(values.dtype)))
+        refined = DenseFeatures(
+            dense=F.normalize(pooled, dim=1),
+            stride=features.stride,
+            global_embed=features.global_embed,
+            intermediates=inter,
+        )
+        return refined, {"background": self.head.background(feats)}

@@ -1,20 +1,37 @@
-"""Segmentors: backbone + text encoder + head composed into a full inference pipeline."""
+"""Segmentors: parts (backbone, refiner, head, text encoder, decoding rules) composed into a
+full inference pipeline. :class:`Segmentor` takes the parts; :class:`TrainingFreeSegmentor`
+and :class:`CLIPDINOiserSegmentor` build them from an open_clip model (the presets)."""
 
-from .training_free import (
+from .base import (
+    DECODE_ORDERS,
     ImageFeatures,
+    SaliencyRule,
     SegmentationOutput,
-    TrainingFreeSegmentor,
+    Segmentor,
+    apply_background_rule,
+    check_unit_images,
+    pad_to_multiple,
     rescale_size,
     sliding_windows,
+    stitch_windows,
 )
+from .clip_dinoiser import CLIPDINOiserBackbone, CLIPDINOiserFeatures, CLIPDINOiserSegmentor
+from .training_free import TrainingFreeSegmentor
 
 __all__ = [
+    "DECODE_ORDERS",
+    "CLIPDINOiserBackbone",
+    "CLIPDINOiserFeatures",
+    "CLIPDINOiserSegmentor",
     "ImageFeatures",
+    "SaliencyRule",
     "SegmentationOutput",
+    "Segmentor",
     "TrainingFreeSegmentor",
+    "apply_background_rule",
+    "check_unit_images",
+    "pad_to_multiple",
     "rescale_size",
     "sliding_windows",
+    "stitch_windows",
 ]
-from .clip_dinoiser import CLIPDINOiserFeatures, CLIPDINOiserSegmentor  # noqa: E402
-
-__all__ += ["CLIPDINOiserFeatures", "CLIPDINOiserSegmentor"]

@@ -1,0 +1,886 @@
+"""The segmentor: parts in slots, one inference protocol (REFERENCE §2).
+
+:class:`Segmentor` is composed of
+
+* ``backbone``: a dense backbone, ``images [B, 3, H, W] (normalised) -> DenseFeatures``;
+* ``refiner`` (optional): ``(DenseFeatures, images) -> (DenseFeatures, {name: aux map})``, e.g.
+  CLIP-DINOiser's affinity pooling with its saliency map ``"background"`` (registry
+  :data:`~ovdense.modeling.refiners.REFINERS`);
+* ``head``: ``(dense [B, D, h, w], embeds [N, D]) -> scores [B, N, h, w]``, the cosine head by
+  default (registry :data:`~ovdense.modeling.heads.SEG_HEADS`);
+* ``text_encoder``: vocabulary -> class-name embeddings;
+* the decoding policy: ``logit_scale``, softmax over names, max over synonyms, thresholds,
+  PAMR, an optional ``saliency_rule`` (CLIP-DINOiser's background rule, applied as
+  ``background_rule`` says) and the ``decode_order``.
+
+It owns what is common to every method: short-side resize, sliding windows (batched), window
+stitching (:func:`stitch_windows`, the one implementation for logits, probabilities and any
+auxiliary map), upsampling, synonyms and thresholds. Presets build it from an open_clip model:
+:class:`~ovdense.modeling.segmentors.TrainingFreeSegmentor`,
+:class:`~ovdense.modeling.segmentors.CLIPDINOiserSegmentor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ...utils.validation import check_fraction, check_int, check_real
+from ..backbones import DenseBackbone
+from ..heads import build_seg_head, max_over_synonyms
+from ..text import BACKGROUND_NAMES, ClassEmbeddings, TextEncoder, Vocabulary, is_background_class
+
+__all__ = [
+    "BACKGROUND_RULES",
+    "DECODE_ORDERS",
+    "PRECISIONS",
+    "ImageFeatures",
+    "SaliencyRule",
+    "SegmentationOutput",
+    "Segmentor",
+    "apply_background_rule",
+    "check_unit_images",
+    "pad_to_multiple",
+    "rescale_size",
+    "sliding_windows",
+    "stitch_windows",
+]
+
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+#: Values of ``decode_order``: see :class:`Segmentor`.
+DECODE_ORDERS = ("ovdense", "paper")
+DecodeOrder = Literal["ovdense", "paper"]
+#: Values of ``background_rule``: see :class:`Segmentor`.
+BACKGROUND_RULES = (None, True, False, "force")
+
+
+def rescale_size(
+    height: int, width: int, short_side: int | None, max_long_side: int | None = 2048
+) -> tuple[int, int]:
+    """mmseg ``Resize(scale=(max_long_side, short_side), keep_ratio=True)``: the largest scale
+    with ``short <= short_side`` and ``long <= max_long_side`` (up or down), rounded half up."""
+    if short_side is None:
+        return height, width
+    short, long = min(height, width), max(height, width)
+    scale = short_side / short
+    if max_long_side is not None:
+        scale = min(scale, max_long_side / long)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def sliding_windows(
+    height: int, width: int, window: int | None, stride: int | None
+) -> list[tuple[int, int, int, int]]:
+    """mmseg ``slide_inference`` crops ``(y1, y2, x1, x2)`` covering an image.
+
+    Windows are ``window`` pixels square (clipped to the image), ``stride`` apart, the last one
+    in each direction shifted back to end at the border. ``window=None`` gives the whole image.
+    All windows of one image have the same size.
+    """
+    if window is None:
+        return [(0, height, 0, width)]
+    stride = stride or window
+    if window <= 0 or stride <= 0:
+        raise ValueError(f"window and stride must be > 0, got {window}, {stride}.")
+    h_grids = max(height - window + stride - 1, 0) // stride + 1
+    w_grids = max(width - window + stride - 1, 0) // stride + 1
+    out = []
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y1, x1 = hi * stride, wi * stride
+            y2, x2 = min(y1 + window, height), min(x1 + window, width)
+            y1, x1 = max(y2 - window, 0), max(x2 - window, 0)
+            out.append((y1, y2, x1, x2))
+    return out
+
+
+def stitch_windows(
+    maps: Tensor,
+    windows: Sequence[tuple[int, int, int, int]],
+    batch_size: int,
+    resized_size: tuple[int, int],
+    output_size: tuple[int, int] | None = None,
+    chunk: int = 8,
+) -> Tensor:
+    """Per-window maps -> one map per image (mmseg ``slide_inference``).
+
+    Each window map is upsampled (bilinear, ``align_corners=False``) to its crop, maps are
+    summed where windows overlap and divided by the overlap count, and the result is resized
+    (bilinear) to ``output_size`` when given. Serves logits, probabilities and auxiliary maps
+    (saliency) alike.
+
+    Args:
+        maps: ``[num_windows * B, K, h, w]`` window-major (window ``k // B`` of image ``k % B``),
+            at any feature resolution.
+        windows: crop boxes ``(y1, y2, x1, x2)`` in the resized image (all of one size).
+        batch_size: ``B``.
+        resized_size: ``(Hr, Wr)``, the image the windows were cut from.
+        output_size: ``(H, W)`` of the result (``None``: ``(Hr, Wr)``).
+        chunk: window maps upsampled per call.
+
+    Returns:
+        ``[B, K, H, W]``.
+    """
+    b = batch_size
+    if maps.shape[0] != len(windows) * b:
+        raise ValueError(
+            f"Expected {len(windows)} windows x {b} images = {len(windows) * b} window maps, "
+            f"got {maps.shape[0]}."
+        )
+    hr, wr = resized_size
+    acc = maps.new_zeros(b, maps.shape[1], hr, wr)
+    count = maps.new_zeros(1, 1, hr, wr)
+    y1, y2, x1, x2 = windows[0]
+    crop_size = (y2 - y1, x2 - x1)
+    step = max(1, chunk)
+    for start in range(0, maps.shape[0], step):
+        up = F.interpolate(
+            maps[start : start + step], size=crop_size, mode="bilinear", align_corners=False
+        )
+        for j in range(up.shape[0]):
+            win, bi = divmod(start + j, b)
+            y1, y2, x1, x2 = windows[win]
+            acc[bi, :, y1:y2, x1:x2] += up[j]
+            if bi == 0:
+                count[0, 0, y1:y2, x1:x2] += 1
+    out = acc.div_(count)
+    if output_size is None or tuple(output_size) == (hr, wr):
+        return out
+    return F.interpolate(out, size=tuple(output_size), mode="bilinear", align_corners=False)
+
+
+def pad_to_multiple(
+    images: Tensor, multiple: int, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """``images`` (normalised with ``mean`` / ``std``) padded at the bottom / right to a
+    multiple of ``multiple`` with the normalised value of a black pixel (``-mean / std``), as
+    CLIP-DINOiser's official code does (``make_input_divisible``); unchanged when already a
+    multiple."""
+    h, w = images.shape[-2:]
+    ph, pw = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
+    if not (ph or pw):
+        return images
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device)
+    out = (-m / s).view(1, 3, 1, 1).expand(images.shape[0], 3, h + ph, w + pw).clone()
+    out[:, :, :h, :w] = images
+    return out
+
+
+def check_unit_images(images: Tensor) -> Tensor:
+    """``[B, 3, H, W]`` RGB in ``[0, 1]``: floats are checked, ``uint8`` is divided by 255.
+
+    Raises:
+        ValueError: a wrong shape, or float values outside ``[0, 1]`` — images in ``0..255``
+            given as floats (divide by 255) or already normalised with a mean and std (give
+            the raw image; the backbone normalises).
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a [B, 3, H, W] RGB tensor, got {shape}.")
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float RGB in [0, 1] or uint8, got dtype {images.dtype}.")
+    lo, hi = float(images.amin()), float(images.amax())
+    tol = 1e-3  # resampling overshoot
+    if hi > 1 + tol or lo < -tol:
+        hint = (
+            "they look like 0..255 pixel values: divide by 255"
+            if hi > 2 and lo >= -tol
+            else "they look normalised with a mean and std: pass the raw image"
+        )
+        raise ValueError(
+            f"images must be RGB in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; {hint} "
+            "(Predictor.set_image also takes uint8 arrays and files)."
+        )
+    return images
+
+
+def apply_background_rule(
+    labels: Tensor,
+    probs: Tensor,
+    saliency: Tensor,
+    delta: float,
+    background_index: int = 0,
+) -> Tensor:
+    """CLIP-DINOiser's rule: pixels with ``max_c probs < delta`` *and* ``saliency < 0.5``
+    become ``background_index``.
+
+    Args:
+        labels: ``[B, H, W]`` int64 labels (not modified).
+        probs: ``[B, C, H, W]`` class probabilities.
+        saliency: ``[B, 1, H, W]`` or ``[B, H, W]`` background-head sigmoid.
+        delta: confidence bound (0.99 in the paper).
+        background_index: the label given to those pixels.
+
+    Returns:
+        ``[B, H, W]`` new labels.
+    """
+    sal = saliency[:, 0] if saliency.ndim == 4 else saliency
+    if sal.shape != labels.shape or probs.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"Shapes do not match: labels {tuple(labels.shape)}, probs {tuple(probs.shape)}, "
+            f"saliency {tuple(saliency.shape)}."
+        )
+    mask = (probs.max(dim=1).values < delta) & (sal < 0.5)
+    return torch.where(mask, torch.full_like(labels, background_index), labels)
+
+
+class SaliencyRule:
+    """CLIP-DINOiser's background rule (REFERENCE §3), the ``saliency_rule`` of a segmentor:
+    where the top class probability is below ``delta`` and the saliency map says "not salient",
+    the pixel is background.
+
+    Args:
+        delta: confidence bound (0.99 in the paper), in ``(0, 1]``.
+        aux_key: the refiner's auxiliary map holding the saliency (``[B, 1, h, w]`` in
+            ``[0, 1]``).
+    """
+
+    def __init__(self, delta: float = 0.99, aux_key: str = "background") -> None:
+        delta = check_real("delta", delta)
+        if not 0 < delta <= 1:
+            raise ValueError(f"delta must be in (0, 1], got {delta}.")
+        self.delta = float(delta)
+        self.aux_key = str(aux_key)
+
+    def on_probs(self, probs: Tensor, saliency: Tensor, background: int) -> Tensor:
+        """The official form at feature resolution: class ``background``'s probability set to
+        1.0 where ``max < delta`` and the saliency is not ``> 0.5`` (the others are kept).
+
+        Args:
+            probs: ``[B, C, h, w]`` class probabilities (changed in place and returned).
+            saliency: ``[B, 1, h, w]``.
+        """
+        sal = saliency[:, 0].to(probs)
+        mask = (probs.max(dim=1).values < self.delta) & ~(sal > 0.5)
+        probs[:, background] = torch.where(
+            mask, torch.ones_like(probs[:, background]), probs[:, background]
+        )
+        return probs
+
+    def on_labels(self, labels: Tensor, probs: Tensor, saliency: Tensor, background: int) -> Tensor:
+        """The rule on final maps: see :func:`apply_background_rule`."""
+        return apply_background_rule(labels, probs, saliency, self.delta, background)
+
+    def __repr__(self) -> str:
+        return f"SaliencyRule(delta={self.delta}, aux_key={self.aux_key!r})"
+
+
+@dataclass
+class ImageFeatures:
+    """Image-side results cached by :class:`~ovdense.Predictor` (vocabulary-independent).
+
+    Attributes:
+        dense: ``[num_windows * B, D, gh, gw]`` window-major dense features (after the refiner).
+        windows: crop boxes ``(y1, y2, x1, x2)`` in the resized image.
+        batch_size: ``B``.
+        resized_size: ``(Hr, Wr)`` after the short-side resize.
+        image_size: ``(H, W)`` of the input.
+        images: ``[B, 3, H, W]`` input in ``[0, 1]`` (kept for PAMR), or ``None``.
+        aux: the refiner's auxiliary maps, ``{name: [num_windows * B, K, h, w]}`` window-major
+            like ``dense`` (e.g. CLIP-DINOiser's saliency ``"background"``).
+    """
+
+    dense: Tensor
+    windows: list[tuple[int, int, int, int]]
+    batch_size: int
+    resized_size: tuple[int, int]
+    image_size: tuple[int, int]
+    images: Tensor | None = None
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def background(self) -> Tensor | None:
+        """``aux["background"]`` (a saliency map), or ``None``."""
+        return self.aux.get("background")
+
+
+@dataclass
+class SegmentationOutput:
+    """Attributes:
+    labels: ``[B, H, W]`` int64 class index per pixel.
+    probs: ``[B, C, H, W]`` class probabilities (max over each class's names), or ``None``
+        when not requested (``decode(..., return_probs=False)``).
+    vocabulary: the classes, ``vocabulary.display_names[labels]`` names each pixel.
+    """
+
+    labels: Tensor
+    probs: Tensor | None
+    vocabulary: Vocabulary
+
+
+class Segmentor(nn.Module):
+    """Open-vocabulary semantic segmentation from parts (see the module docstring).
+
+    Pipeline: short-side resize (long side capped) -> sliding windows (batched; padded to whole
+    patches in the ``"paper"`` order) -> ``backbone`` -> ``refiner`` (dense features and
+    auxiliary maps per window) -> ``head`` scores per name -> decoding in ``decode_order``:
+
+    * ``"ovdense"`` (the SCLIP-family order): window scores upsampled and averaged
+      (:func:`stitch_windows`), resized to the input size, optional PAMR, ``logit_scale`` x,
+      softmax over names, max over synonyms, area / probability thresholds, argmax, and the
+      ``saliency_rule`` at the input size on the stitched saliency.
+    * ``"paper"`` (CLIP-DINOiser's official order, docs/clip_dinoiser_protocol.md): per window
+      at feature resolution ``softmax(logit_scale * scores)``, max over synonyms, the
+      ``saliency_rule`` (background probability set to 1.0); window *probabilities* stitched
+      and resized to the input size, optional PAMR, thresholds, argmax. Crops that are not a
+      multiple of the patch size are padded with black pixels (:func:`pad_to_multiple`).
+
+    Args:
+        backbone: a dense backbone (``normalize``, ``patch_size``; ``forward(images) ->
+            DenseFeatures``).
+        text_encoder: the :class:`TextEncoder` (same joint space as the backbone).
+        head: a registered head name (:data:`~ovdense.modeling.heads.SEG_HEADS`) or a module:
+            ``head(dense [n, D, h, w], embeds [N, D]) -> [n, N, h, w]``.
+        refiner: optional ``refiner(features, images) -> (features, aux maps)`` (see
+            :data:`~ovdense.modeling.refiners.REFINERS`).
+        saliency_rule: optional :class:`SaliencyRule` using the refiner's saliency map.
+        background_rule: when the ``saliency_rule`` applies: ``None`` when the background class
+            (``background_index``, else the vocabulary's first class named e.g.
+            ``"background"``, see :data:`BACKGROUND_NAMES`) exists, ``True`` always (error
+            without one), ``False`` never, ``"force"`` always, class ``background_index`` (0 if
+            unset) being the background whatever its names (a benchmark's class 0 given by
+            other names, e.g. VOC21 under the unified class-name rule).
+        decode_order: ``"ovdense"`` or ``"paper"`` (above).
+        short_side: resize the short side to this (``None``: keep the input size).
+        max_long_side: cap of the long side in that resize.
+        window, stride: sliding-window crop and stride in pixels (``window=None``: whole image).
+        window_batch_size: windows per backbone call.
+        logit_scale: multiplier of the head's scores before the softmax.
+        prob_thd: pixels whose top class probability is below this (in ``[0, 1]``) become the
+            background class; ``0`` is off.
+        area_thd: SCLIP's rule: non-background classes covering at most this fraction (in
+            ``[0, 1]``) of the non-background area are suppressed (``None``: off).
+        background_index: the class the thresholds assign. ``None`` (default): the first class
+            of the vocabulary named like background (``"background"``, ``"bg"``, ``"backdrop"``;
+            :attr:`Vocabulary.background_index`); a threshold with no such class is an error,
+            never a silent class 0. An ``int`` names it explicitly (a benchmark's class 0,
+            whatever its names).
+        pamr: an optional label refiner applied to the input-size scores (``"ovdense"``) or
+            probabilities (``"paper"``), e.g. :class:`~ovdense.modeling.refiners.PAMR`.
+        precision: ``"fp32"``, ``"fp16"`` / ``"bf16"`` (autocast; fp16 needs CUDA) or ``"auto"``
+            (fp16 on CUDA, fp32 on CPU).
+    """
+
+    def __init__(
+        self,
+        backbone: DenseBackbone,
+        text_encoder: TextEncoder,
+        head: str | nn.Module = "cosine",
+        refiner: nn.Module | None = None,
+        saliency_rule: SaliencyRule | None = None,
+        *,
+        background_rule: bool | str | None = None,
+        decode_order: DecodeOrder = "ovdense",
+        short_side: int | None = 336,
+        max_long_side: int | None = 2048,
+        window: int | None = 224,
+        stride: int | None = 112,
+        window_batch_size: int = 8,
+        logit_scale: float = 40.0,
+        prob_thd: float = 0.0,
+        area_thd: float | None = None,
+        background_index: int | None = None,
+        pamr: nn.Module | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}.")
+        short_side = check_int("short_side", short_side, allow_none=True)
+        max_long_side = check_int("max_long_side", max_long_side, allow_none=True)
+        window = check_int("window", window, allow_none=True)
+        stride = check_int("stride", stride, allow_none=True)
+        window_batch_size = check_int("window_batch_size", window_batch_size)
+        logit_scale = check_real("logit_scale", logit_scale, low=0.0, low_open=True)
+        prob_thd = check_fraction("prob_thd", prob_thd)
+        area_thd = check_fraction("area_thd", area_thd, allow_none=True)
+        background_index = check_int(
+            "background_index", background_index, minimum=0, allow_none=True
+        )
+        if window is not None and stride is not None and stride > window:
+            raise ValueError(f"stride ({stride}) > window ({window}) would leave gaps.")
+        if saliency_rule is not None and not isinstance(saliency_rule, SaliencyRule):
+            raise TypeError(
+                f"saliency_rule must be a SaliencyRule or None, got {type(saliency_rule).__name__}."
+            )
+        self.backbone = backbone
+        self.text_encoder = text_encoder
+        self.head = build_seg_head(head)
+        self.refiner = refiner
+        self.saliency_rule = saliency_rule
+        self.background_rule = background_rule
+        self.decode_order = decode_order
+        self.pamr = pamr
+        self.short_side = short_side
+        self.max_long_side = max_long_side
+        self.window = window
+        self.stride = stride
+        self.window_batch_size = window_batch_size
+        self.logit_scale = float(logit_scale)
+        self.prob_thd = float(prob_thd)
+        self.area_thd = area_thd
+        self.background_index = background_index
+        self.precision = precision
+        self.eval()
+
+    # -- options --------------------------------------------------------------------------
+    @property
+    def decode_order(self) -> DecodeOrder:
+        """``"ovdense"`` or ``"paper"`` (see the class docstring); settable. ``"paper"`` also
+        pads crops to whole patches (:attr:`pad_to_patch`) from the next :meth:`encode_image`."""
+        return self._decode_order
+
+    @decode_order.setter
+    def decode_order(self, value: DecodeOrder) -> None:
+        if value not in DECODE_ORDERS:
+            raise ValueError(f"decode_order must be one of {DECODE_ORDERS}, got {value!r}.")
+        self._decode_order = value
+
+    @property
+    def pad_to_patch(self) -> bool:
+        """Whether :meth:`encode_image` pads crops to a multiple of the patch size (the
+        ``"paper"`` order) instead of letting the patch embedding drop the remainder."""
+        return self._decode_order == "paper"
+
+    @property
+    def background_rule(self) -> bool | str | None:
+        """When the ``saliency_rule`` applies (see the class docstring); settable."""
+        return self._background_rule
+
+    @background_rule.setter
+    def background_rule(self, value: bool | str | None) -> None:
+        if value not in BACKGROUND_RULES:
+            raise ValueError(
+                f"background_rule must be None, True, False or 'force', got {value!r}."
+            )
+        self._background_rule = value
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def _autocast(self):
+        dev = self.device.type
+        prec = self.precision
+        if prec == "auto":
+            prec = "fp16" if dev == "cuda" else "fp32"
+        if prec == "fp32":
+            return nullcontext()
+        if prec == "fp16" and dev != "cuda":
+            raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU.")
+        dtype = torch.float16 if prec == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=dev, dtype=dtype)
+
+    # -- image side -----------------------------------------------------------------------
+    def pad_images(self, images: Tensor) -> Tensor:
+        """Normalised ``images`` padded to whole patches with black pixels
+        (:func:`pad_to_multiple` with the backbone's patch size, mean and std)."""
+        bb = self.backbone
+        return pad_to_multiple(images, bb.patch_size, bb.mean, bb.std)
+
+    @torch.no_grad()
+    def encode_image(self, images: Tensor) -> ImageFeatures:
+        """Dense features (and the refiner's auxiliary maps) of every window of a batch of
+        same-size images.
+
+        Args:
+            images: ``[B, 3, H, W]`` RGB in ``[0, 1]`` (float), or ``uint8`` in ``[0, 255]``
+                (divided by 255). Float values outside ``[0, 1]`` are refused: see
+                :func:`check_unit_images`.
+        """
+        images = check_unit_images(images).to(self.device, torch.float32)
+        b, _, h, w = images.shape
+        hr, wr = rescale_size(h, w, self.short_side, self.max_long_side)
+        p = self.backbone.patch_size
+        if min(hr, wr) < p:
+            raise ValueError(
+                f"Image of {h}x{w} pixels is smaller than one {p}x{p} patch after resizing to "
+                f"{hr}x{wr}; set short_side (e.g. 336) or give a larger image."
+            )
+        x = (
+            images
+            if (hr, wr) == (h, w)
+            else F.interpolate(images, size=(hr, wr), mode="bilinear", align_corners=False)
+        )
+        x = self.backbone.normalize(x)
+        windows = sliding_windows(hr, wr, self.window, self.stride)
+        crops = torch.cat([x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
+        feats: list[Tensor] = []
+        aux: dict[str, list[Tensor]] = {}
+        starts = range(0, crops.shape[0], self.window_batch_size)
+        # a bar only where the wait is long (huge images, small window batches)
+        bar = tqdm(starts, desc="Windows", unit="batch", leave=False, disable=len(starts) < 8)
+        with self._autocast():
+            for start in bar:
+                batch = crops[start : start + self.window_batch_size]
+                if self.pad_to_patch:
+                    batch = self.pad_images(batch)
+                out = self.backbone(batch)
+                if self.refiner is not None:
+                    out, maps = self.refiner(out, batch)
+                    for name, m in maps.items():
+                        aux.setdefault(name, []).append(m.float())
+                feats.append(out.dense.float())
+        return ImageFeatures(
+            dense=torch.cat(feats, dim=0),
+            windows=windows,
+            batch_size=b,
+            resized_size=(hr, wr),
+            image_size=(h, w),
+            images=images if self.pamr is not None else None,
+            aux={name: torch.cat(m, dim=0) for name, m in aux.items()},
+        )
+
+    # -- text side ------------------------------------------------------------------------
+    def encode_text(
+        self, vocabulary: Vocabulary | Sequence[str | Sequence[str]]
+    ) -> ClassEmbeddings:
+        """Class-name embeddings (cached): see :class:`TextEncoder`."""
+        return self.text_encoder(vocabulary).to(self.device)
+
+    # -- window maps ----------------------------------------------------------------------
+    def _window_chunks(self, feats: ImageFeatures) -> range:
+        return range(0, feats.dense.shape[0], max(1, self.window_batch_size))
+
+    def head_scores(self, dense: Tensor, embeds: Tensor) -> Tensor:
+        """The head on window features: ``[n, D, h, w]``, ``[N, D]`` -> ``[n, N, h, w]``."""
+        out = self.head(dense, embeds)
+        want = (dense.shape[0], embeds.shape[0], *dense.shape[-2:])
+        if not isinstance(out, Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"The head {type(self.head).__name__} returned {got}; a segmentation head maps "
+                f"dense [n, D, h, w] and embeds [N, D] to [n, N, h, w] = {want}."
+            )
+        return out
+
+    @torch.no_grad()
+    def merge_windows(self, maps: Tensor, feats: ImageFeatures) -> Tensor:
+        """Window maps ``[num_windows * B, K, h, w]`` -> ``[B, K, H, W]`` at the input size
+        (:func:`stitch_windows`)."""
+        return stitch_windows(
+            maps,
+            feats.windows,
+            feats.batch_size,
+            feats.resized_size,
+            feats.image_size,
+            self.window_batch_size,
+        )
+
+    @torch.no_grad()
+    def aux_map(self, feats: ImageFeatures, name: str) -> Tensor:
+        """The refiner's auxiliary map ``name`` at the input size ``[B, K, H, W]``: window maps
+        stitched like the logits (:meth:`merge_windows`)."""
+        if name not in feats.aux:
+            raise KeyError(
+                f"These features carry no auxiliary map {name!r} (available: {sorted(feats.aux)})."
+            )
+        return self.merge_windows(feats.aux[name], feats)
+
+    @torch.no_grad()
+    def window_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
+        """Head scores per name at the resized size: ``[B, N, Hr, Wr]`` (window scores
+        upsampled to their crop, averaged where windows overlap)."""
+        embeds = text.embeds.to(feats.dense.device)
+        scores = torch.cat(
+            [
+                self.head_scores(feats.dense[s : s + self.window_batch_size], embeds)
+                for s in self._window_chunks(feats)
+            ],
+            dim=0,
+        )
+        return stitch_windows(
+            scores,
+            feats.windows,
+            feats.batch_size,
+            feats.resized_size,
+            None,
+            self.window_batch_size,
+        )
+
+    def _to_input_size(self, logits: Tensor, feats: ImageFeatures) -> Tensor:
+        if tuple(logits.shape[-2:]) == tuple(feats.image_size):
+            return logits
+        return F.interpolate(logits, size=feats.image_size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def name_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
+        """Head scores per name at the input size: ``[B, N, H, W]`` (before ``logit_scale``):
+        :meth:`window_logits` resized to the input size (bilinear) and refined by PAMR if
+        configured."""
+        logits = self._to_input_size(self.window_logits(feats, text), feats)
+        if self.pamr is not None:
+            assert feats.images is not None
+            logits = self.pamr(self.backbone.normalize(feats.images), logits)
+        return logits
+
+    @torch.no_grad()
+    def window_probs(
+        self, feats: ImageFeatures, text: ClassEmbeddings, rule_class: int | None = None
+    ) -> Tensor:
+        """Class probabilities of every window at feature resolution, ``[num_windows * B, C,
+        h, w]`` (window-major): ``softmax(logit_scale * scores)`` over names, max over each
+        class's names, then, when ``rule_class`` is a class index (see
+        :meth:`rule_background`), the ``saliency_rule`` on those probabilities (that class set
+        to 1.0 where the top probability is ``< delta`` and the saliency is not ``> 0.5``)."""
+        embeds = text.embeds.to(feats.dense.device)
+        n2c = text.name_to_class.to(feats.dense.device)
+        rule = self.saliency_rule if rule_class is not None else None
+        if rule_class is not None:
+            if not 0 <= rule_class < text.num_classes:
+                raise ValueError(
+                    f"The background rule labels pixels as class {rule_class}, but the "
+                    f"vocabulary has {text.num_classes} classes; set model.background_index."
+                )
+            if rule is None or rule.aux_key not in feats.aux:
+                raise ValueError("A background rule needs a saliency_rule and its saliency map.")
+        out = []
+        step = max(1, self.window_batch_size)
+        for start in self._window_chunks(feats):
+            cos = self.head_scores(feats.dense[start : start + step], embeds)
+            probs = torch.softmax(cos.mul_(self.logit_scale), dim=1)
+            probs = max_over_synonyms(probs, n2c, text.num_classes)
+            if rule is not None:
+                sal = feats.aux[rule.aux_key][start : start + step]
+                probs = rule.on_probs(probs, sal, rule_class)
+            out.append(probs)
+        return torch.cat(out, dim=0)
+
+    # -- decoding -------------------------------------------------------------------------
+    def rule_background(self, vocabulary: Vocabulary) -> int | None:
+        """The class the ``saliency_rule`` labels pixels as, or ``None`` when the rule does not
+        apply to this vocabulary (no rule, ``background_rule=False``, or no background class
+        under ``background_rule=None``).
+
+        The class is ``background_index`` when given, else the vocabulary's first class named
+        like background (:attr:`Vocabulary.background_index`); ``"force"`` without an index
+        means class 0.
+
+        Raises:
+            ValueError: ``background_rule=True`` and that class is not a background class, or
+                an index outside the vocabulary.
+        """
+        if self.saliency_rule is None or self.background_rule is False:
+            return None
+        n = vocabulary.num_classes
+        if self.background_rule == "force":
+            bg = 0 if self.background_index is None else self.background_index
+            if not 0 <= bg < n:
+                raise ValueError(
+                    f"background_rule='force' labels pixels as class {bg}, but the vocabulary "
+                    f"has {n} classes; set model.background_index."
+                )
+            return bg
+        bg = (
+            self.background_index
+            if self.background_index is not None
+            else vocabulary.background_index
+        )
+        ok = bg is not None and 0 <= bg < n and is_background_class(vocabulary.classes[bg])
+        if self.background_rule and not ok:
+            got = vocabulary.classes[bg] if bg is not None and 0 <= bg < n else "no such class"
+            raise ValueError(
+                f"The background rule labels pixels as a background class (one of its names in "
+                f"{sorted(BACKGROUND_NAMES)}), got {got}; put 'background' in the vocabulary or "
+                "set model.background_rule=False."
+            )
+        return bg if ok else None
+
+    def uses_background_rule(self, vocabulary: Vocabulary) -> bool:
+        """Whether :meth:`decode` applies the ``saliency_rule`` for this vocabulary."""
+        return self.rule_background(vocabulary) is not None
+
+    @torch.no_grad()
+    def decode(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        prob_thd: float | None = None,
+        return_probs: bool = True,
+        name_chunk: int = 32,
+    ) -> SegmentationOutput:
+        """Labels (and class probabilities) from cached image features and class embeddings,
+        in the order ``self.decode_order`` (see the class docstring).
+
+        The ``saliency_rule`` applies when the features carry its saliency map and
+        :meth:`rule_background` gives a class; ``prob_thd`` / ``area_thd`` act on the final
+        maps. With ``return_probs=False`` (and no PAMR / area rule / ``"ovdense"``-order
+        saliency rule, which need every map at once) the input-size maps are made
+        ``name_chunk`` names (classes) at a time, so thousands of classes on large images need
+        memory for one chunk only; the labels are the same.
+        """
+        rule = self.saliency_rule
+        has_saliency = rule is not None and rule.aux_key in feats.aux
+        bg = self.rule_background(text.vocabulary) if has_saliency else None
+        if self.decode_order == "paper":
+            return self._decode_probs_first(feats, text, bg, prob_thd, return_probs, name_chunk)
+        return self._decode_logits_first(feats, text, bg, prob_thd, return_probs, name_chunk)
+
+    def _decode_logits_first(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        rule_class: int | None,
+        prob_thd: float | None,
+        return_probs: bool,
+        name_chunk: int,
+    ) -> SegmentationOutput:
+        full = return_probs or self.pamr is not None or self.area_thd is not None
+        if full or rule_class is not None:
+            logits = self.name_logits(feats, text)
+            probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
+            probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
+            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
+            if rule_class is not None:
+                assert self.saliency_rule is not None
+                sal = self.aux_map(feats, self.saliency_rule.aux_key).to(probs.device)
+                labels = self.saliency_rule.on_labels(labels, probs, sal, rule_class)
+            return SegmentationOutput(
+                labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
+            )
+        low = self.window_logits(feats, text)
+        b, n = low.shape[:2]
+        h, w = feats.image_size
+        # Streaming softmax: the best scaled logit so far, its name, and the sum of
+        # exp(logit - best) over the names seen (rescaled when best grows). The top
+        # probability is then 1 / total. Everything else is updated in place, so the peak is
+        # one chunk of input-size maps plus four [B, H, W] maps.
+        best = low.new_full((b, h, w), float("-inf"))
+        best_name = torch.zeros((b, h, w), dtype=torch.int32, device=low.device)
+        total = low.new_zeros((b, h, w))
+        for start in range(0, n, name_chunk):
+            # a fresh resized map, or a view of ``low`` (used once, so changed in place)
+            part = self._to_input_size(low[:, start : start + name_chunk], feats)
+            part.mul_(self.logit_scale)
+            top, arg = part.max(dim=1)
+            torch.where(top > best, arg.to(torch.int32).add_(start), best_name, out=best_name)
+            new_best = torch.maximum(best, top)
+            del top, arg
+            total.mul_(best.sub_(new_best).exp_())
+            total.add_(part.sub_(new_best.unsqueeze(1)).exp_().sum(dim=1))
+            del part  # before the next chunk is made: one chunk alive at a time
+            best = new_best
+        labels = text.name_to_class.to(low.device)[best_name]
+        thd = self._prob_thd(prob_thd)
+        if thd > 0:
+            bg = self.resolve_background(text.vocabulary, "prob_thd")
+            labels[total * thd > 1] = bg  # top probability 1 / total < thd
+        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
+
+    def _decode_probs_first(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        rule_class: int | None,
+        prob_thd: float | None,
+        return_probs: bool,
+        name_chunk: int,
+    ) -> SegmentationOutput:
+        wp = self.window_probs(feats, text, rule_class)
+        if return_probs or self.pamr is not None or self.area_thd is not None:
+            probs = self.merge_windows(wp, feats)
+            if self.pamr is not None:
+                # not in CLIP-DINOiser's code: PAMR refines the averaged probability maps here
+                assert feats.images is not None
+                probs = self.pamr(self.backbone.normalize(feats.images), probs)
+            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
+            return SegmentationOutput(
+                labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
+            )
+        # classes in chunks (same labels, memory for one chunk of input-size maps)
+        b = feats.batch_size
+        h, w = feats.image_size
+        best = wp.new_full((b, h, w), float("-inf"))
+        labels = torch.zeros((b, h, w), dtype=torch.long, device=wp.device)
+        for start in range(0, wp.shape[1], name_chunk):
+            top, arg = self.merge_windows(wp[:, start : start + name_chunk], feats).max(dim=1)
+            better = top > best
+            best = torch.where(better, top, best)
+            labels = torch.where(better, arg + start, labels)
+        thd = self._prob_thd(prob_thd)
+        if thd > 0:
+            labels[best < thd] = self.resolve_background(text.vocabulary, "prob_thd")
+        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
+
+    def _prob_thd(self, prob_thd: float | None) -> float:
+        if prob_thd is None:
+            return self.prob_thd
+        return float(check_fraction("prob_thd", prob_thd))
+
+    def resolve_background(self, vocabulary: Vocabulary, needed_by: str = "prob_thd") -> int:
+        """The background class of ``vocabulary`` for the thresholds (see ``background_index``).
+
+        Raises:
+            ValueError: no class is named like background (and none was given), or the given
+                index is not a class of this vocabulary.
+        """
+        n = vocabulary.num_classes
+        if self.background_index is not None:
+            if not 0 <= self.background_index < n:
+                raise ValueError(
+                    f"background_index {self.background_index} is not a class of this "
+                    f"{n}-class vocabulary; {needed_by} needs a background class (put it "
+                    "first, e.g. 'background,cat,dog')."
+                )
+            return self.background_index
+        found = vocabulary.background_index
+        if found is None:
+            raise ValueError(
+                f"{needed_by} sends uncertain pixels to a background class, but no class of "
+                f"this vocabulary is named background ({vocabulary.display_names[:3]}...); add "
+                "one (e.g. 'background', first), set background_index, or leave "
+                f"{needed_by} off."
+            )
+        return found
+
+    def assign_labels(
+        self, probs: Tensor, prob_thd: float | None = None, vocabulary: Vocabulary | None = None
+    ) -> Tensor:
+        """Argmax with SCLIP's area rule and the background threshold.
+
+        Args:
+            probs: ``[B, C, H, W]`` class probabilities.
+            prob_thd: overrides the segmentor's threshold for this call.
+            vocabulary: the classes of ``probs``; needed to find the background class by name
+                when ``background_index`` is ``None`` and a threshold is on.
+        """
+        thd = self._prob_thd(prob_thd)
+        c = probs.shape[1]
+        bg = 0
+        if thd > 0 or self.area_thd is not None:
+            if vocabulary is None and self.background_index is None:
+                raise ValueError(
+                    "assign_labels needs the vocabulary (or an explicit background_index) to "
+                    "find the background class for the thresholds."
+                )
+            vocab = vocabulary if vocabulary is not None else Vocabulary([str(i) for i in range(c)])
+            bg = self.resolve_background(vocab, "prob_thd" if thd > 0 else "area_thd")
+        if self.area_thd is not None:
+            pred = probs.argmax(dim=1)
+            onehot = F.one_hot(pred, c).to(probs.dtype)  # [B, H, W, C]
+            area = onehot.sum(dim=(1, 2))  # [B, C]
+            area_fg = area.clone()
+            area_fg[:, bg] = 0
+            keep = (area_fg > self.area_thd * area_fg.sum(dim=1, keepdim=True)).to(probs.dtype)
+            keep[:, bg] = 1
+            probs = probs * keep[:, :, None, None]
+        top, labels = probs.max(dim=1)
+        if thd > 0:
+            labels[top < thd] = bg
+        return labels
+
+    def forward(
+        self, images: Tensor, vocabulary: Vocabulary | Sequence[str | Sequence[str]]
+    ) -> SegmentationOutput:
+        """Segment a batch of same-size images ``[B, 3, H, W]`` (RGB in ``[0, 1]``)."""
+        return self.decode(self.encode_image(images), self.encode_text(vocabulary))
