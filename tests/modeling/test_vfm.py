@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 
-from ovdense.modeling.vfm import timm_vit as vfm_module
 from ovdense.modeling.backbones.vfm import (
     DINOFeatures,
     DINOv2Features,
@@ -17,6 +16,7 @@ from ovdense.modeling.backbones.vfm import (
     list_vfms,
 )
 from ovdense.modeling.clip import WeightsUnavailableError
+from ovdense.modeling.vfm import timm_vit as vfm_module
 
 TINY_VIT = {"img_size": 32, "embed_dim": 24, "depth": 2, "num_heads": 2}
 
