@@ -405,7 +405,7 @@ def test_trained_heads_load_into_the_segmentor(tmp_path, tiny_clip_config):
         with torch.no_grad():
             want = F.normalize(trained.pool(proj, trained.correlations(feats)), dim=1)
             want_bkg = torch.sigmoid(trained.bkg_decoder(F.normalize(feats, dim=1)))
-            got, aux = seg.refiner(seg.backbone(x), x)
+            got, aux = seg.forward_features(x)
         torch.testing.assert_close(got.dense, want, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(aux["background"], want_bkg)
 

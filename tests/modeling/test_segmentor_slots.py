@@ -199,6 +199,8 @@ def test_toy_refiner_features_and_aux_maps(tiny_clip):
     x = seg.backbone.normalize(F.interpolate(image, size=feats.resized_size, mode="bilinear"))
     crops = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in feats.windows])
     want, aux = SmoothRefiner()(seg.backbone(crops), crops)
+    again, aux_again = seg.forward_features(crops)
+    assert torch.equal(again.dense, want.dense) and torch.equal(aux_again["norm"], aux["norm"])
     torch.testing.assert_close(feats.dense, want.dense, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(feats.aux["norm"], aux["norm"], atol=1e-5, rtol=1e-5)
     # auxiliary maps are stitched like the logits

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ...utils.validation import check_fraction, check_int, check_real
 from ..backbones import DenseBackbone
+from ..backbones.base import DenseFeatures
 from ..heads import build_seg_head, max_over_synonyms
 from ..text import BACKGROUND_NAMES, ClassEmbeddings, TextEncoder, Vocabulary, is_background_class
 
@@ -488,6 +489,23 @@ class Segmentor(nn.Module):
         bb = self.backbone
         return pad_to_multiple(images, bb.patch_size, bb.mean, bb.std)
 
+    def forward_features(self, images: Tensor) -> tuple[DenseFeatures, dict[str, Tensor]]:
+        """The image side of one batch of crops: ``backbone``, then ``refiner`` if any.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised with the backbone's mean / std (no resize, no
+                windows, no padding: :meth:`encode_image` does those).
+
+        Returns:
+            ``(features, aux)``: the (refined) :class:`DenseFeatures` and the refiner's
+            auxiliary maps (``{}`` without a refiner). Use this, not ``backbone`` alone, for
+            the dense features a segmentor classifies (e.g. region classification).
+        """
+        out = self.backbone(images)
+        if self.refiner is None:
+            return out, {}
+        return self.refiner(out, images)
+
     @torch.no_grad()
     def encode_image(self, images: Tensor) -> ImageFeatures:
         """Dense features (and the refiner's auxiliary maps) of every window of a batch of
@@ -525,11 +543,9 @@ class Segmentor(nn.Module):
                 batch = crops[start : start + self.window_batch_size]
                 if self.pad_to_patch:
                     batch = self.pad_images(batch)
-                out = self.backbone(batch)
-                if self.refiner is not None:
-                    out, maps = self.refiner(out, batch)
-                    for name, m in maps.items():
-                        aux.setdefault(name, []).append(m.float())
+                out, maps = self.forward_features(batch)
+                for name, m in maps.items():
+                    aux.setdefault(name, []).append(m.float())
                 feats.append(out.dense.float())
         return ImageFeatures(
             dense=torch.cat(feats, dim=0),
