@@ -29,7 +29,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .catalog import SemSegMetadata, register_semseg
+from .catalog import register_semseg
+from .metadata import SemSegMetadata
 from .semseg import SemSegSample
 
 __all__: list[str] = []

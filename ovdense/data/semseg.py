@@ -1,7 +1,7 @@
 """Semantic-segmentation samples and the dataset that loads them in the evaluation convention.
 
 A dataset is a sorted list of :class:`SemSegSample` (an id, an image file and a label file) plus
-the :class:`~ovdense.data.catalog.SemSegMetadata` that says how to read the labels. Indexing it
+the :class:`~ovdense.data.metadata.SemSegMetadata` that says how to read the labels. Indexing it
 loads one image and turns its label file into the *evaluation convention*: an ``int64`` map
 whose values are class indices ``0..K-1`` or ``metadata.ignore_label``. A problem with one file
 (missing, unreadable, size mismatch, unknown class values) raises :class:`DatasetFileError`, so
@@ -15,16 +15,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..utils.image import IMAGE_EXTENSIONS, load_image
-from ..utils.visualizer import load_label_png
-
-if TYPE_CHECKING:
-    from .catalog import SemSegMetadata
+from ..utils.labels import read_label_image
+from .metadata import SemSegMetadata
 
 __all__ = [
     "DatasetFileError",
@@ -72,7 +70,8 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
     """Read a label file as stored: palette indices, 8-bit or 16-bit gray PNG, or TIFF.
 
     Palette ("P") PNGs give their indices, not their colours. 16-bit files (Pascal Context 459,
-    ADE20K-847) keep their values.
+    ADE20K-847) keep their values. The reading is :func:`ovdense.utils.labels.read_label_image`'s;
+    this adds the dataset's error type.
 
     Args:
         path: The label file.
@@ -87,27 +86,9 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
     if not p.is_file():
         raise DatasetFileError(f"Label file not found: '{p}'.", p)
     try:
-        return load_label_png(p)
+        return read_label_image(p)
     except (ValueError, OSError) as exc:
-        pil_error = exc
-    # Pillow cannot decode some TIFF compressions that OpenCV reads.
-    if p.suffix.lower() in (".tif", ".tiff"):
-        arr = _read_with_cv2(p)
-        if arr is not None:
-            return arr
-    raise DatasetFileError(f"Cannot read label file '{p}': {pil_error}", p) from pil_error
-
-
-def _read_with_cv2(path: Path) -> np.ndarray | None:
-    try:
-        import cv2
-
-        arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    except Exception:
-        return None
-    if arr is None or arr.ndim != 2 or arr.size == 0:
-        return None
-    return arr
+        raise DatasetFileError(f"Cannot read label file '{p}': {exc}", p) from exc
 
 
 class SemSegDataset(torch.utils.data.Dataset):

@@ -34,6 +34,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..utils.io import atomic_write
+from ..utils.labels import save_label_image
 
 __all__ = [
     "COLOURS",
@@ -413,7 +414,7 @@ def write_shapes_seg(
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     for sid, scene in _val_scenes(num_images, seed, size):
         Image.fromarray(scene.image).save(folder / "images" / f"{sid}.png")
-        Image.fromarray(scene.label.astype(np.uint8)).save(folder / "labels" / f"{sid}.png")
+        save_label_image(scene.label.astype(np.uint8), folder / "labels" / f"{sid}.png")
     (folder / "classes.txt").write_text("\n".join(class_names()) + "\n", encoding="utf-8")
 
 
@@ -482,11 +483,10 @@ def _make_scene(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     objects = [o.strip() for o in args.objects.split(",")] if args.objects else None
     scene = generate_scene(args.seed, args.index, args.size, "val", objects=objects)
-    outputs = [(args.output, scene.image)]
+    with atomic_write(args.output, suffix=Path(args.output).suffix or ".png") as tmp:
+        Image.fromarray(scene.image).save(tmp)
     if args.label:
-        outputs.append((args.label, scene.label.astype(np.uint8)))
-    for path, array in outputs:
-        with atomic_write(path, suffix=Path(path).suffix or ".png") as tmp:
-            Image.fromarray(array).save(tmp)
+        with atomic_write(args.label, suffix=Path(args.label).suffix or ".png") as tmp:
+            save_label_image(scene.label.astype(np.uint8), tmp)
     print(scene.caption)
     return 0
