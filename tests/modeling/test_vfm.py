@@ -255,3 +255,24 @@ def test_wrappers_reject_wrong_modules():
         SAMFeatures(image_encoder=torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="images must be"):
         DINOFeatures(model=_tiny_dino())(torch.rand(3, 32, 32))
+
+
+def test_sam_encoder_is_built_as_segment_anything_builds_it():
+    from segment_anything import sam_model_registry
+
+    from ovdense.modeling.vfm.sam import sam_image_encoder
+
+    torch.manual_seed(0)
+    ours = sam_image_encoder("vit_b")
+    torch.manual_seed(0)
+    theirs = sam_model_registry["vit_b"](checkpoint=None).image_encoder
+    assert str(ours) == str(theirs)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same modules in the same order
+    tiny = build_vfm(
+        "sam_vit_b", pretrained=False, img_size=64, patch_size=8, embed_dim=32, depth=1
+    )
+    assert isinstance(tiny, SAMFeatures) and tiny.patch_size == 8 and tiny.img_size == 64
+    with pytest.raises(ValueError, match="SAM kind"):
+        sam_image_encoder("vit_x")
