@@ -1,8 +1,17 @@
-"""Data: the catalog of semantic-segmentation datasets and the class-name files of the literature.
+"""Data: the catalog of datasets and the class-name files of the literature.
 
 ``get_metadata(name)`` says what a benchmark is (classes, ignore label, label convention);
 ``build_semseg_dataset(name, data_root)`` loads its validation split. The built-in benchmarks
 (:mod:`ovdense.data.builtin`) are registered on import.
+
+By job: :mod:`~ovdense.data.metadata` (what a dataset is, class-name rules),
+:mod:`~ovdense.data.catalog` (the one registry, semantic-segmentation and instance sets),
+:mod:`~ovdense.data.roots` (data roots, generated datasets), :mod:`~ovdense.data.folders`
+(user folders), :mod:`~ovdense.data.semseg` (samples and the dataset),
+:mod:`~ovdense.data.coco` (COCO panoptic / instance annotations),
+:mod:`~ovdense.data.synthetic` (the shapes world), :mod:`~ovdense.data.images` (image folders).
+Nothing here imports :mod:`ovdense.modeling`, :mod:`ovdense.evaluation` or
+:mod:`ovdense.engine`; label files are read and written by :mod:`ovdense.utils.labels`.
 """
 
 from . import builtin  # noqa: F401  (registers the built-in datasets)

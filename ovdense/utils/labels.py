@@ -12,7 +12,8 @@ or reads one goes through here:
 * :func:`read_label_image`: any label file of a dataset (palette, 8- or 16-bit PNG, TIFF; TIFF
   compressions Pillow cannot decode are read with OpenCV when it is installed).
 
-Ground floor: imports nothing from ovdense but :mod:`ovdense.utils.image`.
+Ground floor: imports nothing from ovdense but :mod:`ovdense.utils.image` and
+:mod:`ovdense.utils.io`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .image import _open_image_file
+from .io import atomic_write
 
 __all__ = [
     "load_label_png",
@@ -137,6 +139,7 @@ def save_label_png(
     path: str | os.PathLike,
     palette: np.ndarray | None = None,
     bit_depth: Literal[8, 16] | None = None,
+    atomic: bool = False,
 ) -> None:
     """Save a label map as a PNG whose pixel values are the class indices.
 
@@ -153,6 +156,8 @@ def save_label_png(
             :func:`~ovdense.utils.visualizer.colorize` with that palette. Shorter palettes are
             padded with black.
         bit_depth: 8 or 16 to force a depth; by default 8 when ``labels.max() < 256``, else 16.
+        atomic: Write a temporary file next to ``path`` and rename it into place
+            (:func:`ovdense.utils.io.atomic_write`), so that no reader sees half a file.
 
     Raises:
         ValueError: Labels are negative, above 65535, not integers, not 2-D, or do not fit the
@@ -190,7 +195,11 @@ def save_label_png(
         im = Image.frombytes("I;16", (width, height), lab.astype("<u2").tobytes())
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    im.save(out, format="PNG")
+    if atomic:
+        with atomic_write(out, suffix=".png") as tmp:
+            im.save(tmp, format="PNG")
+    else:
+        im.save(out, format="PNG")
 
 
 def load_label_png(path: str | os.PathLike) -> np.ndarray:
@@ -235,17 +244,17 @@ def load_label_png(path: str | os.PathLike) -> np.ndarray:
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def save_label_image(labels: np.ndarray, path: str | os.PathLike) -> None:
+def save_label_image(labels: np.ndarray, path: str | os.PathLike, atomic: bool = False) -> None:
     """Write a plain single-channel label file, its depth given by the dtype.
 
     ``uint8`` labels give an 8-bit grayscale file, ``uint16`` labels a 16-bit one (no palette
-    either way). ``.tif`` / ``.tiff`` files are written as TIFF, everything else as PNG. The
-    file is written in place: wrap the call in :func:`ovdense.utils.io.atomic_write` for an
-    atomic write.
+    either way). ``.tif`` / ``.tiff`` files are written as TIFF, everything else as PNG.
 
     Args:
         labels: ``uint8`` or ``uint16`` class indices, shape ``[H, W]``.
-        path: Output file (its folder must exist).
+        path: Output file (without ``atomic``, its folder must exist).
+        atomic: Write a temporary file next to ``path`` and rename it into place
+            (:func:`ovdense.utils.io.atomic_write`, which also creates the folder).
 
     Raises:
         ValueError: ``labels`` is not a 2-D ``uint8`` / ``uint16`` array.
@@ -257,7 +266,11 @@ def save_label_image(labels: np.ndarray, path: str | os.PathLike) -> None:
             f"{tuple(arr.shape)}."
         )
     fmt = "TIFF" if Path(path).suffix.lower() in _TIFF_SUFFIXES else "PNG"
-    Image.fromarray(arr).save(path, format=fmt)
+    if atomic:
+        with atomic_write(path) as tmp:
+            Image.fromarray(arr).save(tmp, format=fmt)
+    else:
+        Image.fromarray(arr).save(path, format=fmt)
 
 
 def read_label_image(path: str | os.PathLike) -> np.ndarray:
