@@ -476,7 +476,7 @@ def test_context_records_the_grid_a_strategy_outputs_on(tiny_clip):
 def test_old_import_paths_re_export_the_same_objects():
     import ovdense.modeling.backbones as backbones
     from ovdense.modeling import layers, strategies, vfm
-    from ovdense.modeling.backbones import attention, build, clip_vit, pos_embed, proxy
+    from ovdense.modeling.backbones import attention, clip_vit, pos_embed, proxy
     from ovdense.modeling.backbones import vfm as old_vfm
 
     for name in attention.__all__:
@@ -489,7 +489,6 @@ def test_old_import_paths_re_export_the_same_objects():
         if hasattr(vfm, name):
             assert getattr(old_vfm, name) is getattr(vfm, name)
     assert pos_embed.interpolate_pos_embed is layers.interpolate_pos_embed
-    assert clip_vit.dense_backbone_for is build.dense_backbone_for
-    assert clip_vit.build_clip_backbone is build.build_clip_backbone
+    assert clip_vit.dense_backbone_for is backbones.dense_backbone_for
     for name in backbones.__all__:
         assert getattr(backbones, name) is not None

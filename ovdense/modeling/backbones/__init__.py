@@ -2,7 +2,7 @@
 
 ``DenseCLIPBackbone`` (open_clip ViT, ``clip_vit.py``) and ``DenseEVABackbone`` (EVA02-CLIP,
 ``eva_vit.py``) are siblings over ``DenseTowerBackbone`` (``tower.py``); ``dense_backbone_for``
-(``build.py``) picks the one that fits a model. The last-block strategies live in
+(``clip_vit.py``) picks the one that fits a model. The last-block strategies live in
 :mod:`ovdense.modeling.strategies`, the vision foundation models in :mod:`ovdense.modeling.vfm`;
 their names are re-exported here as before.
 """
@@ -19,8 +19,7 @@ from ..strategies import (
 )
 from ..vfm import VFMS, VisionFoundationModel, build_vfm, list_vfms
 from .base import DenseBackbone, DenseFeatures, FeatureInfo
-from .build import build_clip_backbone, dense_backbone_for
-from .clip_vit import DenseCLIPBackbone
+from .clip_vit import DenseCLIPBackbone, build_clip_backbone, dense_backbone_for
 from .eva_vit import DenseEVABackbone, EvaBlockView, is_eva_tower
 from .tower import DenseTowerBackbone
 

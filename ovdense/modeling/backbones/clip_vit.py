@@ -1,7 +1,9 @@
-"""Dense features from an open_clip ViT image tower."""
+"""Dense features from an open_clip ViT image tower, and the builders that pick the dense backbone
+fitting any supported tower (this one or its EVA02 sibling, ``eva_vit.py``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,11 +11,19 @@ import torch
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
+from ..clip import load_clip
 from ..strategies import AttentionStrategy, TokenContext, VanillaAttention
 from .base import check_patch_images
+from .eva_vit import DenseEVABackbone, is_eva_tower
 from .tower import OPENAI_MEAN, OPENAI_STD, DenseTowerBackbone
 
-__all__ = ["OPENAI_MEAN", "OPENAI_STD", "DenseCLIPBackbone"]
+__all__ = [
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "DenseCLIPBackbone",
+    "build_clip_backbone",
+    "dense_backbone_for",
+]
 
 _FAST_BLOCK = VanillaAttention()
 
@@ -126,11 +136,54 @@ class DenseCLIPBackbone(DenseTowerBackbone):
         return x
 
 
-def __getattr__(name: str) -> Any:
-    # NOTE: the builders moved to build.py (they pick between this class and its EVA sibling);
-    # resolved lazily because build.py imports this module.
-    if name in ("build_clip_backbone", "dense_backbone_for"):
-        from . import build
+def dense_backbone_for(
+    clip: nn.Module,
+    strategy: str | AttentionStrategy = "vanilla",
+    strategy_kwargs: dict[str, Any] | None = None,
+    pos_interp: str = "size",
+    out_indices: Sequence[int] = (),
+) -> DenseTowerBackbone:
+    """The dense backbone that fits ``clip``'s image tower (the model or its ``.visual``):
+    :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone` for an EVA02-CLIP tower
+    (open_clip ``EVA02-B-16``, ``EVA02-L-14-336``, ...), else :class:`DenseCLIPBackbone`.
+    Arguments as for :class:`DenseCLIPBackbone`.
+    """
+    cls = DenseEVABackbone if is_eva_tower(clip) else DenseCLIPBackbone
+    return cls(
+        clip,
+        strategy=strategy,
+        strategy_kwargs=strategy_kwargs,
+        pos_interp=pos_interp,
+        out_indices=out_indices,
+    )
 
-        return getattr(build, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def build_clip_backbone(
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    model: nn.Module | None = None,
+    strategy: str | AttentionStrategy = "vanilla",
+    strategy_kwargs: dict[str, Any] | None = None,
+    pos_interp: str = "size",
+    out_indices: Sequence[int] = (),
+    device: str | torch.device = "cpu",
+) -> DenseTowerBackbone:
+    """One-liner: :func:`~ovdense.modeling.clip.load_clip` + :func:`dense_backbone_for`.
+
+    Example::
+
+        backbone = build_clip_backbone("ViT-B-16", "openai", strategy="naclip")
+    """
+    clip = load_clip(
+        model_name, pretrained, checkpoint=checkpoint, config=config, model=model, device=device
+    )
+    return dense_backbone_for(
+        clip,
+        strategy=strategy,
+        strategy_kwargs=strategy_kwargs,
+        pos_interp=pos_interp,
+        out_indices=out_indices,
+    )

@@ -10,7 +10,7 @@ into the joint space -> L2 normalisation). Its siblings adapt one tower each:
 - :class:`~ovdense.modeling.backbones.eva_vit.DenseEVABackbone`: open_clip's EVA02-CLIP tower
   (a timm ``Eva`` inside ``TimmModel``).
 
-:func:`~ovdense.modeling.backbones.build.dense_backbone_for` picks the one that fits a model.
+:func:`~ovdense.modeling.backbones.clip_vit.dense_backbone_for` picks the one that fits a model.
 """
 
 from __future__ import annotations
