@@ -21,9 +21,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ovdense", "ovdense.*"]),
-    # Method presets are Python files; the tiny shapes-world CLIP ships its config and weights.
+    # Method presets are Python files; the tiny shapes-world CLIP ships its config and weights;
+    # py.typed marks the package as typed (PEP 561).
     package_data={
         "ovdense": [
+            "py.typed",
             "configs/**/*.py",
             "data/classnames/*.txt",
             "assets/model_configs/*.json",
