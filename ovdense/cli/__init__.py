@@ -82,9 +82,7 @@ COMMANDS: dict[str, Command] = {
     "make-shapes-scene": Command(
         "ovdense.data.synthetic", "write one scene of the shapes world (a demo image)"
     ),
-    "benchmark": Command(
-        "ovdense.cli.benchmark", "speed and memory of the text and image sides"
-    ),
+    "benchmark": Command("ovdense.cli.benchmark", "speed and memory of the text and image sides"),
 }
 
 

@@ -29,7 +29,7 @@ def describe(path: Path, width: int = 72) -> str:
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     except (OSError, SyntaxError, ValueError):
         return ""
-    text = " ".join(doc.split("\n\n")[0].split())
+    text = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
     for stop in (": ", ". "):
         if stop in text:
             text = text.split(stop)[0]
@@ -67,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.names:
         print("\n".join(name for name, _, _ in rows))
         return 0
-    w_name = max(len(r[0]) for r in rows) + 2
-    w_file = max(len(r[1]) for r in rows) + 2
-    print(f"{'preset':<{w_name}}{'file (ovdense/configs/)':<{w_file}}description")
+    head = ("preset", "file (ovdense/configs/)", "description")
+    w_name = max(len(r[0]) for r in [head, *rows]) + 2
+    w_file = max(len(r[1]) for r in [head, *rows]) + 2
+    print(f"{head[0]:<{w_name}}{head[1]:<{w_file}}{head[2]}")
     for name, rel, text in rows:
         print(f"{name:<{w_name}}{rel:<{w_file}}{text}".rstrip())
     return 0
