@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..utils.io import atomic_write, place_file
+from ..utils.io import place_file
+from ..utils.labels import save_label_image
 from .catalog import CLASSNAMES_DIR, DATASETS_ENV
 
 __all__ = [
@@ -214,11 +215,10 @@ def read_uint8_map(path: Path, what: str = "map") -> np.ndarray:
 def atomic_save_label(labels: np.ndarray, path: Path) -> None:
     """Write a single-channel label image (uint8 -> 8-bit, uint16 -> 16-bit) atomically.
 
-    ``.tif`` / ``.tiff`` files are written as TIFF, everything else as PNG.
+    ``.tif`` / ``.tiff`` files are written as TIFF, everything else as PNG (the one label
+    writer, :func:`ovdense.utils.labels.save_label_image`).
     """
-    fmt = "TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG"
-    with atomic_write(path) as tmp:
-        Image.fromarray(labels).save(tmp, format=fmt)
+    save_label_image(labels, path, atomic=True)
 
 
 @dataclass
