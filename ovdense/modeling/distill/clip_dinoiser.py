@@ -94,7 +94,7 @@ class CLIPDINOiserDistill(nn.Module):
                 f"{type(teacher).__name__}."
             )
         visual = getattr(clip, "visual", clip)  # the text tower is never a submodule
-        self.backbone = CLIPDINOiserBackbone(visual, None, feature_block=feature_block)
+        self.backbone = CLIPDINOiserBackbone(visual, feature_block=feature_block)
         self.teacher = teacher
         self.found = found
         self.head = CLIPDINOiserHead(int(self.backbone.width), proj_dim=proj_dim, gamma=gamma)

@@ -73,12 +73,7 @@ class CLIPDINOiserBackbone(DenseCLIPBackbone):
         feature_block: index of the block whose ``ln_2`` output feeds the head (−3).
     """
 
-    def __init__(self, clip: nn.Module, head: None = None, feature_block: int = -3) -> None:
-        if head is not None:
-            raise TypeError(
-                "CLIPDINOiserBackbone no longer owns the head: pass it to "
-                "CLIPDINOiserRefiner(head) (a segmentor's refiner slot)."
-            )
+    def __init__(self, clip: nn.Module, feature_block: int = -3) -> None:
         super().__init__(clip, strategy="maskclip", pos_interp="size")
         n = self.num_blocks
         j = feature_block + n if feature_block < 0 else feature_block
