@@ -68,8 +68,6 @@ class CLIPDINOiserBackbone(DenseCLIPBackbone):
 
     Args:
         clip: open_clip model or ViT tower (shared).
-        head: must be ``None``: the head lives in the refiner (the argument stays for the
-            position of ``feature_block``).
         feature_block: index of the block whose ``ln_2`` output feeds the head (−3).
     """
 
