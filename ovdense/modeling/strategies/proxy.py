@@ -135,8 +135,8 @@ class ProxyAttention(AttentionStrategy):
         """The ``[0, 1]`` images ``[B, 3, H, W]`` behind ``ctx.images`` (CLIP-normalised)."""
         if ctx.images is None:
             raise RuntimeError(
-                "ProxyAttention needs the input images (ctx.images); run it through "
-                "DenseCLIPBackbone, which passes them."
+                "ProxyAttention needs the input images (ctx.images); run it through a dense "
+                "backbone (dense_backbone_for(clip, strategy)), which passes them."
             )
         x = ctx.images
         mean = ctx.extras.get("clip_mean", self.clip_mean)
