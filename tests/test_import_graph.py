@@ -41,13 +41,8 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
 }
 
 #: Known import cycles (the modules of the circle) -> the file that closes it, fixed elsewhere.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # build.py imports clip_vit at module level; clip_vit.py imports build inside a function
-    # (backbones engineer's files).
-    frozenset(
-        {"ovdense.modeling.backbones.build", "ovdense.modeling.backbones.clip_vit"}
-    ): "ovdense/modeling/backbones/clip_vit.py",
-}
+#: (None today: the backbones circle build.py <-> clip_vit.py was closed in parallel.)
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 def _module_name(path: Path) -> str:
