@@ -33,7 +33,7 @@ RULES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 #: Known edges that break a rule today, each owned by a file being fixed elsewhere:
-#: (importer, imported) -> why. Remove an entry when its file is fixed (the test says so).
+#: (importer, imported) -> the file. Remove an entry when its file is fixed (the test warns).
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     # ovdense/utils/cli.py imports WeightsUnavailableError from ovdense.modeling.clip; the
     # error now lives in ovdense.utils.weights (tools/CLI engineer's file).
