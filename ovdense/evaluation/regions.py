@@ -148,14 +148,16 @@ def evaluate_regions(
     Each image is loaded, resized as the segmentor does (short side to ``segmentor.short_side``
     with the long side capped by ``segmentor.max_long_side``, bilinear; ``None`` keeps it),
     and its dense features are computed once over the whole image in fp32
-    (``segmentor.backbone(segmentor.backbone.normalize(img01))``). Boxes are scaled into the
+    (``segmentor.forward_features(normalised image)``: the backbone, then the segmentor's
+    refiner if any, e.g. CLIP-DINOiser's pooling). Boxes are scaled into the
     resized image; masks are resized with nearest interpolation. Every region is classified by
     ``classifier`` (default :class:`RegionClassifier` with ``empty="zero"``) against the cleaned
     names of all categories. A mask that covers no feature cell after resizing counts as wrong.
 
     Args:
         segmentor: a :class:`~ovdense.modeling.segmentors.TrainingFreeSegmentor` (or anything
-            with ``backbone``, ``encode_text`` and ``short_side``).
+            with ``backbone``, ``encode_text`` and ``short_side``; ``forward_features`` is used
+            when present).
         dataset: from :func:`load_coco_panoptic` or a :class:`CocoInstances` (its ``groups``,
             if any, are reported too).
         mode: ``"boxes"``, ``"masks"`` or a sequence of both (features are shared).
@@ -199,7 +201,13 @@ def evaluate_regions(
         hr, wr = rescale_size(h, w, short_side, max_long)
         if (hr, wr) != (h, w):
             img = F.interpolate(img, size=(hr, wr), mode="bilinear", align_corners=False)
-        feats = backbone(backbone.normalize(img))
+        x = backbone.normalize(img)
+        # the features the segmentor classifies: backbone, then its refiner if it has one
+        feats = (
+            segmentor.forward_features(x)[0]
+            if hasattr(segmentor, "forward_features")
+            else backbone(x)
+        )
         gt = torch.tensor([s.category_index for s in item.segments])
         num_regions += len(item.segments)
         record: dict[str, Any] = {

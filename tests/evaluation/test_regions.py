@@ -288,3 +288,32 @@ def test_cli_on_an_instance_dataset(tmp_path, tiny_preset, monkeypatch, capsys):
     # --dataset and the panoptic paths exclude each other
     with pytest.raises(SystemExit):
         _tool().main([*args, "--images", str(tmp_path)])
+
+
+class _ConstantRefiner(torch.nn.Module):
+    """Replaces every feature cell by one vector (so every region gets its class)."""
+
+    def __init__(self, vector: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("vector", vector)
+
+    def forward(self, features, images):
+        from ovdense.modeling.backbones import DenseFeatures
+
+        d = features.dense
+        dense = self.vector.view(1, -1, 1, 1).expand(d.shape[0], -1, *d.shape[-2:]).contiguous()
+        return DenseFeatures(dense=dense, stride=features.stride), {}
+
+
+def test_regions_use_the_segmentors_refiner(panoptic, tiny_preset):
+    """Region features are what the segmentor classifies: backbone, then its refiner."""
+    json_path, png_dir, img_dir, _ = panoptic
+    data = load_coco_panoptic(json_path, png_dir, img_dir)
+    seg = build_segmentor(tiny_preset("naclip"), device="cpu", short_side=48)
+    dog = seg.encode_text(data.class_names).embeds[1]
+    seg.refiner = _ConstantRefiner(dog)
+    res = evaluate_regions(
+        seg, data, mode=["boxes", "masks"], progress=False, return_predictions=True
+    )
+    for p in res["predictions"]:
+        assert p["boxes"] == [1] * len(p["gt"]) and p["masks"] == [1] * len(p["gt"])
