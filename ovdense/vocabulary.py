@@ -46,8 +46,8 @@ def _split(entry: str, synonym_sep: str | None) -> list[str]:
 class Vocabulary:
     """An ordered list of classes; each class has one or more names (synonyms).
 
-    The score of a class is the maximum over its names (REFERENCE §2). Class ``i`` is displayed as
-    its first name.
+    The score of a class is the maximum over its names
+    (docs/protocols.md#scores-synonyms-and-logit-scale). Class ``i`` is displayed as its first name.
 
     Args:
         classes: one entry per class: a string (split into names on ``|`` and on

@@ -1,8 +1,9 @@
 """What a semantic-segmentation dataset is: :class:`SemSegMetadata` and the class-name rules.
 
 Class-name parsing rules (:data:`PARSE_RULES`). The ``cls_*.txt`` files hold one class per line;
-the OVSS repositories read the synonyms on a line differently (REFERENCE §2), which changes their
-numbers, so every rule is available by name:
+the OVSS repositories read the synonyms on a line differently
+(docs/protocols.md#class-name-parsing), which changes their numbers, so every rule is available by
+name:
 
 * ``"sclip"``, ``"naclip"``: split on ``", "`` and on ``"; "``, strip whitespace;
 * ``"clearclip"``: split on ``","`` without stripping (``"building, edifice"`` gives

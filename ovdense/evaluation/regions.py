@@ -1,5 +1,5 @@
-"""CLIPSelf's region-classification benchmark (REFERENCE §4): zero-shot classification of the
-ground-truth boxes and masks of COCO panoptic val from dense features.
+"""CLIPSelf's region-classification benchmark (docs/methods.md#clipself-evaluation): zero-shot
+classification of the ground-truth boxes and masks of COCO panoptic val from dense features.
 
 For every image the segmentor's backbone computes the dense features of the whole (resized)
 image once; every ground-truth segment is then pooled from them -- RoIAlign over its box or

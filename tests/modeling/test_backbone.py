@@ -25,7 +25,7 @@ def _tokens_before_last_block(clip, images):
 
 
 def _reference_last_block(block, x, strategy, grid, std=5.0):
-    """Explicit per-head loops with softmax matrices (REFERENCE §1)."""
+    """Explicit per-head loops with softmax matrices (docs/methods.md#last-block-strategies)."""
     attn = block.attn
     heads = attn.num_heads
     h = block.ln_1(x)

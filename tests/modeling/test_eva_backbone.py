@@ -75,7 +75,8 @@ def _timm_tokens_before_last(trunk, images):
 
 
 def _reference_last_block(block, x, rope, strategy, grid, std=5.0):
-    """Per-head loops from the block's weights (REFERENCE §1 with EVA's q/k/v, RoPE, sub-LN)."""
+    """Per-head loops from the block's weights (docs/methods.md#eva02-towers with EVA's q/k/v, RoPE,
+    sub-LN)."""
     a = block.attn
     heads = a.num_heads
     h = block.norm1(x)

@@ -1,6 +1,6 @@
-"""ClearCLIP's evaluation settings (Lan et al., ECCV 2024; REFERENCE §2): short side 448,
-448/224 windows, logit scale 50, fp16 on GPU, class names split on "," (leading spaces kept),
-the single word "background" for VOC21 / COCO-Object."""
+"""ClearCLIP's evaluation settings (Lan et al., ECCV 2024; docs/protocols.md#per-method-settings):
+short side 448, 448/224 windows, logit scale 50, fp16 on GPU, class names split on "," (leading
+spaces kept), the single word "background" for VOC21 / COCO-Object."""
 
 from ..seg.clearclip_vitb16 import model  # noqa: F401 - the config this file extends
 

@@ -1,6 +1,7 @@
-"""CLIP-DINOiser's evaluation settings (Wysoczańska et al., ECCV 2024; REFERENCE §1-§3): short
-side 448, 448/224 sliding windows, softmax(100 cos), γ 0.2, ovdense's unified class-name rule
-(the official repo's own class lists are not part of REFERENCE).
+"""CLIP-DINOiser's evaluation settings (Wysoczańska et al., ECCV 2024; docs/methods.md,
+docs/protocols.md#per-method-settings): short side 448, 448/224 sliding windows, softmax(100 cos), γ
+0.2, ovdense's unified class-name rule (see
+docs/protocols.md#where-ovdense-differs-from-the-papers).
 
 Background rule (max class probability < δ 0.99 and FOUND-like saliency < 0.5 -> class 0):
 applied where the benchmark's class 0 is an "everything that is not an object" background,

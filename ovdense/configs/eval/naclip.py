@@ -1,5 +1,6 @@
-"""NACLIP's evaluation settings (Hajimiri et al., WACV 2025; REFERENCE §2): PAMR on, whole-image
-inference on VOC, background threshold 0.1 on the datasets with a background class."""
+"""NACLIP's evaluation settings (Hajimiri et al., WACV 2025; docs/protocols.md#per-method-settings):
+PAMR on, whole-image inference on VOC, background threshold 0.1 on the datasets with a background
+class."""
 
 from ..seg.naclip_vitb16 import model  # noqa: F401 - the config this file extends
 

@@ -1,5 +1,5 @@
-"""SCLIP's evaluation settings (Wang et al., ECCV 2024; REFERENCE §2): the method preset plus
-per-benchmark changes, class names split on ", " (synonyms max-pooled)."""
+"""SCLIP's evaluation settings (Wang et al., ECCV 2024; docs/protocols.md#per-method-settings): the
+method preset plus per-benchmark changes, class names split on ", " (synonyms max-pooled)."""
 
 from ..seg.sclip_vitb16 import model  # noqa: F401 - the config this file extends
 

@@ -1,4 +1,5 @@
-"""CLIP-DINOiser head training (Wysoczańska et al., ECCV 2024; REFERENCE §3): the paper's recipe.
+"""CLIP-DINOiser head training (Wysoczańska et al., ECCV 2024; docs/methods.md#training-the-heads):
+the paper's recipe.
 
 Frozen OpenCLIP ViT-B/16 (laion2b_s34b_b88k) and DINO ViT-B/16; only the correlation conv
 (``obj_proj``, 3x3, 768 -> 256) and the background conv (``bkg_decoder``, 1x1) train.
@@ -7,7 +8,7 @@ left out of the losses), batch 16, AdamW, lr 5e-5 (``obj_proj``) and 1e-2 (``bkg
 both x0.1 at iteration 5000. Losses: BCE-with-logits of the clamped student correlations
 against DINO value correlations >= 0.2, and of the background logits against FOUND saliency.
 
-Length: REFERENCE gives the LR step (5000) but not the total; we train ``max_iter = 6000``
+Length: the paper gives the LR step (5000) but not the total; we train ``max_iter = 6000``
 (5000 iterations + 1000 at the decayed rate, i.e. 96 epochs of 1000 images / batch 16).
 
 FOUND target: the training-free FOUND discovery (:mod:`ovdense.modeling.refiners.found`) on the

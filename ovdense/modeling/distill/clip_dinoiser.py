@@ -1,4 +1,5 @@
-"""Training of CLIP-DINOiser's two convolutions (Wysoczańska et al., ECCV 2024; REFERENCE §3).
+"""Training of CLIP-DINOiser's two convolutions (Wysoczańska et al., ECCV 2024;
+docs/methods.md#training-the-heads).
 
 CLIP (MaskCLIP backbone) and DINO are frozen; only :class:`CLIPDINOiserHead` trains:
 

@@ -1,7 +1,8 @@
 """Region classification from dense features: RoIAlign over boxes, pooling under masks.
 
-Plain tensor-in / tensor-out functions and an ``nn.Module`` (REFERENCE §6) so that detectors and
-evaluators can mount them on any :class:`~ovdense.modeling.backbones.DenseFeatures`.
+Plain tensor-in / tensor-out functions and an ``nn.Module`` (docs/methods.md#region-classification)
+so that detectors and evaluators can mount them on any
+:class:`~ovdense.modeling.backbones.DenseFeatures`.
 
 Coordinate convention (shared by :func:`box_features` and :func:`mask_features` with a
 ``stride``): feature cell ``(i, j)`` of a map with stride ``s`` covers the image pixels

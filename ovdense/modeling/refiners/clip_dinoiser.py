@@ -1,4 +1,4 @@
-"""CLIP-DINOiser's inference head (Wysoczańska et al., ECCV 2024; REFERENCE §3).
+"""CLIP-DINOiser's inference head (Wysoczańska et al., ECCV 2024; docs/methods.md#clip-dinoiser).
 
 Two small convolutions on the patch tokens entering the MLP of CLIP block −3 (the output of that
 block's ``ln_2``):
@@ -123,8 +123,9 @@ class CLIPDINOiserHead(nn.Module):
         width: channels ``C`` of the CLIP ViT tokens (768 for ViT-B/16).
         proj_dim: channels of the correlation projection (256 in the release).
         gamma: correlations below this get weight 0 in :meth:`pool` (must be > 0).
-        delta: the segmentor's confidence bound of the background rule (REFERENCE §3); stored
-            here so that one object carries all of the method's constants.
+        delta: the segmentor's confidence bound of the background rule
+            (docs/methods.md#clip-dinoiser); stored here so that one object carries all of the
+            method's constants.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """FOUND background discovery (Siméoni et al., CVPR 2023, "Unsupervised Object Localization:
 Observing the Background to Discover Objects"): the saliency target of CLIP-DINOiser's
-background head (REFERENCE §3).
+background head (docs/methods.md#training-the-heads).
 
 Variant implemented (:func:`found_saliency`): FOUND's *training-free discovery step*, as written
 in the official FOUND code (``bkg_seg.compute_img_bkg_seg``), on the last block of a DINO ViT:
@@ -18,7 +18,7 @@ in the official FOUND code (``bkg_seg.compute_img_bkg_seg``), on the last block 
    code). Saliency = not background, in ``{0, 1}``.
 
 Not implemented by default: FOUND's second stage, a 1×1 conv "decoder" trained on those masks.
-The official CLIP-DINOiser training (as far as we know from its code; REFERENCE §3 only says
+The official CLIP-DINOiser training (as far as we know from its code; the paper only says
 "FOUND's unsupervised saliency") uses FOUND's *released* model (DINO ViT-S/8 keys + that trained
 decoder). Its weights are not something ovdense can ship or derive, so the default target is the
 discovered mask, which is what the decoder was itself trained to imitate; a released FOUND

@@ -1,4 +1,5 @@
-"""The segmentor: parts in slots, one inference protocol (REFERENCE §2).
+"""The segmentor: parts in slots, one inference protocol
+(docs/protocols.md#common-inference-protocol).
 
 :class:`Segmentor` is composed of
 
@@ -236,9 +237,9 @@ def apply_background_rule(
 
 
 class SaliencyRule:
-    """CLIP-DINOiser's background rule (REFERENCE §3), the ``saliency_rule`` of a segmentor:
-    where the top class probability is below ``delta`` and the saliency map says "not salient",
-    the pixel is background.
+    """CLIP-DINOiser's background rule (docs/methods.md#clip-dinoiser), the ``saliency_rule`` of a
+    segmentor: where the top class probability is below ``delta`` and the saliency map says "not
+    salient", the pixel is background.
 
     Args:
         delta: confidence bound (0.99 in the paper), in ``(0, 1]``.

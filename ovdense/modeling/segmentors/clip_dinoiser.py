@@ -1,5 +1,5 @@
-"""CLIP-DINOiser inference (Wysoczańska et al., ECCV 2024; REFERENCE §3) as a composition of
-:class:`Segmentor` parts:
+"""CLIP-DINOiser inference (Wysoczańska et al., ECCV 2024; docs/methods.md#clip-dinoiser) as a
+composition of :class:`Segmentor` parts:
 
 * backbone: :class:`CLIPDINOiserBackbone`, MaskCLIP (strategy ``"maskclip"``, position
   embeddings interpolated to the target size) that also returns the block −3 ``ln_2`` tokens

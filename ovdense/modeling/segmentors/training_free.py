@@ -37,7 +37,7 @@ __all__ = [
 class TrainingFreeSegmentor(Segmentor):
     """A :class:`Segmentor` built from an open_clip model: dense CLIP with a last-block
     attention strategy, its text tower, the cosine head (or any registered head), the common
-    inference protocol of REFERENCE §2.
+    inference protocol of docs/protocols.md#common-inference-protocol.
 
     This class only builds the parts (the presets' constructor); everything else is
     :class:`Segmentor`'s.

@@ -108,10 +108,10 @@ class TextEncoder(nn.Module):
     """Turns a :class:`Vocabulary` into class-name embeddings with an open_clip text tower.
 
     Each name is put into every template; the template embeddings are L2-normalised, averaged
-    and re-normalised (REFERENCE §2). Prompts are encoded in batches sorted by length and cut to
-    the longest prompt of the batch (exact for causal towers), which is several times faster than
-    padding to the 77-token context. Results are cached in memory and, with ``cache_dir``, on
-    disk, keyed by model weights + templates + names.
+    and re-normalised (docs/protocols.md#text-embeddings). Prompts are encoded in batches sorted by
+    length and cut to the longest prompt of the batch (exact for causal towers), which is several
+    times faster than padding to the 77-token context. Results are cached in memory and, with
+    ``cache_dir``, on disk, keyed by model weights + templates + names.
 
     Args:
         clip: the open_clip model (from :func:`~ovdense.modeling.clip.load_clip`).
