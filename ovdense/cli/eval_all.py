@@ -9,11 +9,11 @@ Example::
 VOC21, PC60, COCO-Object, VOC20, PC59, COCO-Stuff, Cityscapes and ADE20K (``--datasets`` to
 choose), each resumable in its own output folder, and writes ``<output>/table.md`` and
 ``table.json``: mIoU per benchmark, the average, and for the paper protocol the numbers each
-paper published (REFERENCE §7) next to them. A benchmark that is not on disk is reported as
-missing and the others still run; one whose every image is skipped is reported too, and the exit
-code is then 2. Each benchmark's folder is tied to the settings that made its predictions
-(``fingerprint.json``, see ``ovdense eval --help``): ``--overwrite`` starts every benchmark
-afresh.
+paper published (docs/results.md#training-free-ovss) next to them. A benchmark that is not on
+disk is reported as missing and the others still run; one whose every image is skipped is
+reported too, and the exit code is then 2. Each benchmark's folder is tied to the settings that
+made its predictions (``fingerprint.json``, see ``ovdense eval --help``): ``--overwrite`` starts
+every benchmark afresh.
 
 ``--datasets shapes_seg`` evaluates on the generated shapes world instead (with a
 ``shapes/<method>`` preset and the bundled tiny CLIP; mIoU of seen and held-out compositions
@@ -63,7 +63,8 @@ BENCHMARKS = {
     "ade20k_150": "ADE",
 }
 
-#: mIoU (%) published with each method's own settings, CLIP ViT-B/16 (REFERENCE §7).
+#: mIoU (%) published with each method's own settings, CLIP ViT-B/16
+#: (docs/results.md#training-free-ovss).
 PUBLISHED = {
     "sclip": [59.63, 31.74, 33.52, 81.54, 34.46, 22.77, 32.34, 16.45],
     "naclip": [64.07, 34.99, 36.19, 83.03, 38.35, 25.69, 38.27, 19.05],

@@ -1,5 +1,6 @@
 """CLIPSelf's region-classification benchmark: zero-shot classification of the COCO panoptic
-val ground-truth boxes and masks from a segmentor's dense features (REFERENCE §4).
+val ground-truth boxes and masks from a segmentor's dense features
+(docs/methods.md#clipself-evaluation).
 
 Example::
 
