@@ -34,11 +34,7 @@ RULES: dict[str, dict[str, tuple[str, ...]]] = {
 
 #: Known edges that break a rule today, each owned by a file being fixed elsewhere:
 #: (importer, imported) -> the file. Remove an entry when its file is fixed (the test warns).
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # ovdense/utils/cli.py imports WeightsUnavailableError from ovdense.modeling.clip; the
-    # error now lives in ovdense.utils.weights (tools/CLI engineer's file).
-    ("ovdense.utils.cli", "ovdense.modeling.clip"): "ovdense/utils/cli.py",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 #: Known import cycles (the modules of the circle) -> the file that closes it, fixed elsewhere.
 #: (None today: the backbones circle build.py <-> clip_vit.py was closed in parallel.)

@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ..modeling.clip import WeightsUnavailableError
+from .weights import WeightsUnavailableError
 
 __all__ = [
     "USER_ERRORS",
