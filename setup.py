@@ -19,6 +19,8 @@ setup(
     "for any list of words.",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["ovdense", "ovdense.*"]),
     # Method presets are Python files; the tiny shapes-world CLIP ships its config and weights;
@@ -38,6 +40,6 @@ setup(
     entry_points={"console_scripts": ["ovdense=ovdense.cli:main"]},
     install_requires=versions_ns["requirements"](),
     extras_require={
-        "dev": ["pytest>=7.4", "ruff>=0.4"],
+        "dev": ["pytest>=7.4", "ruff==0.17.6"],
     },
 )
