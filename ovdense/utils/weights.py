@@ -35,6 +35,8 @@ __all__ = [
     "unreachable_reason",
 ]
 
+_DEFAULT_HINT = "expected a torch (.pt, .pth, .bin) or .safetensors weight file"
+
 #: Keys under which checkpoints commonly nest their state dict.
 DEFAULT_NESTING = ("state_dict", "model", "module", "model_ema")
 
@@ -71,7 +73,8 @@ def load_weights_file(
     Args:
         path: The file.
         what: How to name it in messages (``"CLIP checkpoint"``, ``"FOUND decoder"``...).
-        hint: What the file should be (added to the messages), e.g. ``"the released last.pt"``.
+        hint: What the file should be, a phrase added to the messages, e.g. ``"expected the
+            released last.pt"``.
         mmap: Memory-map zip-format torch files (no tensor data read until used); legacy
             (non-zip) files are then read normally.
 
@@ -101,11 +104,16 @@ def load_weights_file(
     except (PermissionError, FileNotFoundError, IsADirectoryError, CheckpointFormatError):
         raise  # the file system's own answer (a truncated zip can raise other OSErrors)
     except Exception as err:  # noqa: BLE001 - zip / pickle / EOF / header errors
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        expected = hint or "a torch (.pt, .pth, .bin) or .safetensors weight file"
+        if "Weights only load failed" in str(err):
+            reason = (
+                "it holds Python objects that a safe load (weights_only=True) refuses to "
+                "unpickle, not plain weights"
+            )
+        else:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+            reason = f"the file is truncated or not a checkpoint ({type(err).__name__}: {first})"
         raise CheckpointFormatError(
-            f"Could not read {what} {file}: the file is truncated or not a checkpoint "
-            f"({type(err).__name__}: {first}); expected {expected}."
+            f"Could not read {what} {file}: {reason}; {hint or _DEFAULT_HINT}."
         ) from None
 
 
@@ -126,7 +134,7 @@ def check_weights_file(
         except Exception as err:  # noqa: BLE001
             raise CheckpointFormatError(
                 f"Could not read {what} {file}: the file is truncated or not a checkpoint "
-                f"({type(err).__name__}); expected a .safetensors weight file."
+                f"({type(err).__name__}); {hint or 'expected a .safetensors weight file'}."
             ) from None
         return
     load_weights_file(file, what=what, hint=hint, mmap=True)
@@ -177,7 +185,7 @@ def flatten_state_dict(
         if inner is None or any(isinstance(v, Tensor) for v in obj.values()):
             break
         obj = inner
-    expected = f"; expected {hint}" if hint else ""
+    expected = f"; {hint}" if hint else ""
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(
             f"{source} does not hold a state dict (name -> tensor) but a "

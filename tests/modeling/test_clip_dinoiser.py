@@ -222,7 +222,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match=r"missing keys \['bkg_decoder.bias'\].*extra.weight"):
         head.load_official(tmp_path / "keys.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="Cannot read"):
+    with pytest.raises(ValueError, match="Could not read"):
         head.load_official(tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError, match="last.pt"):
         head.load_official(tmp_path / "missing.pt")

@@ -32,7 +32,7 @@ from .eva_convert import create_model_from_checkpoint, read_checkpoint
 __all__ = ["WeightsUnavailableError", "load_clip", "model_fingerprint", "weights_need_quick_gelu"]
 
 
-_CHECKPOINT_HINT = "an open_clip checkpoint file: .bin, .pt, .pth or .safetensors"
+_CHECKPOINT_HINT = "expected an open_clip checkpoint file (.bin, .pt, .pth or .safetensors)"
 
 
 def _download_failed_message(model_name: str, pretrained: str, reason: str) -> str:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...utils.weights import load_weights_file
 from ..backbones.base import DenseFeatures
 
 __all__ = [
@@ -77,15 +78,7 @@ def read_clip_dinoiser_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             keys).
     """
     p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"CLIP-DINOiser checkpoint not found: {p} ({CHECKPOINT_HINT}).")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle / zip errors: the file is not a plain torch checkpoint
-        raise ValueError(
-            f"Cannot read {p} as a weights-only torch checkpoint ({type(err).__name__}); expected "
-            f"{CHECKPOINT_HINT}."
-        ) from err
+    obj = load_weights_file(p, what="CLIP-DINOiser checkpoint", hint=CHECKPOINT_HINT)
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
     elif (

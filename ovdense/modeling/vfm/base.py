@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...utils.weights import read_state_dict as read_weights
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VisionFoundationModel"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,22 +81,14 @@ class VisionFoundationModel(nn.Module):
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # official DINO training checkpoints: {"teacher": {...}}; others: {"state_dict"|"model": ...}
-    for key in ("teacher", "state_dict", "model", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__}).")
-    for prefix in ("module.", "backbone."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
+    """A VFM checkpoint as a flat state dict (timm, official DINO ``{"teacher": ...}``,
+    ``state_dict`` / ``model`` nesting; ``module.`` / ``backbone.`` prefixes stripped)."""
+    return read_weights(
+        path,
+        what="VFM checkpoint",
+        nesting=("teacher", "state_dict", "model", "module"),
+        strip_prefixes=("module.", "backbone."),
+    )
 
 
 def check_file(path: str | os.PathLike, what: str, source: str) -> Path:

@@ -16,15 +16,13 @@ timm size arguments gives tiny random models (tests).
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
-from ..clip import WeightsUnavailableError
+from ...utils.weights import WeightsUnavailableError, unreachable_reason
 from ..layers import interpolate_pos_embed
 from .base import IMAGENET_MEAN, IMAGENET_STD, VisionFoundationModel, check_file, read_state_dict
 from .registry import VFMS
@@ -271,20 +269,9 @@ def _timm_weights_reachable(name: str) -> None:
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub:
         return
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        if isinstance(try_to_load_from_cache(hub, filename), str):
-            return
-    reason = None
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        reason = "HF_HUB_OFFLINE is set"
-    else:
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-        try:
-            socket.create_connection((host, 443), timeout=3).close()
-        except OSError:
-            reason = f"{host} unreachable"
+    reason = unreachable_reason(
+        hf_repo=hub, hf_filenames=("model.safetensors", "pytorch_model.bin")
+    )
     if reason is not None:
         raise WeightsUnavailableError(_timm_download_message(name, reason))
 
