@@ -19,11 +19,14 @@ from .utils.registry import unknown_name_message
 
 __all__ = [
     "CONFIGS_DIR",
+    "PRESET_KINDS",
     "build_segmentor",
+    "check_preset_kind",
     "clip_source_overrides",
     "get_config",
     "get_config_file",
     "list_presets",
+    "preset_kind",
 ]
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -39,14 +42,80 @@ ALIASES = {
 }
 
 
-def list_presets() -> list[str]:
-    """Preset names: the short aliases and every ``group/file`` under ``ovdense/configs``."""
+#: Kinds of presets -> the folders of ``ovdense/configs`` holding them: segmentor presets
+#: (``--config`` of demo / eval / eval-all, :func:`build_segmentor`; the aliases point there),
+#: evaluation configs (a method's paper settings, read by ``ovdense eval``) and training configs
+#: (``ovdense train``).
+PRESET_KINDS: dict[str, tuple[str, ...]] = {
+    "seg": ("seg", "shapes"),
+    "eval": ("eval",),
+    "train": ("train",),
+}
+
+_KIND_WORDS = {"eval": "an evaluation config", "train": "a training config"}
+
+
+def list_presets(kind: str = "seg") -> list[str]:
+    """Preset names of one kind: the short aliases and the ``group/file`` names under
+    ``ovdense/configs``.
+
+    Args:
+        kind: ``"seg"`` (default: the segmentor presets, i.e. the aliases, ``seg/*`` and
+            ``shapes/*``), ``"eval"`` (``eval/*``), ``"train"`` (``train/*``) or ``"all"``
+            (every file, aliases first).
+
+    Raises:
+        ValueError: Unknown kind.
+    """
+    if kind != "all" and kind not in PRESET_KINDS:
+        raise ValueError(
+            f"Unknown preset kind {kind!r}; choose one of {', '.join([*PRESET_KINDS, 'all'])}."
+        )
     files = sorted(
         str(p.relative_to(CONFIGS_DIR).with_suffix(""))
         for p in CONFIGS_DIR.rglob("*.py")
         if not p.name.startswith(("base", "_"))
     )
-    return sorted(ALIASES) + files
+    if kind == "all":
+        return sorted(ALIASES) + files
+    folders = PRESET_KINDS[kind]
+    aliases = sorted(ALIASES) if kind == "seg" else []
+    return aliases + [f for f in files if f.split("/")[0] in folders]
+
+
+def preset_kind(name: str | os.PathLike) -> str | None:
+    """``"seg"``, ``"eval"`` or ``"train"`` for a preset shipped in ``ovdense/configs`` (by its
+    folder), None for a config file elsewhere.
+
+    Raises:
+        KeyError: Unknown preset name.
+        FileNotFoundError: A config file that does not exist.
+    """
+    try:
+        rel = get_config_file(name).resolve().relative_to(CONFIGS_DIR.resolve())
+    except ValueError:
+        return None
+    for kind, folders in PRESET_KINDS.items():
+        if rel.parts[0] in folders:
+            return kind
+    return None
+
+
+def check_preset_kind(name: str | os.PathLike, allowed: Sequence[str] = ("seg",)) -> None:
+    """Stop a preset of another kind (a training config given as a segmentor) in one sentence.
+
+    Raises:
+        ValueError: ``name`` is a shipped preset whose kind is not in ``allowed``.
+        KeyError: Unknown preset name.
+        FileNotFoundError: A config file that does not exist.
+    """
+    kind = preset_kind(name)
+    if kind is None or kind in allowed:
+        return
+    raise ValueError(
+        f"'{name}' is {_KIND_WORDS.get(kind, f'a {kind} config')}, not a segmentor preset; "
+        "choose one of list_presets('seg') (the command `ovdense presets` lists them)."
+    )
 
 
 def get_config_file(name: str | os.PathLike) -> Path:
@@ -62,7 +131,7 @@ def get_config_file(name: str | os.PathLike) -> Path:
         return found
     if path.suffix in (".py", ".yaml"):
         raise FileNotFoundError(f"Config file not found: {path}")
-    raise KeyError(unknown_name_message("preset", key, list_presets()))
+    raise KeyError(unknown_name_message("preset", key, list_presets("all")))
 
 
 def get_config(name: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
@@ -123,8 +192,9 @@ def build_segmentor(
 
     Args:
         preset: ``"maskclip"``, ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``,
-            ``"clip_dinoiser"``, a ``group/name`` under ``ovdense/configs`` or a config file
-            path.
+            ``"clip_dinoiser"``, a segmentor ``group/name`` under ``ovdense/configs``
+            (:func:`list_presets`) or a config file path. A training or evaluation config
+            (``train/*``, ``eval/*``) is refused with a ``ValueError``.
         model: open_clip architecture replacing the preset's (e.g. ``"ViT-L-14"``).
         pretrained: open_clip weight tag replacing the preset's (e.g. ``"laion2b_s34b_b88k"``).
         checkpoint: local open_clip checkpoint file (use this offline). The preset's tag still
@@ -142,6 +212,7 @@ def build_segmentor(
     from .utils.cli import resolve_device
 
     device = resolve_device(device)  # a CUDA request without a GPU fails before any loading
+    check_preset_kind(preset, ("seg",))
     cfg = get_config(preset)
     sources = clip_source_overrides(model, pretrained, checkpoint)
     cfg = LazyConfig.apply_overrides(cfg, [*sources, *_override_list(options), *overrides])

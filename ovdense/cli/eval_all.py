@@ -9,11 +9,14 @@ Example::
 VOC21, PC60, COCO-Object, VOC20, PC59, COCO-Stuff, Cityscapes and ADE20K (``--datasets`` to
 choose), each resumable in its own output folder, and writes ``<output>/table.md`` and
 ``table.json``: mIoU per benchmark, the average, and for the paper protocol the numbers each
-paper published (docs/results.md#training-free-ovss) next to them. A benchmark that is not on
-disk is reported as missing and the others still run; one whose every image is skipped is
-reported too, and the exit code is then 2. Each benchmark's folder is tied to the settings that
-made its predictions (``fingerprint.json``, see ``ovdense eval --help``): ``--overwrite`` starts
-every benchmark afresh.
+paper published (docs/results.md#training-free-ovss) next to them. The benchmark suite and the
+published numbers are data of the method's evaluation preset: ``suite``, ``published`` and
+``published_source`` in ``ovdense/configs/eval/<method>.py`` (the shared suite is the one of
+``configs/eval/unified.py``). A benchmark that is not on disk is reported as missing and the
+others still run; one whose every image is skipped is reported too, and the exit code is then
+2. Each benchmark's folder is tied to the settings that made its predictions
+(``fingerprint.json``, see ``ovdense eval --help``): ``--overwrite`` starts every benchmark
+afresh.
 
 ``--datasets shapes_seg`` evaluates on the generated shapes world instead (with a
 ``shapes/<method>`` preset and the bundled tiny CLIP; mIoU of seen and held-out compositions
@@ -27,13 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..data import build_semseg_dataset
 from ..evaluation.base import format_metric, json_safe
 from ..evaluation.runner import (
     PROTOCOLS,
+    EvalPreset,
     NothingEvaluatedError,
+    default_suite,
+    eval_preset,
     output_name,
     resolve_eval_config,
     run_eval,
@@ -52,27 +59,6 @@ from ..utils.io import atomic_write_text
 #: Shown after Ctrl-C.
 INTERRUPT_HINT = "run the same command again to resume (the predictions made so far are kept)"
 
-BENCHMARKS = {
-    "voc21": "VOC21",
-    "context60": "PC60",
-    "coco_object": "Object",
-    "voc20": "VOC20",
-    "context59": "PC59",
-    "coco_stuff171": "Stuff",
-    "cityscapes": "City",
-    "ade20k_150": "ADE",
-}
-
-#: mIoU (%) published with each method's own settings, CLIP ViT-B/16
-#: (docs/results.md#training-free-ovss).
-PUBLISHED = {
-    "sclip": [59.63, 31.74, 33.52, 81.54, 34.46, 22.77, 32.34, 16.45],
-    "naclip": [64.07, 34.99, 36.19, 83.03, 38.35, 25.69, 38.27, 19.05],
-    "clearclip": [51.8, 32.6, 33.0, 80.9, 35.9, 23.9, 30.0, 16.7],
-    "maskclip": [None, None, None, 61.8, 25.5, 17.5, 25.0, 14.2],  # third-party re-run
-}
-
-
 #: Generated test/demo datasets (not in the default run nor in the average): ``--datasets
 #: shapes_seg`` adds their mIoU and the mIoU of each class group (seen / held-out).
 EXTRA = {"shapes_seg": "Shapes", "shapes_seg_objects": "Shapes-obj"}
@@ -83,18 +69,25 @@ def build_table(
     protocol: str,
     miou: dict[str, float | None],
     groups: dict[str, dict[str, float | None]] | None = None,
+    *,
+    suite: Mapping[str, str] | None = None,
+    published: Mapping[str, float | None] | None = None,
 ) -> str:
     """Markdown table: one column per dataset (+ ``<Name> <group>`` columns for datasets with
-    class groups), the average over the OVSS benchmarks, and the published row if known."""
+    class groups), the average over the benchmarks of ``suite`` (catalog name -> column; default
+    :func:`~ovdense.evaluation.runner.default_suite`), and under the paper protocol the
+    ``published`` row (mIoU per benchmark, as the method's evaluation preset declares it) when
+    there is one."""
     groups = groups or {}
+    suite = default_suite() if suite is None else suite
     names, values = [], []
     for d, v in miou.items():
-        names.append(BENCHMARKS.get(d) or EXTRA.get(d, d))
+        names.append(suite.get(d) or EXTRA.get(d, d))
         values.append(v)
         for g, gv in groups.get(d, {}).items():
             names.append(f"{EXTRA.get(d, d)} {g.replace('_', '-')}")
             values.append(gv)
-    ovss = [v for d, v in miou.items() if d in BENCHMARKS]
+    ovss = [v for d, v in miou.items() if d in suite]
     done = [v for v in ovss if v is not None]
     avg = sum(done) / len(done) if len(done) == len(ovss) and done else None
     lines = [
@@ -104,13 +97,21 @@ def build_table(
         "|---|" + "---|" * (len(names) + 1),
         f"| ovdense | {' | '.join(format_metric(v) for v in values)} | {format_metric(avg)} |",
     ]
-    if protocol == "paper" and method in PUBLISHED and not groups:
-        pub = dict(zip(BENCHMARKS, PUBLISHED[method]))
-        row = [pub.get(d) for d in miou]
+    if protocol == "paper" and published and not groups:
+        row = [published.get(d) for d in miou]
         pub_avg = sum(row) / len(row) if all(v is not None for v in row) else None
         cells = " | ".join(format_metric(v) for v in [*row, pub_avg])
         lines.append(f"| published | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _suite_of(config: str, protocol: str) -> dict[str, str]:
+    """The preset's benchmark suite; the default one when the preset cannot be read (``main``
+    then reports why, once)."""
+    try:
+        return eval_preset(config, protocol).suite
+    except Exception:  # noqa: BLE001 - reported by main's resolve_eval_config
+        return default_suite()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,9 +124,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--datasets",
         nargs="+",
-        default=list(BENCHMARKS),
+        default=None,
         metavar="DATASET",
-        help=f"benchmarks to run (default: the eight OVSS ones); also {', '.join(EXTRA)}",
+        help="benchmarks to run (default: the 'suite' of the method's evaluation preset, the "
+        f"eight OVSS ones); also {', '.join(EXTRA)}",
     )
     p.add_argument("--data-root", default=None, help="datasets root (default: $OVDENSE_DATASETS)")
     add_output_argument(
@@ -142,9 +144,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_overrides_argument(p)
     args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
     # ``--datasets a b key=value``: argparse hands the overrides to --datasets; move them back
-    args.opts = [d for d in args.datasets if "=" in d] + args.opts
-    args.datasets = [d for d in args.datasets if "=" not in d]
-    choices = [*BENCHMARKS, *EXTRA]
+    given = args.datasets
+    suite = _suite_of(args.config, args.protocol)
+    args.opts = [d for d in given or () if "=" in d] + args.opts
+    args.datasets = [d for d in given if "=" not in d] if given is not None else list(suite)
+    choices = [*suite, *EXTRA]
     bad = [d for d in args.datasets if d not in choices]
     if bad or not args.datasets:
         p.error(f"argument --datasets: invalid choice(s) {bad} (choose from {', '.join(choices)})")
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = model_source(args)
     # an unknown preset or override key stops here, once, before any benchmark runs
     resolve_eval_config(args.config, args.datasets[0], args.protocol, args.opts, **clip)
+    preset: EvalPreset = eval_preset(args.config, args.protocol)
     method = output_name(args.config)
     out = Path(args.output or Path("output") / "eval" / f"{method}_{args.protocol}")
     miou: dict[str, float | None] = {}
@@ -194,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             k[len("mIoU_") :]: v for k, v in res["metrics"].items() if k.startswith("mIoU_")
         }
     groups = {k: v for k, v in groups.items() if v}
-    table = build_table(method, args.protocol, miou, groups)
+    table = build_table(
+        method, args.protocol, miou, groups, suite=preset.suite, published=preset.published
+    )
     atomic_write_text(out / "table.md", table)
     atomic_write_text(
         out / "table.json",
@@ -204,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 "protocol": args.protocol,
                 "mIoU": json_safe(miou),
                 "mIoU_groups": json_safe(groups),
+                **(
+                    {"published": preset.published, "published_source": preset.published_source}
+                    if args.protocol == "paper" and preset.published
+                    else {}
+                ),
             },
             indent=2,
         )

@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -39,7 +40,13 @@ from ..data import (
     parse_dataset_spec,
 )
 from ..engine.distributed import init_distributed
-from ..model_zoo import ALIASES, CONFIGS_DIR, clip_source_overrides, get_config_file
+from ..model_zoo import (
+    ALIASES,
+    CONFIGS_DIR,
+    check_preset_kind,
+    clip_source_overrides,
+    get_config_file,
+)
 from ..utils.cli import USER_ERRORS, UserError, resolve_device
 from ..utils.io import atomic_write, atomic_write_text, pid_alive, remove_stale_temporaries
 from ..utils.visualizer import load_label_png, save_label_png
@@ -55,7 +62,10 @@ __all__ = [
     "OutputLock",
     "OutputLockedError",
     "OutputMismatchError",
+    "EvalPreset",
     "default_output_dir",
+    "default_suite",
+    "eval_preset",
     "fingerprint_differences",
     "method_name",
     "output_fingerprint",
@@ -92,9 +102,49 @@ class NothingEvaluatedError(UserError):
     """Not one image of the dataset could be evaluated (all skipped)."""
 
 
+#: What an evaluation preset declares about its method, not about its settings: kept out of the
+#: resolved config (and so out of ``config.yaml`` and the fingerprint); see :func:`eval_preset`.
+PRESET_INFO_KEYS = ("method", "suite", "published", "published_source")
+
+
 # -- configuration ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalPreset:
+    """What a method's evaluation preset declares besides its settings.
+
+    Attributes:
+        method: The method's name (the preset's ``method``; for a config file that declares
+            none, inferred from the file name by :func:`method_name`).
+        file: The config file the protocol loads (``configs/eval/<method>.py`` for a method
+            preset under the paper protocol).
+        suite: The benchmarks ``ovdense eval-all`` runs and averages, catalog name -> table
+            column, in table order (the preset's ``suite``, else :func:`default_suite`).
+        published: mIoU (%) the method's paper or repository published, per benchmark (the
+            preset's ``published``; empty when none).
+        published_source: Where ``published`` comes from.
+    """
+
+    method: str
+    file: Path
+    suite: dict[str, str]
+    published: dict[str, float] = field(default_factory=dict)
+    published_source: str = ""
+
+
+def default_suite() -> dict[str, str]:
+    """The eight standard OVSS benchmarks (``suite`` of ``configs/eval/unified.py``), catalog
+    name -> table column, in table order."""
+    suite = LazyConfig.load(CONFIGS_DIR / "eval" / "unified.py").suite
+    return {str(k): str(v) for k, v in suite.items()}
+
+
 def method_name(config: str) -> str:
-    """``naclip`` for ``naclip``, ``seg/naclip_vitb16`` or ``.../naclip_vitb16.py``."""
+    """``naclip`` for ``naclip``, ``seg/naclip_vitb16`` or ``.../naclip_vitb16.py``.
+
+    Inferred from the name; the method presets declare theirs (``method`` of
+    ``configs/eval/<method>.py``, see :func:`eval_preset`), so this is the fallback for user
+    config files.
+    """
     stem = Path(str(config)).stem
     for alias in ALIASES:
         if stem == alias or stem.startswith(alias + "_"):
@@ -132,6 +182,62 @@ def output_name(config: str | os.PathLike) -> str:
     return name.replace("/", "_")
 
 
+def _eval_file(config: str | os.PathLike, protocol: str) -> Path:
+    """The file a protocol loads: under ``paper``, ``configs/eval/<method>.py`` for a method
+    preset that has one; else the config itself (``unified`` applies its settings on top)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    file = get_config_file(config)
+    check_preset_kind(config, ("seg", "eval"))
+    method = method_name(str(config))
+    eval_file = CONFIGS_DIR / "eval" / f"{method}.py"
+    is_preset = method in ALIASES and file.resolve() == get_config_file(method).resolve()
+    return eval_file if protocol == "paper" and is_preset and eval_file.is_file() else file
+
+
+def _declared_method(cfg: DictConfig) -> str | None:
+    value = cfg.get("method")
+    return value if isinstance(value, str) and value else None
+
+
+def _py(node: Any) -> Any:
+    return to_py(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+
+
+def eval_preset(config: str | os.PathLike, protocol: str = "paper") -> EvalPreset:
+    """The method, benchmark suite and published numbers of ``config`` under ``protocol``.
+
+    Read from the file :func:`resolve_eval_config` loads: a method's evaluation preset
+    (``configs/eval/<method>.py``) declares ``method``, ``suite`` (or imports the shared one of
+    ``configs/eval/unified.py``), ``published`` (mIoU per benchmark) and ``published_source``.
+    A config file that declares none of them gets its method from its file name, the default
+    suite, and the published numbers of the method preset its name gives (:func:`output_name`,
+    e.g. a copy named ``sclip.py``), if any.
+
+    Raises:
+        KeyError: Unknown preset.
+        FileNotFoundError: A config file that does not exist.
+        ValueError: Unknown protocol, or a training config.
+    """
+    file = _eval_file(config, protocol)
+    cfg = LazyConfig.load(file)
+    method = _declared_method(cfg) or method_name(str(config))
+    suite = _py(cfg.get("suite")) or default_suite()
+    published, source = _py(cfg.get("published")), cfg.get("published_source")
+    if published is None:
+        known = CONFIGS_DIR / "eval" / f"{output_name(config)}.py"
+        if known.is_file() and known.resolve() != file.resolve():
+            info = LazyConfig.load(known)
+            published, source = _py(info.get("published")), info.get("published_source")
+    return EvalPreset(
+        method=method,
+        file=file,
+        suite={str(k): str(v) for k, v in suite.items()},
+        published={str(k): float(v) for k, v in (published or {}).items() if v is not None},
+        published_source=str(source or ""),
+    )
+
+
 def default_output_dir(config: str | os.PathLike, protocol: str, dataset: str) -> Path:
     """``output/eval/<output_name(config)>_<protocol>/<dataset>``."""
     return Path("output") / "eval" / f"{output_name(config)}_{protocol}" / dataset
@@ -147,26 +253,23 @@ def resolve_eval_config(
     pretrained: str | None = None,
     checkpoint: str | os.PathLike | None = None,
 ) -> DictConfig:
-    """The resolved config: ``model`` (segmentor), ``class_rule`` and ``dataset``.
+    """The resolved config: ``model`` (segmentor), ``class_rule``, ``dataset``, ``protocol`` and
+    ``method``.
 
     ``paper``: ``configs/eval/<method>.py`` when it exists (else the preset as is), with its
     per-benchmark changes; ``unified``: the preset's strategy under ``configs/eval/unified.py``.
+    ``method`` is the one the file declares (else :func:`method_name`); the rest of what a
+    preset declares about its method (suite, published numbers: :func:`eval_preset`) is left
+    out, so it is no part of ``config.yaml`` nor of an output folder's fingerprint.
     ``model`` / ``pretrained`` / ``checkpoint`` replace the CLIP weights the way every tool does
     (:func:`ovdense.model_zoo.clip_source_overrides`); ``overrides`` are applied last.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-    method = method_name(config)
-    eval_file = CONFIGS_DIR / "eval" / f"{method}.py"
-    is_preset = method in ALIASES and (
-        get_config_file(config).resolve() == get_config_file(method).resolve()
-    )
-    if protocol == "paper" and is_preset and eval_file.is_file():
-        cfg = LazyConfig.load(eval_file)
-    else:
-        cfg = LazyConfig.load(get_config_file(config))
-        cfg.setdefault("class_rule", "unified")
-        cfg.setdefault("benchmarks", {})
+    cfg = LazyConfig.load(_eval_file(config, protocol))
+    method = _declared_method(cfg) or method_name(config)
+    for key in PRESET_INFO_KEYS:
+        cfg.pop(key, None)
+    cfg.setdefault("class_rule", "unified")
+    cfg.setdefault("benchmarks", {})
     if protocol == "unified":
         unified = LazyConfig.load(CONFIGS_DIR / "eval" / "unified.py")
         for key, value in unified.protocol.items():

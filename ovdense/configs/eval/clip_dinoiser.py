@@ -17,9 +17,11 @@ clip_dinoiser_protocol.md), pinned here whatever the preset's default.
 """
 
 from ..seg.clip_dinoiser_vitb16 import model  # the config this file extends
+from .unified import suite  # noqa: F401 - the benchmarks eval-all runs
 
 model.decode_order = "paper"
 
+method = "clip_dinoiser"
 class_rule = "unified"
 benchmarks = {
     "voc21": {"background_rule": "force"},

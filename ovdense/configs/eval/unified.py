@@ -4,7 +4,22 @@ Applied on top of a method preset (its strategy, strategy arguments and position
 are kept; everything else is replaced): short side 336 (Cityscapes 560), 224/112 sliding
 windows, logit scale 40, the 80 OpenAI templates, class names split on ", " and "; " with
 synonyms max-pooled (background classes get all their names), no threshold, no PAMR, fp32.
+
+``suite``: the benchmarks ``ovdense eval-all`` runs and averages (catalog name -> table column,
+in table order), the eight standard OVSS ones; every method's evaluation preset imports it
+(``from .unified import suite``) or declares its own.
 """
+
+suite = {
+    "voc21": "VOC21",
+    "context60": "PC60",
+    "coco_object": "Object",
+    "voc20": "VOC20",
+    "context59": "PC59",
+    "coco_stuff171": "Stuff",
+    "cityscapes": "City",
+    "ade20k_150": "ADE",
+}
 
 class_rule = "unified"
 protocol = {
