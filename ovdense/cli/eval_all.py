@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..data import build_semseg_dataset
@@ -99,7 +99,8 @@ def build_table(
     ]
     if protocol == "paper" and published and not groups:
         row = [published.get(d) for d in miou]
-        pub_avg = sum(row) / len(row) if all(v is not None for v in row) else None
+        known = [v for v in row if v is not None]
+        pub_avg = sum(known) / len(row) if len(known) == len(row) else None
         cells = " | ".join(format_metric(v) for v in [*row, pub_avg])
         lines.append(f"| published | {cells} |")
     return "\n".join(lines) + "\n"
@@ -114,7 +115,7 @@ def _suite_of(config: str, protocol: str) -> dict[str, str]:
         return default_suite()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (``key=value`` overrides may stand anywhere, also after --datasets)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; raises user errors (``run_cli`` turns them into one line and exit code 2)."""
     args = parse_args(argv)
     device = resolve_device(args.device)
