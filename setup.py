@@ -40,6 +40,6 @@ setup(
     entry_points={"console_scripts": ["ovdense=ovdense.cli:main"]},
     install_requires=versions_ns["requirements"](),
     extras_require={
-        "dev": ["pytest>=7.4", "ruff==0.17.6"],
+        "dev": ["pytest>=7.4", "ruff==0.17.6", "mypy==2.4.1"],
     },
 )

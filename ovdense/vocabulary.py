@@ -106,8 +106,8 @@ class Vocabulary:
                 "synonyms of one class together (e.g. 'sofa|couch')."
             )
         owners: dict[str, set[str]] = {}
-        for names in parsed:
-            for n in set(names):
+        for synonyms in parsed:
+            for n in set(synonyms):
                 owners.setdefault(n.casefold(), set()).add(n)
         counts = Counter(n.casefold() for names in parsed for n in set(names))
         shared = [" / ".join(sorted(owners[k])) for k, c in counts.items() if c > 1]

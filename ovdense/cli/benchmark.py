@@ -32,7 +32,9 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +65,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_time(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+def _best_time(
+    fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1
+) -> float:
     for _ in range(warmup):
         fn()
     best = float("inf")
@@ -84,7 +88,14 @@ def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: 
     return 2 * n**3 / t
 
 
-def _sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_flops(
+    query: Sequence[int],
+    key: Sequence[int],
+    value: Sequence[int],
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
     """FLOPs of softmax(q kᵀ) v from the input shapes (q kᵀ and A v: 2 matmuls)."""
     b, h, lq, d = query
     return 2 * b * h * lq * key[-2] * (d + value[-1])
@@ -102,7 +113,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_text(clip, vocab: Vocabulary, device: torch.device, cache_dir: Path | None) -> dict:
+def bench_text(clip: Any, vocab: Vocabulary, device: torch.device, cache_dir: Path | None) -> dict:
     enc = TextEncoder(clip, templates="openai_imagenet", cache_dir=cache_dir, progress=False)
     names = vocab.names
     t_count = len(enc.templates)
@@ -147,14 +158,16 @@ def bench_text(clip, vocab: Vocabulary, device: torch.device, cache_dir: Path | 
     }
 
 
-def make_strategy(name: str, args) -> str | AttentionStrategy:
+def make_strategy(name: str, args: argparse.Namespace) -> str | AttentionStrategy:
     """Strategies holding another model get it with random weights unless --pretrained."""
     if name == "proxy":
         return ProxyAttention(vfm=build_vfm(args.vfm, pretrained=bool(args.pretrained)))
     return name
 
 
-def make_segmentor(clip, name: str, args, **kwargs) -> TrainingFreeSegmentor:
+def make_segmentor(
+    clip: Any, name: str, args: argparse.Namespace, **kwargs: Any
+) -> TrainingFreeSegmentor | CLIPDINOiserSegmentor:
     """A strategy name, or ``clip_dinoiser`` (MaskCLIP + affinity pooling, random heads)."""
     if name == "clip_dinoiser":
         head = CLIPDINOiserHead(width=clip.visual.transformer.width)
@@ -162,7 +175,9 @@ def make_segmentor(clip, name: str, args, **kwargs) -> TrainingFreeSegmentor:
     return TrainingFreeSegmentor(clip, strategy=make_strategy(name, args), **kwargs)
 
 
-def bench_image(clip, strategy: str, args, device: torch.device, rate: float) -> dict:
+def bench_image(
+    clip: Any, strategy: str, args: argparse.Namespace, device: torch.device, rate: float
+) -> dict:
     seg = make_segmentor(
         clip,
         strategy,
@@ -238,7 +253,7 @@ class _PeakRSS:
         self.delta = self.peak - self.base
 
 
-def bench_demo_memory(clip, args: argparse.Namespace, device: torch.device) -> dict:
+def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
     """Peak memory of the demo's steps on one ``--demo-image-size`` image (bytes / pixel)."""
     import numpy as np
 
@@ -279,7 +294,7 @@ def bench_demo_memory(clip, args: argparse.Namespace, device: torch.device) -> d
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..modeling.convert.eva_clip import (
+from ..modeling.clip.eva_convert import (
     checkpoint_layout,
     load_eva_clip_weights,
     read_checkpoint,

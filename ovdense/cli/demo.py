@@ -38,7 +38,9 @@ import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image
@@ -46,7 +48,7 @@ from tqdm.auto import tqdm
 
 from ..model_zoo import build_segmentor
 from ..modeling.text import Vocabulary
-from ..predictor import Predictor
+from ..predictor import Prediction, Predictor
 from ..utils import image as image_mod
 from ..utils.cli import (
     UserError,
@@ -66,7 +68,7 @@ from ..utils.visualizer import overlay, save_label_png
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (``error: ...``, exit 2 through ``run_cli``), no usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see --help)")
 
 
@@ -89,7 +91,7 @@ def _pixel_limit(text: str) -> int:
         ) from None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--config",
@@ -194,7 +196,7 @@ def check_output_folder(out_dir: Path, src: Path, recursive: bool) -> None:
 
 
 def write_outputs(
-    out_dir: Path, stem: str, path: Path, image: np.ndarray, pred, alpha: float
+    out_dir: Path, stem: str, path: Path, image: np.ndarray, pred: Prediction, alpha: float
 ) -> None:
     """The label PNG, the overlay JPEG and the JSON summary, each written atomically."""
     with atomic_write(out_dir / f"{stem}_labels.png", suffix=".png") as tmp:
@@ -224,7 +226,7 @@ def _summary(done: int, out_dir: Path, skipped: dict[str, list[Path]]) -> str:
     return f"{text}; skipped {sum(map(len, skipped.values()))}: " + ", ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     vocab = build_vocabulary(args)

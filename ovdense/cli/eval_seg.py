@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine.distributed import is_main_process, shutdown_distributed
@@ -45,7 +46,7 @@ from ..utils.cli import (
 INTERRUPT_HINT = "run the same command again to resume (the predictions made so far are kept)"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; raises user errors (``run_cli`` turns them into one line and exit code 2)."""
     args = parse_args(argv)
     device = resolve_device(args.device)  # a missing GPU is one line, before any model is built

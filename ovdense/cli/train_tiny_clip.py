@@ -26,13 +26,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..engine import Trainer, load_train_config
 from ..evaluation.shapes import shapes_zero_shot
-from ..modeling.bundled import ASSETS_DIR, BUNDLED_WEIGHTS
 from ..modeling.clip import load_clip
+from ..modeling.clip.bundled import ASSETS_DIR, BUNDLED_WEIGHTS
 from ..utils.cli import (
     UserError,
     add_device_argument,
@@ -107,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     trainer.train()
-    trainer.model.save_open_clip_checkpoint(export, dtype=torch.float16)
+    model: Any = trainer.model  # the config's model: a ContrastiveCLIP for CLIP training
+    model.save_open_clip_checkpoint(export, dtype=torch.float16)
     clip = load_clip(MODEL, checkpoint=export)
     result = shapes_zero_shot(clip, num_images=args.eval_images)
     report = json.dumps(result, indent=2)

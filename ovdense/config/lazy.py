@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
@@ -496,7 +496,7 @@ def _patch_import() -> Iterator[None]:
             level: int = 0,
         ) -> Any:
             package = (globals or {}).get("__package__") or ""
-            if level == 0 or not package.startswith(_CFG_PACKAGE_NAME):
+            if globals is None or level == 0 or not package.startswith(_CFG_PACKAGE_NAME):
                 return old_import(name, globals, locals, fromlist or (), level)
             fromlist = tuple(fromlist or ())
             cur_file = _find_relative_file(globals["__file__"], name, level, fromlist)
@@ -570,7 +570,8 @@ class LazyConfig:
             loaded = OmegaConf.load(filename)
             if not isinstance(loaded, DictConfig):
                 raise ValueError(f"{filename}: a YAML config must contain a mapping at top level.")
-            return _new_config(OmegaConf.to_container(loaded, resolve=False))
+            # a DictConfig (checked above) converts to a dict
+            return _new_config(cast(dict, OmegaConf.to_container(loaded, resolve=False)))
         if suffix not in _PY_SUFFIXES:
             raise ValueError(
                 f"Unsupported config file type {suffix!r} ({filename}); "

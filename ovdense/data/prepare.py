@@ -113,13 +113,16 @@ class Summary:
 # --------------------------------------------------------------------------------------------
 
 
-def require(path: Path, what: str, archive: str, *, is_dir: bool = True) -> Path:
+def require(path: Path | None, what: str, archive: str, *, is_dir: bool = True) -> Path:
     """``path`` if it is an existing folder (``is_dir``) or file.
 
     Raises:
-        InputError: It is not; the message names ``what``, the path and the ``archive`` to
-            download and unzip.
+        InputError: It is not (or ``path`` is ``None``); the message names ``what``, the path
+            and the ``archive`` to download and unzip.
     """
+    if path is None:
+        kind = "folder" if is_dir else "file"
+        raise InputError(f"no {what} {kind} given; download and unzip {archive}")
     ok = path.is_dir() if is_dir else path.is_file()
     if not ok:
         kind = "folder" if is_dir else "file"

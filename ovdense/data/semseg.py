@@ -114,7 +114,12 @@ class SemSegDataset(torch.utils.data.Dataset):
         self.samples = list(samples)
         self.root = Path(root)
         seen: set[str] = set()
-        dup = [s.id for s in self.samples if s.id in seen or seen.add(s.id)]
+        dup: list[str] = []
+        for s in self.samples:
+            if s.id in seen:
+                dup.append(s.id)
+            else:
+                seen.add(s.id)
         if dup:
             raise ValueError(
                 f"Dataset '{metadata.name}' has duplicated sample ids {dup[:5]}; each id must "

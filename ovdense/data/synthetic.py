@@ -439,7 +439,8 @@ def write_shapes_det(
         for i, n in enumerate(names)
         if i > 0
     ]
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, (sid, scene) in enumerate(_val_scenes(num_images, seed, size), start=1):
         Image.fromarray(scene.image).save(folder / "images" / f"{sid}.png")
         images.append({"id": image_id, "file_name": f"{sid}.png", "height": size, "width": size})

@@ -43,10 +43,10 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -212,8 +212,9 @@ def check_train_config(cfg: DictConfig) -> DictConfig:
     resolve_device(t.device)
     loader = cfg.get("dataloader")
     if isinstance(loader, Mapping | DictConfig) and TARGET_KEY not in loader:
-        _integer("dataloader", "batch_size", loader.batch_size, 1)
-        _integer("dataloader", "num_workers", loader.num_workers, 0)
+        node: Any = loader  # a config node: keys read as attributes
+        _integer("dataloader", "batch_size", node.batch_size, 1)
+        _integer("dataloader", "num_workers", node.num_workers, 0)
         for key in ("shuffle", "drop_last", "pin_memory"):
             _flag("dataloader", key, loader[key])
     opt = cfg.get("optimizer")
@@ -244,14 +245,18 @@ def merge_train_defaults(cfg: DictConfig) -> DictConfig:
         train = cfg.get("train") or {}
         _unknown_keys("train", train, TRAIN_DEFAULTS)
         merged = dict(TRAIN_DEFAULTS)
-        merged.update(OmegaConf.to_container(train) if isinstance(train, DictConfig) else train)
+        # a DictConfig mapping converts to a dict
+        merged.update(
+            cast(dict, OmegaConf.to_container(train)) if isinstance(train, DictConfig) else train
+        )
         cfg.train = merged
         loader = cfg.get("dataloader")
         if isinstance(loader, Mapping | DictConfig) and TARGET_KEY not in loader:
             _unknown_keys("dataloader", loader, DATALOADER_DEFAULTS)
+            node: Any = loader  # a config node (DictConfig), mutable under open_dict
             for key, value in DATALOADER_DEFAULTS.items():
-                if key not in loader:
-                    loader[key] = value
+                if key not in node:
+                    node[key] = value
     return cfg
 
 
@@ -432,7 +437,7 @@ class Trainer:
 
     def _refuse_existing_run(self, overwrite: bool) -> None:
         """Refuse an output folder holding a run unless ``overwrite`` (decided on rank 0)."""
-        message = [None]
+        message: list[str | None] = [None]
         if self.dist.is_main and not overwrite:
             held = [p.name for p in self._run_files() if p.name != CONFIG_FILE]
             if held:
@@ -533,7 +538,7 @@ class Trainer:
         )
         if len(self.loader) == 0:
             raise ValueError(
-                f"The dataset has {len(dataset)} samples: fewer than one batch of "
+                f"The dataset has {len(cast(Sized, dataset))} samples: fewer than one batch of "
                 f"{self.batch_size} x {self.dist.world_size} processes; lower "
                 "dataloader.batch_size or set dataloader.drop_last=False."
             )
@@ -596,7 +601,7 @@ class Trainer:
             self._generator.manual_seed(self.seed * 100_003 + self.epoch)
             return iter(self.loader)
         sampler = getattr(self.loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
+        if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
         it = iter(self.loader)
         for _ in range(skip):  # replay to skip (see module doc)
@@ -745,9 +750,16 @@ class Trainer:
             sync = k == self.grad_accum - 1 or not isinstance(
                 self.ddp_model, DistributedDataParallel
             )
-            with nullcontext() if sync else self.ddp_model.no_sync():
+            ddp = self.ddp_model
+            # not sync: ddp is a DistributedDataParallel
+            with (
+                ddp.no_sync()
+                if not sync and isinstance(ddp, DistributedDataParallel)
+                else nullcontext()
+            ):
                 losses = self._forward(batch)
-                loss = sum(losses.values())
+                # a non-empty mapping of tensors (checked by _forward)
+                loss = cast(torch.Tensor, sum(losses.values()))
                 self.scaler.scale(loss / self.grad_accum).backward()
             for name, value in losses.items():
                 totals[name] += float(value.detach()) / self.grad_accum

@@ -123,7 +123,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def check_class_groups(
-    groups: Mapping[str, Sequence[int]] | None, num_classes: int
+    groups: Mapping[str, Sequence[int] | np.ndarray] | None, num_classes: int
 ) -> dict[str, np.ndarray]:
     """Validate named groups of class indices (e.g. ``{"seen": [...], "held_out": [...]}``).
 

@@ -137,7 +137,7 @@ class RegionAccuracy:
 @torch.no_grad()
 def evaluate_regions(
     segmentor: Any,
-    dataset: CocoPanoptic,
+    dataset: CocoPanoptic | CocoInstances,
     mode: RegionMode | Sequence[RegionMode] = "boxes",
     progress: bool = True,
     classifier: RegionClassifier | None = None,

@@ -36,7 +36,7 @@ _SPARSE_CELLS_PER_PIXEL = 4
 _SPARSE_MIN_CELLS = 1 << 16
 
 
-def _to_numpy(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+def _to_numpy(x: object, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     elif not isinstance(x, np.ndarray):
@@ -95,7 +95,7 @@ def _check_class_names(names: Sequence[str] | None, num_classes: int) -> list[st
 def compute_sem_seg_metrics(
     confusion: np.ndarray,
     class_names: Sequence[str] | None = None,
-    class_groups: Mapping[str, Sequence[int]] | None = None,
+    class_groups: Mapping[str, Sequence[int] | np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Semantic-segmentation metrics of a confusion matrix.
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ def zero_shot_logits(
     Returns:
         ``[N, K]`` cosine similarities, ``K`` = number of classes.
     """
+    model: Any = clip  # an open_clip model (untyped)
     vocab = Vocabulary.coerce(vocabulary)
     emb = TextEncoder(clip, templates=templates, progress=False)(vocab)
     cfg = getattr(clip.visual, "preprocess_cfg", {}) or {}
@@ -47,13 +49,13 @@ def zero_shot_logits(
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
         x = (x - m.view(1, 3, 1, 1)) / s.view(1, 3, 1, 1)
-        feats = F.normalize(clip.encode_image(x).float(), dim=-1)
+        feats = F.normalize(model.encode_image(x).float(), dim=-1)
         out.append(max_over_synonyms(feats @ emb.embeds.t(), emb.name_to_class, emb.num_classes))
     return torch.cat(out)
 
 
 def accuracy_by_group(
-    pred: Tensor, target: Tensor, groups: dict[str, Sequence[int]] | None = None
+    pred: Tensor, target: Tensor, groups: Mapping[str, Sequence[int]] | None = None
 ) -> dict[str, dict[str, float]]:
     """Top-1 accuracy overall and per group of target classes.
 

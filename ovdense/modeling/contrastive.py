@@ -7,7 +7,7 @@ model and any dataset yielding ``image`` + ``caption`` works with the training e
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,9 @@ class ContrastiveCLIP(nn.Module):
         super().__init__()
         if not hasattr(clip, "ovdense_tokenizer"):
             raise TypeError("ContrastiveCLIP needs a model from ovdense.modeling.load_clip.")
-        self.clip = clip
-        self.tokenizer = clip.ovdense_tokenizer
+        model: Any = clip  # an open_clip model (untyped): read by name
+        self.clip = model
+        self.tokenizer: Callable[[list[str]], Tensor] = model.ovdense_tokenizer
         self.max_log_scale = float(torch.log(torch.tensor(max_logit_scale)))
         cfg = getattr(clip.visual, "preprocess_cfg", {}) or {}
         mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))

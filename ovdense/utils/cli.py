@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 from .weights import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "USER_ERRORS",
@@ -34,6 +37,7 @@ __all__ = [
     "add_model_source_arguments",
     "add_output_argument",
     "add_overrides_argument",
+    "ModelSource",
     "model_source",
     "report_user_error",
     "resolve_device",
@@ -134,7 +138,7 @@ def run_cli(
     return 0 if code is None else int(code)
 
 
-def resolve_device(device: str | os.PathLike | None = None) -> str:
+def resolve_device(device: str | torch.device | None = None) -> str:
     """Check a device string and return it (``None``: ``"cuda"`` when a GPU is visible, else
     ``"cpu"``).
 
@@ -209,7 +213,15 @@ def add_model_source_arguments(
         parser.add_argument("--checkpoint", default=None, help=checkpoint_help)
 
 
-def model_source(args: argparse.Namespace) -> dict[str, str | None]:
+class ModelSource(TypedDict):
+    """What :func:`model_source` returns (keyword arguments of the evaluation entry points)."""
+
+    model: str | None
+    pretrained: str | None
+    checkpoint: str | None
+
+
+def model_source(args: argparse.Namespace) -> ModelSource:
     """``{"model", "pretrained", "checkpoint"}`` from :func:`add_model_source_arguments`'s
     options (``checkpoint`` ``None`` when the command has no such option)."""
     return {

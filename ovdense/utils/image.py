@@ -276,7 +276,8 @@ def _open_image_file(
     with _pillow_limit_relaxed():
         try:
             with Image.open(path) as im:
-                _check_size(what, *im.size, limit)
+                width, height = im.size
+                _check_size(what, width, height, limit)
                 yield im
         except PermissionError:
             raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Literal, overload
 
 __all__ = ["check_fraction", "check_int", "check_real"]
 
@@ -17,6 +17,12 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})" if not isinstance(value, str) else repr(value)
 
 
+@overload
+def check_int(
+    name: str, value: Any, *, minimum: int = 1, allow_none: Literal[False] = False
+) -> int: ...
+@overload
+def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool) -> int | None: ...
 def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> int | None:
     """``value`` as an ``int >= minimum`` (``None`` passes when ``allow_none``).
 
@@ -31,6 +37,26 @@ def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = Fal
     return int(value)
 
 
+@overload
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    allow_none: Literal[False] = False,
+) -> float: ...
+@overload
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    allow_none: bool,
+) -> float | None: ...
 def check_real(
     name: str,
     value: Any,
@@ -62,6 +88,10 @@ def check_real(
     return float(value)
 
 
+@overload
+def check_fraction(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
+@overload
+def check_fraction(name: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_fraction(name: str, value: Any, *, allow_none: bool = False) -> float | None:
     """``value`` as a ``float`` in ``[0, 1]`` (thresholds on probabilities or area fractions)."""
     return check_real(name, value, low=0.0, high=1.0, allow_none=allow_none)

@@ -63,7 +63,8 @@ _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 class LegendEntry(NamedTuple):
     """One line of an overlay legend."""
 
-    index: int
+    # the field shadows tuple.index (mypy: incompatible with the base class); kept: public name
+    index: int  # type: ignore[assignment]
     """Class index (row of the palette)."""
     name: str
     """Class name."""
@@ -264,6 +265,12 @@ def _text_width(text: str, font: _Font) -> int:
     return int(math.ceil(right - min(left, 0)))
 
 
+def _rgb(row: Sequence[int] | np.ndarray) -> tuple[int, int, int]:
+    """A palette row (``[3]``) as an ``(r, g, b)`` tuple of ints."""
+    r, g, b = (int(c) for c in row)
+    return (r, g, b)
+
+
 def _fit_text(text: str, font: _Font, max_width: int) -> str:
     """``text``, cut with '...' so that it is at most ``max_width`` pixels wide."""
     text = _drawable(text, font)
@@ -301,7 +308,7 @@ def _render_legend(
     columns = math.ceil(n / rows)
     texts = [_fit_text(e.name, font, max_text) for e in entries]
     shown: list[tuple[tuple[int, int, int] | None, str]] = [
-        (tuple(int(c) for c in palette[e.index]), t) for e, t in zip(entries, texts)
+        (_rgb(palette[e.index]), t) for e, t in zip(entries, texts)
     ]
     if columns > max(1, max_columns):
         columns = max(1, max_columns)

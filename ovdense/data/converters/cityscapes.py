@@ -22,6 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -136,7 +137,8 @@ def prepare_cityscapes(
         if dst.exists() or dst.is_symlink():
             return
         if src.is_file():
-            place_file(src, dst, link_images)
+            # link_image runs only when link, i.e. link_images is set
+            place_file(src, dst, cast(str, link_images))
         else:
             s.warn(f"image missing: {src}")
 

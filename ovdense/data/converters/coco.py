@@ -206,8 +206,9 @@ def _link_images(
                 "or re-run with --link-images"
             )
         return
-    pairs = [(images / fname, dst_dir / f"{stem}.jpg") for stem, fname in names]
-    job.place_images(pairs, mode, source=images)
+    src = prepare.require(images, "COCO val2017 images", ARCHIVES["images"])
+    pairs = [(src / fname, dst_dir / f"{stem}.jpg") for stem, fname in names]
+    job.place_images(pairs, mode, source=src)
 
 
 def _stuffthingmap_files(
@@ -262,7 +263,8 @@ def prepare_stuff(
     job = prepare.Conversion(overwrite=overwrite, progress=progress)
     s = job.summary
     for w in check_names(
-        [COCO_STUFF_CLASSES[i] for i in used_stuff_ids()],
+        # the names of used_stuff_ids(), in order
+        [name for _, name in sorted(COCO_STUFF_CLASSES.items()) if name is not None],
         prepare.read_class_file("cls_coco_stuff.txt"),
         "coco_stuff171",
     ):

@@ -90,13 +90,13 @@ def context59_lut(labels: dict[int, str], names59: Sequence[str]) -> tuple[np.nd
     for idx, name in sorted(labels.items()):
         by_name.setdefault(name, idx)
     lut = np.zeros(max(max(labels), NUM_CLASSES_459) + 1, dtype=np.uint8)
-    unmatched = []
+    unmatched: list[str] = []
     for k, line in enumerate(names59, start=1):
-        idx = by_name.get(first_name(line))
-        if idx is None:
+        found = by_name.get(first_name(line))
+        if found is None:
             unmatched.append(first_name(line))
         else:
-            lut[idx] = k
+            lut[found] = k
     return lut, unmatched
 
 
@@ -245,8 +245,9 @@ def prepare_pascal_context(
 
     jpeg = base / "JPEGImages"
     if link_images:
-        pairs = [(images / f"{i}.jpg", jpeg / f"{i}.jpg") for i in done]
-        job.place_images(pairs, link_images, source=images)
+        src = prepare.require(images, "VOC2010 JPEGImages", ARCHIVES["voc2010"])
+        pairs = [(src / f"{i}.jpg", jpeg / f"{i}.jpg") for i in done]
+        job.place_images(pairs, link_images, source=src)
     elif done and not (jpeg / f"{done[0]}.jpg").exists():
         s.warn(
             f"images not found in {jpeg}: extract {ARCHIVES['voc2010']} into the data root or "

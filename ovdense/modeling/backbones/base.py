@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -36,7 +37,7 @@ def _flatten_features(f: DenseFeatures) -> tuple[list, int]:
     return [f.dense, f.global_embed, f.intermediates], f.stride
 
 
-def _unflatten_features(children, stride: int) -> DenseFeatures:
+def _unflatten_features(children: Iterable[Any], stride: int) -> DenseFeatures:
     dense, global_embed, intermediates = children
     return DenseFeatures(dense, stride, global_embed, intermediates)
 

@@ -100,7 +100,9 @@ class DenseCLIPBackbone(DenseTowerBackbone):
         grid = (int(x.shape[-2]), int(x.shape[-1]))
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed(grid, x.dtype)
+        x = torch.cat([cls, x], dim=1) + self._interp_pos_embed(
+            self.native_pos_embed(), grid, x.dtype
+        )
         x = v.patch_dropout(x)
         return v.ln_pre(x), grid
 

@@ -60,11 +60,12 @@ def rope_for_grid(rope: nn.Module | None, grid: tuple[int, int]) -> Tensor | Non
     """
     if rope is None:
         return None
+    r: Any = rope  # timm's rotary module (its methods are read by name)
     feat_shape = getattr(rope, "feat_shape", None)
     if feat_shape is not None and tuple(feat_shape) == tuple(grid):
-        return rope.get_embed()
+        return r.get_embed()
     if not getattr(rope, "_use_cached_embed", True):
-        return rope.get_embed(shape=list(grid))
+        return r.get_embed(shape=list(grid))
     build = getattr(rope, "_build_embed_cat", None)
     if build is None or getattr(rope, "bands", None) is None:
         raise ValueError(
@@ -72,7 +73,7 @@ def rope_for_grid(rope: nn.Module | None, grid: tuple[int, int]) -> Tensor | Non
             "grid; only timm's RotaryEmbeddingCat (EVA02) is supported. Feed images of the "
             "tower's native size instead."
         )
-    return build(list(grid), rope.bands)
+    return build(list(grid), r.bands)
 
 
 class _EvaAttnView:
@@ -80,8 +81,9 @@ class _EvaAttnView:
     ``EvaAttention``: a fused ``[3C, C]`` input projection and ``out_proj = proj(norm(.))``."""
 
     def __init__(self, attn: nn.Module) -> None:
-        self._attn = attn
-        self.num_heads = int(attn.num_heads)
+        eva_attn: Any = attn  # timm's EvaAttention (checked by check_eva_block)
+        self._attn = eva_attn
+        self.num_heads = int(eva_attn.num_heads)
 
     @property
     def in_proj_weight(self) -> Tensor:
@@ -124,13 +126,14 @@ class EvaBlockView:
 
     def __init__(self, block: nn.Module, rope: Tensor | None, num_prefix_tokens: int = 1) -> None:
         check_eva_block(block)
-        self.block = block
+        eva_block: Any = block  # timm's EvaBlock (checked): its parts are read by name
+        self.block = eva_block
         self.rope = rope
         self.num_prefix_tokens = int(num_prefix_tokens)
-        self.ln_1 = block.norm1
-        self.ln_2 = block.norm2
-        self.mlp = block.mlp
-        self.attn = _EvaAttnView(block.attn)
+        self.ln_1 = eva_block.norm1
+        self.ln_2 = eva_block.norm2
+        self.mlp = eva_block.mlp
+        self.attn = _EvaAttnView(eva_block.attn)
 
     def qk_transform(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """timm's ``q_norm``/``k_norm`` then RoPE on the patch tokens, ``[B, heads, L, hd]``."""
@@ -138,13 +141,14 @@ class EvaBlockView:
 
         attn = self.block.attn
         q, k = attn.q_norm(q), attn.k_norm(k)
-        if self.rope is None:
+        rope = self.rope
+        if rope is None:
             return q, k
         n = self.num_prefix_tokens
         half = bool(getattr(attn, "rotate_half", False))
 
         def rotate(t: Tensor) -> Tensor:
-            rot = apply_rot_embed_cat(t[:, :, n:], self.rope, half=half).to(t.dtype)
+            rot = apply_rot_embed_cat(t[:, :, n:], rope, half=half).to(t.dtype)
             return torch.cat([t[:, :, :n], rot], dim=2)
 
         return rotate(q), rotate(k)
@@ -183,7 +187,7 @@ def check_eva_block(block: nn.Module) -> None:
         )
 
 
-def _output_dim(visual: nn.Module) -> int:
+def _output_dim(visual: Any) -> int:
     trunk = visual.trunk
     dim = int(trunk.embed_dim)
     if isinstance(trunk.head, nn.Linear):
@@ -226,7 +230,7 @@ class DenseEVABackbone(DenseTowerBackbone):
         pos_interp: str = "size",
         out_indices: Sequence[int] = (),
     ) -> None:
-        visual = getattr(clip, "visual", clip)
+        visual: Any = getattr(clip, "visual", clip)
         if not is_eva_tower(visual):
             raise TypeError(
                 "DenseEVABackbone needs an open_clip EVA tower (TimmModel with a timm Eva trunk, "
@@ -276,24 +280,25 @@ class DenseEVABackbone(DenseTowerBackbone):
 
     def native_pos_embed(self) -> Tensor | None:
         """``trunk.pos_embed[0]``, ``[1 + gh0 * gw0, C]``, or None."""
-        pe = self.trunk.pos_embed
+        pe = self.visual.trunk.pos_embed
         return None if pe is None else pe[0]
 
     def rope(self, grid: tuple[int, int], device: torch.device) -> Tensor | None:
         """Rotary embedding ``[gh * gw, 2 * rot_dim]`` of the patch tokens (cached per grid)."""
-        rope = self.trunk.rope
+        rope = self.visual.trunk.rope
         if rope is None:
             return None
-        return grid_cached(
-            self._rope_cache,
-            (tuple(grid), str(device)),
-            lambda: rope_for_grid(rope, grid).to(device),
-        )
+
+        def compute() -> Tensor | None:
+            emb = rope_for_grid(rope, grid)
+            return None if emb is None else emb.to(device)
+
+        return grid_cached(self._rope_cache, (tuple(grid), str(device)), compute)
 
     def embed_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch + CLS + position embedding + ``norm_pre``: ``[B, 1 + gh*gw, C]`` and the grid."""
         check_patch_images(images, self.patch_size)
-        t = self.trunk
+        t: Any = self.trunk  # timm's Eva: its parts are read by name
         pe = t.patch_embed
         # timm's PatchEmbed asserts the native size unless built dynamic: use its parts
         x = pe.proj(images.to(pe.proj.weight.dtype))
@@ -320,11 +325,11 @@ class DenseEVABackbone(DenseTowerBackbone):
     def last_block(self, x: Tensor, ctx: TokenContext) -> Any:
         """An :class:`EvaBlockView` of the last block for ``ctx.grid``."""
         rope = self.rope(ctx.grid, x.device)
-        return EvaBlockView(self.blocks[-1], rope, self.trunk.num_prefix_tokens)
+        return EvaBlockView(self.blocks[-1], rope, self.visual.trunk.num_prefix_tokens)
 
     def project(self, tokens: Tensor) -> Tensor:
         """Trunk ``norm``, ``fc_norm``, ``head`` and open_clip's ``head``: ``[..., C]`` ->
         ``[..., D]`` (the joint text space), applied per token."""
-        t = self.trunk
+        t: Any = self.trunk  # timm's Eva: its parts are read by name
         x = t.head(t.head_drop(t.fc_norm(t.norm(tokens))))
         return self.visual.head(x)

@@ -29,8 +29,8 @@ from .base import DenseBackbone, DenseFeatures, normalize_out_indices
 
 __all__ = ["OPENAI_MEAN", "OPENAI_STD", "DenseTowerBackbone"]
 
-OPENAI_MEAN: tuple[float, float, float] = tuple(OPENAI_DATASET_MEAN)  # type: ignore[assignment]
-OPENAI_STD: tuple[float, float, float] = tuple(OPENAI_DATASET_STD)  # type: ignore[assignment]
+OPENAI_MEAN: tuple[float, float, float] = tuple(OPENAI_DATASET_MEAN)
+OPENAI_STD: tuple[float, float, float] = tuple(OPENAI_DATASET_STD)
 
 
 class DenseTowerBackbone(DenseBackbone):
@@ -71,7 +71,8 @@ class DenseTowerBackbone(DenseBackbone):
         super().__init__()
         if pos_interp not in POS_INTERP_MODES:
             raise ValueError(f"pos_interp must be one of {POS_INTERP_MODES}, got {pos_interp!r}.")
-        self.visual = visual
+        # open_clip's image tower (open_clip is untyped): its parts are read by name
+        self.visual: Any = visual
         self.strategy = build_strategy(strategy, **(strategy_kwargs or {}))
         self.pos_interp = pos_interp
         self.out_indices = normalize_out_indices(out_indices, len(self.blocks))
@@ -79,17 +80,18 @@ class DenseTowerBackbone(DenseBackbone):
         if ph != pw:
             raise ValueError("Only square patches are supported.")
         self.patch_size = int(ph)
-        self.grid_size = tuple(int(g) for g in grid_size)
+        gh0, gw0 = grid_size
+        self.grid_size = (int(gh0), int(gw0))
         self.embed_dim = int(embed_dim)
         self.width = int(width)
         cfg = getattr(visual, "preprocess_cfg", None) or {}
-        self.mean = tuple(cfg.get("mean", OPENAI_MEAN))  # type: ignore[assignment]
-        self.std = tuple(cfg.get("std", OPENAI_STD))  # type: ignore[assignment]
+        self.mean = tuple(cfg.get("mean", OPENAI_MEAN))
+        self.std = tuple(cfg.get("std", OPENAI_STD))
         self._pos_cache: dict[tuple, Tensor] = {}
 
     # -- what each tower provides -----------------------------------------------------------------
     @property
-    def blocks(self) -> Sequence[nn.Module]:  # pragma: no cover - abstract
+    def blocks(self) -> nn.ModuleList:  # pragma: no cover - abstract
         """The tower's transformer blocks, in order."""
         raise NotImplementedError
 
@@ -135,7 +137,7 @@ class DenseTowerBackbone(DenseBackbone):
         per grid and weight version; recomputed with autograd while ``pe`` trains, and on every
         call while ``torch.export`` / ``torch.compile`` trace (the graph then computes it from
         the parameter)."""
-        native = tuple(self.grid_size)
+        native = self.grid_size
 
         def compute() -> Tensor:
             return interpolate_pos_embed(pe, native, grid, self.pos_interp).to(dtype)
@@ -143,7 +145,7 @@ class DenseTowerBackbone(DenseBackbone):
         if (pe.requires_grad and torch.is_grad_enabled()) or is_tracing(pe):
             return compute()
         key = (tuple(grid), pe.device, dtype, pe._version, pe.data_ptr())
-        return grid_cached(self._pos_cache, key, compute)  # type: ignore[return-value]
+        return grid_cached(self._pos_cache, key, compute)
 
     def forward_tokens(
         self, images: Tensor, extras: dict[str, Any] | None = None

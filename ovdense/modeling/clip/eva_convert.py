@@ -84,7 +84,8 @@ def _eva_trunk(model: nn.Module) -> nn.Module:
             f"'EVA02-L-14-336'); got {type(getattr(model, 'visual', model)).__name__} as the "
             "image tower."
         )
-    return model.visual.trunk
+    clip: Any = model  # an open_clip model (untyped)
+    return clip.visual.trunk
 
 
 def convert_eva_clip_state_dict(sd: Mapping[str, Any], model: nn.Module) -> dict[str, Tensor]:
@@ -137,8 +138,9 @@ def convert_eva_clip_state_dict(sd: Mapping[str, Any], model: nn.Module) -> dict
     else:  # CLIP with the text tower at the top level
         rest = {k[len("text.") :] if k.startswith("text.") else k: v for k, v in rest.items()}
     scale = rest.get("logit_scale")
-    if scale is not None and scale.ndim != model.logit_scale.ndim:
-        rest["logit_scale"] = scale.reshape(model.logit_scale.shape)
+    clip: Any = model  # an open_clip model (untyped)
+    if scale is not None and scale.ndim != clip.logit_scale.ndim:
+        rest["logit_scale"] = scale.reshape(clip.logit_scale.shape)
     out.update(rest)
     return out
 
@@ -189,7 +191,8 @@ def load_eva_clip_weights(
     sd = convert_eva_clip_state_dict(checkpoint, model)
     if checkpoint_layout(flatten_state_dict(checkpoint, nesting=_NESTING)).endswith("_visual"):
         visual = {k[len("visual.") :]: v for k, v in sd.items()}
-        _load_strict(model.visual, visual, "image tower", source)
+        clip: Any = model  # an open_clip model (untyped)
+        _load_strict(clip.visual, visual, "image tower", source)
     else:
         _load_strict(model, sd, "model", source)
     return model

@@ -158,6 +158,7 @@ def load_clip(
             "pretrained (a tag), checkpoint (a file, optionally with the tag of its weights), "
             "config (random init) or model (an object)."
         )
+    clip: Any  # the open_clip model (untyped); ovdense_id / ovdense_tokenizer are set on it
     if model is not None:
         clip = model
         if not hasattr(clip, "ovdense_id"):

@@ -132,7 +132,7 @@ class CLIPDINOiserDistill(nn.Module):
             destination=destination, prefix=prefix + "head.", keep_vars=keep_vars
         )
 
-    def load_state_dict(  # type: ignore[override]
+    def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Load a :meth:`state_dict` (``head.*`` keys; anything else is an error when

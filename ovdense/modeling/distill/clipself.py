@@ -70,7 +70,7 @@ def load_proposals(path: str | os.PathLike) -> dict[str, Tensor]:
 
 
 def _grid_choices(grid: Sequence[int] | Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    items = list(grid)
+    items: list[Any] = list(grid)
     if len(items) == 2 and all(isinstance(v, int) for v in items):
         items = [items]
     out = []
@@ -125,7 +125,7 @@ class CLIPSelf(nn.Module):
         roi_size: int = 1,
     ) -> None:
         super().__init__()
-        visual = getattr(clip, "visual", None)
+        visual: Any = getattr(clip, "visual", None)
         if not isinstance(visual, VisionTransformer) and not is_eva_tower(visual):
             raise TypeError(
                 "CLIPSelf needs an open_clip model with a ViT or EVA02 image tower (clip.visual), "
@@ -151,7 +151,7 @@ class CLIPSelf(nn.Module):
         self._set_trainable(visual, trainable_blocks)
 
     @staticmethod
-    def _set_trainable(visual: nn.Module, trainable_blocks: int | None) -> None:
+    def _set_trainable(visual: Any, trainable_blocks: int | None) -> None:
         visual.requires_grad_(True)
         if trainable_blocks is None:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -10,6 +11,8 @@ from torch import Tensor
 __all__ = ["grid_cached", "is_tracing"]
 
 _PLAIN = (Tensor, torch.nn.Parameter)
+
+_T = TypeVar("_T", bound="Tensor | None")
 
 
 def is_tracing(*tensors: Tensor) -> bool:
@@ -29,11 +32,11 @@ def is_tracing(*tensors: Tensor) -> bool:
 
 
 def grid_cached(
-    cache: dict,
+    cache: dict[Any, _T],
     key: Hashable,
-    compute: Callable[[], Tensor | None],
+    compute: Callable[[], _T],
     max_entries: int = 32,
-) -> Tensor | None:
+) -> _T:
     """``cache[key]``, computed (without autograd) on a miss; the cache is emptied past
     ``max_entries`` entries. Used for per-grid position / rotary embeddings and attention biases.
 

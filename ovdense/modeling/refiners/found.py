@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...utils.weights import load_weights_file
-from ..backbones.vfm import TimmViTFeatures
+from ..backbones.vfm import LastBlockOutputs, TimmViTFeatures
 
 __all__ = ["FOUNDSaliency", "found_background_similarity", "found_head_weights", "found_saliency"]
 
@@ -182,7 +182,7 @@ class FOUNDSaliency(nn.Module):
                 ) from err
         self.requires_grad_(False)
 
-    def from_last_block(self, out: object) -> Tensor:
+    def from_last_block(self, out: LastBlockOutputs) -> Tensor:
         """Saliency ``[B, 1, gh, gw]`` from a :class:`LastBlockOutputs` of ``self.vfm``."""
         if self.decoder is not None:
             return torch.sigmoid(self.decoder(out.to_map("key").to(self.decoder.weight.dtype)))

@@ -667,7 +667,7 @@ class Segmentor(nn.Module):
             cos = self.head_scores(feats.dense[start : start + step], embeds)
             probs = torch.softmax(cos.mul_(self.logit_scale), dim=1)
             probs = max_over_synonyms(probs, n2c, text.num_classes)
-            if rule is not None:
+            if rule is not None and rule_class is not None:  # rule is None without a class
                 sal = feats.aux[rule.aux_key][start : start + step]
                 probs = rule.on_probs(probs, sal, rule_class)
             out.append(probs)
@@ -691,13 +691,13 @@ class Segmentor(nn.Module):
             return None
         n = vocabulary.num_classes
         if self.background_rule == "force":
-            bg = 0 if self.background_index is None else self.background_index
-            if not 0 <= bg < n:
+            forced = 0 if self.background_index is None else self.background_index
+            if not 0 <= forced < n:
                 raise ValueError(
-                    f"background_rule='force' labels pixels as class {bg}, but the vocabulary "
+                    f"background_rule='force' labels pixels as class {forced}, but the vocabulary "
                     f"has {n} classes; set model.background_index."
                 )
-            return bg
+            return forced
         bg = (
             self.background_index
             if self.background_index is not None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -225,7 +225,8 @@ class CLIPDINOiserSegmentor(Segmentor):
     @property
     def dinoiser_head(self) -> CLIPDINOiserHead | None:
         """The correlation / background head (``None`` until one is given)."""
-        return self.refiner.head
+        # always a CLIPDINOiserRefiner: __init__ builds it
+        return cast(CLIPDINOiserRefiner, self.refiner).head
 
     def background_map(self, feats: ImageFeatures) -> Tensor:
         """Saliency at the input size ``[B, 1, H, W]``: ``aux_map(feats, "background")``."""

@@ -24,6 +24,7 @@ tests (``tests/modeling/test_registries.py``) then run it on every tower.
 
 from .base import (
     STRATEGIES,
+    AttentionBlock,
     AttentionStrategy,
     TokenContext,
     build_strategy,
@@ -40,6 +41,7 @@ from .vanilla import VanillaAttention
 
 __all__ = [
     "STRATEGIES",
+    "AttentionBlock",
     "AttentionStrategy",
     "ClearCLIPAttention",
     "MaskCLIPAttention",

@@ -8,6 +8,7 @@ block's input projection of ``ln_1(x)`` (:func:`split_qkv`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from ...utils.registry import Registry
 
 __all__ = [
     "STRATEGIES",
+    "AttentionBlock",
     "AttentionStrategy",
     "TokenContext",
     "build_strategy",
@@ -25,6 +27,13 @@ __all__ = [
     "merge_heads",
     "split_qkv",
 ]
+
+#: The last block a strategy runs: open_clip's ``ResidualAttentionBlock`` or an object with its
+#: interface (``ln_1``, ``attn.in_proj_weight`` / ``in_proj_bias`` / ``out_proj`` / ``num_heads``,
+#: optional ``qk_transform``, ``ls_1``, ``mlp``, ``ln_2``, ``ls_2``), e.g.
+#: :class:`~ovdense.modeling.backbones.eva_vit.EvaBlockView`, which is not an ``nn.Module``.
+#: Read by attribute name (open_clip is untyped), hence ``Any``.
+AttentionBlock = Any
 
 STRATEGIES: Registry[type[AttentionStrategy]] = Registry("attention strategy")
 STRATEGIES.__doc__ = """Registered objects are AttentionStrategy subclasses; calling one with
@@ -50,7 +59,9 @@ class TokenContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _attn_params(block: nn.Module) -> tuple[Tensor, Tensor | None, nn.Module, int]:
+def _attn_params(
+    block: AttentionBlock,
+) -> tuple[Tensor, Tensor | None, Callable[[Tensor], Tensor], int]:
     """``(in_proj_weight [3C, C], in_proj_bias [3C] or None, out_proj, num_heads)`` of a block
     with open_clip's ``ResidualAttentionBlock`` interface (or a view of another tower's block,
     e.g. :class:`~ovdense.modeling.backbones.eva_vit.EvaBlockView`)."""
@@ -69,7 +80,7 @@ def _attn_params(block: nn.Module) -> tuple[Tensor, Tensor | None, nn.Module, in
     return weight, attn.in_proj_bias, attn.out_proj, attn.num_heads
 
 
-def split_qkv(block: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def split_qkv(block: AttentionBlock, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Project ``h = ln_1(x)`` (``[B, L, C]``) to per-head ``q, k, v``, each
     ``[B, heads, L, C / heads]``.
 
@@ -88,7 +99,7 @@ def split_qkv(block: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return q, k, v
 
 
-def merge_heads(block: nn.Module, o: Tensor) -> Tensor:
+def merge_heads(block: AttentionBlock, o: Tensor) -> Tensor:
     """``[B, heads, L, hd]`` -> ``out_proj`` applied, ``[B, L, C]``."""
     _, _, out_proj, _ = _attn_params(block)
     b, heads, length, hd = o.shape
@@ -129,7 +140,7 @@ class AttentionStrategy(nn.Module):
         (ProxyCLIP outputs on its vision foundation model's grid)."""
         return tuple(grid)  # type: ignore[return-value]
 
-    def forward(self, block: nn.Module, x: Tensor, ctx: TokenContext) -> Tensor:
+    def forward(self, block: AttentionBlock, x: Tensor, ctx: TokenContext) -> Tensor:
         """Run the last block on ``x``, ``[B, 1 + N, C]`` batch first -> ``[B, 1 + N, C]``.
 
         A strategy may return tokens on another patch grid (ProxyCLIP works on its vision

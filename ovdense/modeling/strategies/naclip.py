@@ -13,7 +13,11 @@ __all__ = ["NACLIPAttention", "gaussian_window_bias"]
 
 
 def gaussian_window_bias(
-    grid: tuple[int, int], std: float, num_prefix_tokens: int = 1, device=None, dtype=None
+    grid: tuple[int, int],
+    std: float,
+    num_prefix_tokens: int = 1,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """NACLIP's neighbourhood bias Ω: ``[P + N, P + N]`` with
     ``Ω[(i, j), (k, l)] = exp(-((i - k)² + (j - l)²) / (2 std²))`` over patches, 0 for prefix rows
@@ -51,7 +55,9 @@ class NACLIPAttention(AttentionStrategy):
         self.std = float(std)
         self._cache: dict[tuple, Tensor] = {}
 
-    def bias(self, grid: tuple[int, int], device, dtype) -> Tensor:
+    def bias(
+        self, grid: tuple[int, int], device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> Tensor:
         """Ω ``[1 + gh * gw, 1 + gh * gw]`` for a grid (cached per grid, device and dtype;
         computed afresh while tracing for ``torch.export``)."""
         return grid_cached(

@@ -21,11 +21,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..vfm.base import VisionFoundationModel
 from ..vfm.registry import build_vfm
-from .base import STRATEGIES, AttentionStrategy, TokenContext, _attn_params, merge_heads
+from .base import (
+    STRATEGIES,
+    AttentionBlock,
+    AttentionStrategy,
+    TokenContext,
+    _attn_params,
+    merge_heads,
+)
 
 __all__ = ["ProxyAttention", "proxy_affinity"]
 
@@ -151,7 +158,7 @@ class ProxyAttention(AttentionStrategy):
         grid = (int(feats.shape[-2]), int(feats.shape[-1]))
         return proxy_affinity(feats, self.beta, self.gamma, self.mean_over), grid
 
-    def forward(self, block: nn.Module, x: Tensor, ctx: TokenContext) -> Tensor:
+    def forward(self, block: AttentionBlock, x: Tensor, ctx: TokenContext) -> Tensor:
         """Args:
             block: CLIP's last residual attention block.
             x: ``[B, 1 + gh * gw, C]`` tokens entering it, ``(gh, gw) = ctx.grid``.

@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,9 @@ from tqdm.auto import tqdm
 
 from ...utils.io import atomic_write
 from ...utils.weights import load_weights_file
+from ...vocabulary import Vocabulary
 from ..clip import model_fingerprint
 from .templates import resolve_templates
-from .vocabulary import Vocabulary
 
 __all__ = ["ClassEmbeddings", "TextEncoder"]
 
@@ -58,7 +59,8 @@ class _TextTower:
 
     def __init__(self, clip: nn.Module) -> None:
         text = getattr(clip, "text", None)
-        self.owner = text if text is not None and hasattr(text, "token_embedding") else clip
+        # open_clip's text tower (untyped): its parts are read by name
+        self.owner: Any = text if text is not None and hasattr(text, "token_embedding") else clip
         o = self.owner
         self.can_trim = (
             hasattr(o, "token_embedding")
@@ -80,7 +82,10 @@ class _TextTower:
     def pool_index(self, tokens: Tensor) -> Tensor:
         if self.pool_type == "argmax":
             return tokens.argmax(dim=-1)
-        return (tokens == self.eos_id).int().argmax(dim=-1)
+        eos_id = self.eos_id
+        if eos_id is None:
+            raise ValueError("eos pooling needs the text tower's eos_id.")
+        return (tokens == eos_id).int().argmax(dim=-1)
 
     def encode_trimmed(self, tokens: Tensor) -> Tensor:
         """Encode ``[B, 77]`` tokens using only the first ``max(end) + 1`` positions.
@@ -132,7 +137,7 @@ class TextEncoder(nn.Module):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        self.clip = clip
+        self.clip: Any = clip  # an open_clip model (untyped): encode_text is read by name
         self.templates = resolve_templates(templates)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1.")
@@ -140,11 +145,12 @@ class TextEncoder(nn.Module):
         env_dir = os.environ.get("OVDENSE_TEXT_CACHE")
         self.cache_dir = Path(cache_dir) if cache_dir else (Path(env_dir) if env_dir else None)
         self.progress = progress
-        self.tokenizer = getattr(clip, "ovdense_tokenizer", None)
-        if self.tokenizer is None:
+        tokenizer = getattr(clip, "ovdense_tokenizer", None)
+        if tokenizer is None:
             import open_clip
 
-            self.tokenizer = open_clip.SimpleTokenizer()
+            tokenizer = open_clip.SimpleTokenizer()
+        self.tokenizer: Callable[[list[str]], Tensor] = tokenizer
         self._tower = _TextTower(clip)
         self._model_id: str | None = getattr(clip, "ovdense_id", None)
 

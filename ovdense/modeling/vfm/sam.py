@@ -60,8 +60,9 @@ class SAMFeatures(VisionFoundationModel):
                 "SAMFeatures needs a segment_anything ImageEncoderViT (sam.image_encoder), got "
                 f"{type(image_encoder).__name__}."
             )
-        self.image_encoder = image_encoder
-        self.img_size = int(image_encoder.img_size)
+        encoder: Any = image_encoder  # segment_anything's ImageEncoderViT (untyped)
+        self.image_encoder = encoder
+        self.img_size = int(encoder.img_size)
         self.patch_size = int(proj.stride[0])
         neck = getattr(image_encoder, "neck", None)
         out = [m for m in (neck or []) if isinstance(m, nn.Conv2d)]

@@ -64,6 +64,8 @@ class TimmViTFeatures(VisionFoundationModel):
         std: tuple[float, float, float] | None = None,
     ) -> None:
         super().__init__()
+        # a timm VisionTransformer (or a variant with its parts): read by name
+        vit: Any = model
         if feature not in TIMM_FEATURES:
             raise ValueError(f"feature must be one of {TIMM_FEATURES}, got {feature!r}.")
         if pos_interp not in TIMM_POS_INTERP:
@@ -77,19 +79,19 @@ class TimmViTFeatures(VisionFoundationModel):
         kh, kw = proj.kernel_size
         if kh != kw or tuple(proj.stride) != (kh, kw):
             raise ValueError(f"Only square, non-overlapping patches are supported, got {kh}x{kw}.")
-        if feature != "tokens" and getattr(model.blocks[-1].attn, "qkv", None) is None:
+        if feature != "tokens" and getattr(vit.blocks[-1].attn, "qkv", None) is None:
             raise ValueError(
                 f"feature={feature!r} needs a fused qkv projection in the last block; "
                 "use feature='tokens'."
             )
-        self.model = model
+        self.model = vit
         self.feature = feature
         self.pos_interp = pos_interp
         self.patch_size = int(kh)
         self.embed_dim = int(proj.out_channels)
         cfg = getattr(model, "pretrained_cfg", None) or {}
-        self.mean = tuple(mean or cfg.get("mean") or IMAGENET_MEAN)  # type: ignore[assignment]
-        self.std = tuple(std or cfg.get("std") or IMAGENET_STD)  # type: ignore[assignment]
+        self.mean = tuple(mean or cfg.get("mean") or IMAGENET_MEAN)
+        self.std = tuple(std or cfg.get("std") or IMAGENET_STD)
 
     def _pos_embed(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         """timm's ``_pos_embed`` with our interpolation: ``[B, gh*gw, C]`` -> ``[B, P + N, C]``."""
@@ -103,7 +105,8 @@ class TimmViTFeatures(VisionFoundationModel):
         no_embed_class = bool(getattr(m, "no_embed_class", False))
         if pos is not None:
             prefix = 0 if no_embed_class else int(getattr(m, "num_prefix_tokens", len(to_cat)))
-            src = tuple(int(g) for g in m.patch_embed.grid_size)
+            gh0, gw0 = m.patch_embed.grid_size
+            src = (int(gh0), int(gw0))
             if self.pos_interp == "dino":
                 pos = interpolate_pos_embed(pos[0], src, grid, "scale_factor", prefix)[None]
             elif grid != src:
@@ -301,7 +304,7 @@ def load_timm_vit(
         model = timm.create_model(name, pretrained=False, **model_kwargs)
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        state = checkpoint_filter_fn(read_state_dict(path), model)
+        state = checkpoint_filter_fn(read_state_dict(path), model)  # type: ignore[arg-type]  # create_model: nn.Module
         missing, unexpected = model.load_state_dict(state, strict=False)
         unexpected = [k for k in unexpected if not k.startswith(("head.", "mask_token"))]
         if missing or unexpected:
