@@ -215,3 +215,23 @@ def test_cycle_finder_finds_a_cycle():
     assert _violations({"ovdense.data.x": {"ovdense.modeling.y", "ovdense.utils.z"}}) == [
         ("ovdense.data.x", "ovdense.modeling.y")
     ]
+
+
+def test_one_import_style():
+    """Inside the package, ovdense's own modules are imported relatively (``from ..utils import
+    x``); absolute ``ovdense.`` imports are for configs (files executed as data), tests and
+    users."""
+    absolute = []
+    for module, path in _modules().items():
+        if module.startswith(f"{PACKAGE}.configs"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n == PACKAGE or n.startswith(PACKAGE + ".") for n in names):
+                absolute.append(f"{path.relative_to(SOURCE.parent)}:{node.lineno}")
+    assert not absolute, "Absolute ovdense imports inside the package:\n" + "\n".join(absolute)

@@ -257,8 +257,9 @@ def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device)
     """Peak memory of the demo's steps on one ``--demo-image-size`` image (bytes / pixel)."""
     import numpy as np
 
-    from ovdense import Predictor
-    from ovdense.utils.visualizer import overlay, save_label_png
+    from ..predictor import Predictor
+    from ..utils.labels import save_label_png
+    from ..utils.visualizer import overlay
 
     h, w = args.demo_image_size
     seg = TrainingFreeSegmentor(

@@ -62,7 +62,8 @@ from ..utils.cli import (
 )
 from ..utils.image import ImageTooLargeError, list_images, load_image
 from ..utils.io import atomic_write, atomic_write_text
-from ..utils.visualizer import overlay, save_label_png
+from ..utils.labels import save_label_png
+from ..utils.visualizer import overlay
 
 
 class _Parser(argparse.ArgumentParser):

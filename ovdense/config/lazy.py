@@ -47,7 +47,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from ovdense.utils.registry import closest_match
+from ..utils.registry import closest_match
 
 __all__ = [
     "InstantiationError",

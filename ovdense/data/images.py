@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ovdense.utils.image import list_images, load_image
+from ..utils.image import list_images, load_image
 
 __all__ = ["ImageFolderDataset", "MultiScaleCollate", "collate_images", "resize_pad_square"]
 

@@ -57,12 +57,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from ovdense.config import LazyConfig, instantiate
-from ovdense.config.lazy import TARGET_KEY, bad_argument_types, locate
-from ovdense.utils.cli import UserError, resolve_device
-from ovdense.utils.io import atomic_write_text, remove_stale_temporaries
-from ovdense.utils.registry import closest_match
-
+from ..config import LazyConfig, instantiate
+from ..config.lazy import TARGET_KEY, bad_argument_types, locate
+from ..utils.cli import UserError, resolve_device
+from ..utils.io import atomic_write_text, remove_stale_temporaries
+from ..utils.registry import closest_match
 from .checkpoint import (
     LAST_CHECKPOINT,
     get_rng_state,

@@ -49,7 +49,7 @@ from ..model_zoo import (
 )
 from ..utils.cli import USER_ERRORS, UserError, resolve_device
 from ..utils.io import atomic_write, atomic_write_text, pid_alive, remove_stale_temporaries
-from ..utils.visualizer import load_label_png, save_label_png
+from ..utils.labels import load_label_png, save_label_png
 from ..version import __version__
 from .base import format_metric, json_safe
 from .sem_seg import SemSegEvaluator

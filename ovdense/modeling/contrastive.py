@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovdense.utils.io import atomic_write
+from ..utils.io import atomic_write
 
 __all__ = ["ContrastiveCLIP", "clip_contrastive_loss"]
 

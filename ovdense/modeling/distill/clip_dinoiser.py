@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovdense.utils.io import atomic_write
-
+from ...utils.io import atomic_write
 from ..backbones.vfm import TimmViTFeatures
 from ..refiners.clip_dinoiser import CLIPDINOiserHead
 from ..refiners.found import FOUNDSaliency

@@ -29,8 +29,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from ovdense.utils.io import atomic_write
-
+from ...utils.io import atomic_write
 from ..backbones.attention import AttentionStrategy
 from ..backbones.clip_vit import dense_backbone_for
 from ..backbones.eva_vit import is_eva_tower
