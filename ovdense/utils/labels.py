@@ -5,7 +5,11 @@ or reads one goes through here:
 
 * :func:`save_label_png` / :func:`load_label_png`: predictions (``ovdense demo``, benchmark
   runs). 8-bit labels are stored as a palette ("P") PNG whose colours come from
-  :func:`make_palette`; labels >= 256 (ADE20K-847, Pascal Context 459) as 16-bit grayscale.
+  :func:`palette_for` when the class names are given, else from :func:`make_palette`; labels
+  >= 256 (ADE20K-847, Pascal Context 459) as 16-bit grayscale.
+* :func:`color_for_name` / :func:`palette_for`: the colours of named classes, shared by the
+  demo, evaluation outputs and :func:`ovdense.utils.visualizer.overlay` (see
+  :func:`palette_for` for the rules).
 * :func:`save_label_image`: a plain single-channel file whose depth follows the array's dtype
   (``uint8`` -> 8-bit, ``uint16`` -> 16-bit), PNG or TIFF by suffix: what dataset converters
   and generated datasets write.
@@ -19,6 +23,7 @@ Ground floor: imports nothing from ovdense but :mod:`ovdense.utils.image` and
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +36,11 @@ from .image import _open_image_file
 from .io import atomic_write
 
 __all__ = [
+    "BACKGROUND_COLOR",
+    "color_for_name",
     "load_label_png",
     "make_palette",
+    "palette_for",
     "read_label_image",
     "save_label_image",
     "save_label_png",
@@ -103,6 +111,161 @@ def make_palette(num_classes: int, seed: int = 0) -> np.ndarray:
     return _palette_cached(int(num_classes), int(seed)).copy()
 
 
+# --------------------------------------------------------------------------------------------
+# Palettes of named classes (stable per name, perceptually spaced)
+# --------------------------------------------------------------------------------------------
+
+#: Colour of the class named "background" (any case, surrounding spaces ignored): a fixed dark
+#: grey, kept clear of every other class colour.
+BACKGROUND_COLOR: tuple[int, int, int] = (64, 64, 64)
+
+#: Number of colour slots a name can hash to.
+_NUM_SLOTS = 256
+#: Smallest OKLab distance :func:`palette_for` keeps between two classes of one vocabulary when
+#: it can (halved, then dropped, only when no free slot is that far from all others).
+_MIN_DISTANCE = 0.1
+
+
+def _srgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
+    """OKLab coordinates (Björn Ottosson, 2020) of sRGB colours ``[..., 3]`` in ``[0, 255]``."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m1 = np.array(
+        [
+            [0.4122214708, 0.5363325363, 0.0514459929],
+            [0.2119034982, 0.6806995451, 0.1073969566],
+            [0.0883024619, 0.2817188376, 0.6299787005],
+        ]
+    )
+    m2 = np.array(
+        [
+            [0.2104542553, 0.7936177850, -0.0040720468],
+            [1.9779984951, -2.4285922050, 0.4505937099],
+            [0.0259040371, 0.7827717662, -0.8086757660],
+        ]
+    )
+    return np.cbrt(lin @ m1.T) @ m2.T
+
+
+@functools.lru_cache(maxsize=1)
+def _slots() -> tuple[np.ndarray, np.ndarray]:
+    """The colour slots (``uint8 [S, 3]``) and their OKLab coordinates (``[S, 3]``).
+
+    Farthest-point sampling in OKLab over a 16-level sRGB grid, restricted to mid/light,
+    saturated colours (OKLab L in [0.5, 0.92], chroma >= 0.06) so that every slot is far from
+    black (ignored pixels), white (the legend panel) and :data:`BACKGROUND_COLOR`.
+    """
+    levels = np.arange(0, 256, 17)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    lab = _srgb_to_oklab(grid)
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    keep = (lab[:, 0] >= 0.5) & (lab[:, 0] <= 0.92) & (chroma >= 0.06)
+    grid, lab = grid[keep], lab[keep]
+    first = int(np.argmin(np.abs(grid - np.array([255, 0, 0])).sum(axis=1)))
+    chosen = [first]
+    dist = np.linalg.norm(lab - lab[first], axis=1)
+    for _ in range(_NUM_SLOTS - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(lab - lab[nxt], axis=1))
+    rgb = grid[chosen].astype(np.uint8)
+    out_lab = lab[chosen]
+    rgb.setflags(write=False)
+    out_lab.setflags(write=False)
+    return rgb, out_lab
+
+
+def _name_key(name: str) -> str:
+    return str(name).strip().casefold()
+
+
+def _name_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def color_for_name(name: str) -> tuple[int, int, int]:
+    """The colour of a class name on its own: the same in every run, process and vocabulary.
+
+    The name (stripped, casefolded) is hashed (BLAKE2b, not Python's salted ``hash``) onto one
+    of 256 perceptually spaced colour slots; "background" gets :data:`BACKGROUND_COLOR`. Inside
+    a vocabulary :func:`palette_for` may move a name off this colour when an earlier name is
+    too close to it.
+    """
+    key = _name_key(name)
+    if key == "background":
+        return BACKGROUND_COLOR
+    rgb, _ = _slots()
+    r, g, b = (int(v) for v in rgb[_name_hash(key) % len(rgb)])
+    return (r, g, b)
+
+
+def palette_for(names: Sequence[str]) -> np.ndarray:
+    """Colours of a vocabulary, stable per class name: row ``i`` is the colour of ``names[i]``.
+
+    Rules, applied in vocabulary order:
+
+    * "background" (any case) is always :data:`BACKGROUND_COLOR` and takes no slot, so adding
+      or removing it never recolours another class;
+    * a repeated name gets the colour of its first occurrence;
+    * every other name takes its :func:`color_for_name` slot, unless that slot is already used
+      or lies closer than 0.1 (OKLab distance) to a colour of an *earlier* name: then it takes
+      the next free slot (slot order, wrapping around) that is at least 0.1 from all of them
+      (0.05, then any free slot, when none is). A name keeps its colour across vocabularies
+      unless such a collision moves it, and only later names ever move;
+    * past 256 names the extra names get colours derived from their hash (distinct, not
+      perceptually spaced).
+
+    Args:
+        names: Class names.
+
+    Returns:
+        A new ``uint8`` array of shape ``[len(names), 3]`` (RGB), never black.
+    """
+    rgb, lab = _slots()
+    n_slots = len(rgb)
+    out = np.zeros((len(names), 3), dtype=np.uint8)
+    taken = np.zeros(n_slots, dtype=bool)
+    min_dist = np.full(n_slots, np.inf)
+    first_row: dict[str, int] = {}
+    used_rgb = {BACKGROUND_COLOR}
+    for i, name in enumerate(names):
+        key = _name_key(name)
+        if key == "background":
+            out[i] = BACKGROUND_COLOR
+            continue
+        if key in first_row:
+            out[i] = out[first_row[key]]
+            continue
+        first_row[key] = i
+        h = _name_hash(key)
+        order = (h % n_slots + np.arange(n_slots)) % n_slots
+        free = order[~taken[order]]
+        if free.size:
+            pick = int(free[0])
+            for threshold in (_MIN_DISTANCE, _MIN_DISTANCE / 2):
+                far = free[min_dist[free] >= threshold]
+                if far.size:
+                    pick = int(far[0])
+                    break
+            taken[pick] = True
+            min_dist = np.minimum(min_dist, np.linalg.norm(lab - lab[pick], axis=1))
+            color = (int(rgb[pick][0]), int(rgb[pick][1]), int(rgb[pick][2]))
+        else:
+            color = _overflow_color(h, used_rgb)
+        used_rgb.add(color)
+        out[i] = color
+    return out
+
+
+def _overflow_color(h: int, used: set[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """A colour from a name's hash, not in ``used`` and clear of black."""
+    rng = np.random.default_rng(h)
+    while True:
+        r, g, b = (int(v) for v in rng.integers(0, 256, size=3))
+        if max(r, g, b) >= 48 and (r, g, b) not in used:
+            return (r, g, b)
+
+
 def _as_palette(palette: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     arr = np.asarray(palette)
     if arr.ndim != 2 or arr.shape[1] != 3:
@@ -140,6 +303,8 @@ def save_label_png(
     palette: np.ndarray | None = None,
     bit_depth: Literal[8, 16] | None = None,
     atomic: bool = False,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> None:
     """Save a label map as a PNG whose pixel values are the class indices.
 
@@ -158,11 +323,18 @@ def save_label_png(
         bit_depth: 8 or 16 to force a depth; by default 8 when ``labels.max() < 256``, else 16.
         atomic: Write a temporary file next to ``path`` and rename it into place
             (:func:`ovdense.utils.io.atomic_write`), so that no reader sees half a file.
+        class_names: Names of the classes: the 8-bit palette is then ``palette_for(class_names)``
+            (the colours :func:`~ovdense.utils.visualizer.overlay` draws), padded with black.
+            Cannot be combined with ``palette``.
 
     Raises:
-        ValueError: Labels are negative, above 65535, not integers, not 2-D, or do not fit the
-            requested ``bit_depth``.
+        ValueError: ``palette`` and ``class_names`` are both given; labels are negative, above
+            65535, not integers, not 2-D, or do not fit the requested ``bit_depth``.
     """
+    if palette is not None and class_names is not None:
+        raise ValueError("Give save_label_png a palette or class_names, not both.")
+    if class_names is not None:
+        palette = palette_for(class_names)
     lab = _as_labels(labels)
     if lab.size == 0:
         raise ValueError(f"labels is empty (shape {tuple(lab.shape)}).")

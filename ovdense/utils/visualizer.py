@@ -1,7 +1,9 @@
 """Drawing segmentation results: colour maps, overlays with a legend.
 
-Palettes (:func:`make_palette`) and label PNGs (:func:`save_label_png`, :func:`load_label_png`)
-live in :mod:`ovdense.utils.labels` and are importable from here as before.
+Palettes (:func:`make_palette`, :func:`palette_for`, :func:`color_for_name`) and label PNGs
+(:func:`save_label_png`, :func:`load_label_png`) live in :mod:`ovdense.utils.labels` and are
+importable from here as before. :func:`overlay` colours classes by name with
+:func:`palette_for`, the palette the demo and evaluation label PNGs share.
 
 Conventions shared by every function here:
 
@@ -24,17 +26,32 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .image import load_image
-from .labels import _as_labels, _as_palette, load_label_png, make_palette, save_label_png
+from .labels import (
+    _as_labels,
+    _as_palette,
+    color_for_name,
+    load_label_png,
+    make_palette,
+    palette_for,
+    save_label_png,
+)
 
 __all__ = [
     "LegendEntry",
+    "color_for_name",
     "colorize",
     "legend_entries",
     "load_label_png",
     "make_palette",
     "overlay",
+    "palette_for",
     "save_label_png",
 ]
+
+#: :func:`overlay` upscales images whose short side is below this (when it draws a legend).
+UPSCALE_MIN_SIDE = 256
+#: ... but never past this long side.
+_UPSCALE_MAX_LONG_SIDE = 4096
 
 # Colours of the legend panel.
 _PANEL_BG = (255, 255, 255)
@@ -159,8 +176,15 @@ def overlay(
     font_size: int | None = None,
     font_path: str | os.PathLike | None = None,
     max_columns: int = 4,
+    min_side: int = UPSCALE_MIN_SIDE,
 ) -> np.ndarray:
     """Blend class colours onto an image and add a legend panel on the right.
+
+    Small images are upscaled first so that the legend next to them is legible: when a legend
+    is drawn and the short side is below ``min_side`` (256), image and labels are enlarged by
+    the integer factor ``ceil(min_side / short side)`` (but so that the long side stays
+    <= 4096): labels by pixel repetition (nearest), the image with Lanczos. Without a legend
+    the output always has the image's size.
 
     The legend lists only the classes present in ``labels`` (largest area first) as a coloured
     swatch and the class name. It sits in its own panel to the right of the image, so it never
@@ -174,7 +198,8 @@ def overlay(
             ``[0, len(class_names))`` (e.g. 255) are left as the original image.
         class_names: Name of each class; ``len(class_names)`` is the number of classes ``K``.
         alpha: Opacity of the class colours, in ``[0, 1]``.
-        palette: Colours ``[>=K, 3]``; defaults to ``make_palette(K)``.
+        palette: Colours ``[>=K, 3]``; defaults to ``palette_for(class_names)`` (stable per
+            class name, the colours of label PNGs saved with ``class_names``).
         legend: Add the legend panel. Without it (or when no class is present) the output has
             the image's shape.
         font_size: Legend font size in pixels; defaults to a size that scales with the image
@@ -183,9 +208,11 @@ def overlay(
             Unicode coverage is used when one is found, else Pillow's built-in font (basic
             Latin only: other characters show as boxes).
         max_columns: Most legend columns before the legend is truncated.
+        min_side: Short side below which an image with a legend is upscaled; 0 never upscales.
 
     Returns:
-        A ``uint8`` RGB image of shape ``[max(H, legend height), W + legend width, 3]``.
+        A ``uint8`` RGB image of shape ``[max(sH, legend height), sW + legend width, 3]``, ``s``
+        being the upscaling factor (1 for images whose short side is >= ``min_side``).
 
     Raises:
         ValueError: Shapes do not match, ``alpha`` is outside ``[0, 1]``, or the palette has
@@ -201,12 +228,14 @@ def overlay(
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     k = len(class_names)
-    pal = make_palette(k) if palette is None else _as_palette(palette)
+    pal = palette_for(class_names) if palette is None else _as_palette(palette)
     if len(pal) < k:
         raise ValueError(f"The palette has {len(pal)} colours but there are {k} classes.")
     pal = pal[:k]
 
     entries = legend_entries(lab, class_names) if legend else []
+    if entries:
+        img, lab = _upscale_small(img, lab, int(min_side))
     size = font_size if font_size is not None else int(np.clip(round(img.shape[0] / 32), 12, 28))
     panel = (
         _render_legend(entries, pal, img.shape[0], int(size), font_path, max_columns)
@@ -232,6 +261,21 @@ def overlay(
             mixed = (1.0 - alpha) * img_b[valid].astype(np.float32) + alpha * colors
             dst[valid] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
     return out
+
+
+def _upscale_small(
+    img: np.ndarray, lab: np.ndarray, min_side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels enlarged by an integer factor when the short side is below ``min_side``."""
+    height, width = lab.shape
+    short, long = min(height, width), max(height, width)
+    if short == 0 or short >= min_side:
+        return img, lab
+    factor = min(math.ceil(min_side / short), max(1, _UPSCALE_MAX_LONG_SIDE // long))
+    if factor <= 1:
+        return img, lab
+    big = Image.fromarray(img).resize((width * factor, height * factor), Image.Resampling.LANCZOS)
+    return np.asarray(big), np.repeat(np.repeat(lab, factor, axis=0), factor, axis=1)
 
 
 @functools.lru_cache(maxsize=16)

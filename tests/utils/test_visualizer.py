@@ -15,6 +15,7 @@ from ovdense.utils.visualizer import (
     load_label_png,
     make_palette,
     overlay,
+    palette_for,
     save_label_png,
 )
 
@@ -107,7 +108,7 @@ def test_legend_entries_lists_present_classes_by_area() -> None:
 
 def test_overlay_blends_colours_and_keeps_ignored_pixels() -> None:
     image, labels = _scene()
-    pal = make_palette(len(NAMES))
+    pal = palette_for(NAMES)  # the default: colours by class name
     out = overlay(image, labels, NAMES, alpha=0.5, legend=False)
     assert out.shape == image.shape
     expected_2 = np.rint(0.5 * 100 + 0.5 * pal[2].astype(float))
@@ -120,14 +121,14 @@ def test_overlay_blends_colours_and_keeps_ignored_pixels() -> None:
 
 def test_overlay_adds_legend_panel_to_the_right() -> None:
     image, labels = _scene()
-    out = overlay(image, labels, NAMES)  # non-ASCII names must not crash
+    out = overlay(image, labels, NAMES, min_side=0)  # non-ASCII names must not crash
     assert out.dtype == np.uint8 and out.ndim == 3
     assert out.shape[1] > image.shape[1]
     assert out.shape[0] >= image.shape[0]
     # The image part is exactly the legend-free overlay: the legend covers nothing.
     np.testing.assert_array_equal(out[:60, :80], overlay(image, labels, NAMES, legend=False))
     panel = out[:, 80:]
-    pal = make_palette(len(NAMES))
+    pal = palette_for(NAMES)
     colours = {tuple(c) for c in panel.reshape(-1, 3).tolist()}
     # Swatches of the present classes are drawn, those of absent classes are not.
     for present in (0, 2, 3):
@@ -152,7 +153,7 @@ def test_overlay_custom_palette_and_errors() -> None:
 def test_overlay_tiny_image_gets_a_taller_output() -> None:
     image = np.zeros((3, 3, 3), dtype=np.uint8)
     labels = np.array([[0, 1, 2], [0, 1, 2], [0, 0, 0]])
-    out = overlay(image, labels, ["a", "b", "c"])
+    out = overlay(image, labels, ["a", "b", "c"], min_side=0)  # not upscaled
     assert out.shape[0] > 3 and out.shape[1] > 3
     np.testing.assert_array_equal(
         out[:3, :3], overlay(image, labels, ["a", "b", "c"], legend=False)
