@@ -27,18 +27,50 @@ code is 0 when at least one image was segmented.
 Images larger than ``--max-image-pixels`` (default: ``OVDENSE_MAX_IMAGE_PIXELS`` if set, else
 Pillow's 89,478,485 pixels, about 9500 x 9500) are refused from their header, before any pixel is
 decoded (a small "decompression bomb" file can claim gigabytes of pixels); 0 means no limit.
+
+Videos, image sequences and cameras::
+
+    ovdense demo --input clip.mp4 --classes "person,car,road" --output out/ --smooth 0.6
+    ovdense demo --input "frames/*.png" --classes "person,car" --output out/
+    ovdense demo --webcam 0 --classes "person,cup" --output out/ --show   # or --input 0
+
+* A video file (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ...; read with OpenCV) gives
+  ``<name>_overlay.mp4`` (codec ``mp4v``; same frame count, frame rate and size as the input, the
+  class colours blended on each frame, no legend) and ``<name>.json`` (classes, frames, fps, size,
+  the fraction of each class over the whole video and the flicker: the fraction of pixels whose
+  label changes between consecutive frames). ``--save-frames`` also writes each frame's label
+  PNG, ``<name>_000000_labels.png``, ``<name>_000001_labels.png``, ...
+* An image sequence, a glob (quoted, e.g. ``"frames/*.png"``, sorted by name) or ``--input``
+  given several times, is segmented in order with the outputs of single images.
+* A camera, ``--webcam N`` (or ``--input N`` when no file ``N`` exists), is read until Ctrl-C
+  (or ``--max-frames``) and written as ``webcam<N>_overlay.mp4`` at the camera's frame rate
+  (30 when it reports none). A camera that cannot be opened is an error.
+* ``--smooth A`` (A in [0, 1)): exponential moving average of the class probabilities across
+  frames, ``p_t = A * p_{t-1} + (1 - A) * probs_t``, then the usual argmax / ``--prob-thd``; it
+  reduces flicker (larger A: steadier, slower to follow motion); it also applies to image
+  sequences and folders (in name order). 0 (the default) gives each
+  frame's own result exactly. Smoothing needs the frame-size probabilities of every class, so it
+  costs memory with large vocabularies; it starts afresh when the frame size changes, and a
+  segmentor's saliency rule (which acts on labels) is not applied to smoothed results.
+* ``--show`` also displays each result in a window (``q`` stops a video or camera run); without
+  a display (no ``DISPLAY`` on Linux) it is ignored with a warning.
+* The class names are embedded once per run; a progress bar shows frames per second.
+* A video that cannot be opened (damaged, or not a video) and an output that cannot be written
+  are one-line errors (exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import glob
 import json
 import logging
 import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -64,6 +96,15 @@ from ..utils.image import ImageTooLargeError, list_images, load_image
 from ..utils.io import atomic_write, atomic_write_text
 from ..utils.labels import save_label_png
 from ..utils.visualizer import overlay
+from ..video import (
+    FlickerMeter,
+    TemporalSmoother,
+    capture_fps,
+    capture_frame_count,
+    is_video_path,
+    open_capture,
+    read_frames,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +124,16 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _smooth_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text}")
+    return value
+
+
 def _pixel_limit(text: str) -> int:
     try:
         return image_mod.parse_max_image_pixels(text) or 0
@@ -99,7 +150,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="naclip",
         help="preset (maskclip, sclip, clearclip, naclip, seg/<name>) or a config file",
     )
-    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    webcam = any(a == "--webcam" or a.startswith("--webcam=") for a in argv)
+    p.add_argument(
+        "--input",
+        action="append",
+        required=not webcam,  # "required: --input, --output" when neither is given
+        default=None,
+        help='an image, a folder of images, a video file, a quoted glob ("frames/*.png") or a '
+        "camera index; may be given several times for an image sequence",
+    )
+    p.add_argument("--webcam", type=int, default=None, metavar="N", help="read camera N")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--classes", help='e.g. "cat,dog,sofa|couch" (| separates synonyms)')
     g.add_argument("--classes-file", help="one class per line, synonyms separated by '|' or ','")
@@ -127,6 +188,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(0: no limit; default: $OVDENSE_MAX_IMAGE_PIXELS, else 89478485 as Pillow)",
     )
     p.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
+    p.add_argument(
+        "--smooth",
+        type=_smooth_factor,
+        default=0.0,
+        metavar="A",
+        help="in [0, 1): exponential moving average of class probabilities across frames "
+        "(0: each frame's own result)",
+    )
+    p.add_argument(
+        "--save-frames", action="store_true", help="videos: also write each frame's label PNG"
+    )
+    p.add_argument("--show", action="store_true", help="display results (needs a display)")
+    p.add_argument(
+        "--max-frames", type=int, default=None, metavar="N", help="stop a video after N frames"
+    )
     add_overrides_argument(p)
     return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
@@ -227,39 +303,237 @@ def _summary(done: int, out_dir: Path, skipped: dict[str, list[Path]]) -> str:
     return f"{text}; skipped {sum(map(len, skipped.values()))}: " + ", ".join(parts)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    vocab = build_vocabulary(args)
-    src = Path(args.input)
-    if not src.exists():
-        raise FileNotFoundError(f"input not found: '{src}'")
-    folder_run = src.is_dir()
-    images = list_images(src, recursive=args.recursive) if folder_run else [src]
-    out_dir = Path(args.output)
-    check_output_folder(out_dir, src, args.recursive)
-    limit = image_mod.MAX_IMAGE_PIXELS if args.max_image_pixels is None else args.max_image_pixels
-    device = resolve_device(args.device)
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _resolve_inputs(args: argparse.Namespace) -> tuple[str, list[Path], int | None]:
+    """The run's kind (``"images"``, ``"sequence"``, ``"video"``, ``"camera"``), its input paths
+    and the camera index."""
+    inputs: list[str] = list(args.input or [])
+    if args.webcam is not None:
+        if inputs:
+            raise UserError("give --input or --webcam, not both")
+        return "camera", [], args.webcam
+    if not inputs:
+        raise UserError("one of --input or --webcam is required (see --help)")
+    if len(inputs) == 1 and inputs[0].strip().isdigit() and not Path(inputs[0]).exists():
+        return "camera", [], int(inputs[0])
+    if len(inputs) == 1 and not _has_glob(inputs[0]):
+        src = Path(inputs[0])
+        if not src.exists():
+            raise FileNotFoundError(f"input not found: '{src}'")
+        return ("video" if src.is_file() and is_video_path(src) else "images"), [src], None
+    paths: list[Path] = []
+    for text in inputs:
+        if Path(text).exists() or not _has_glob(text):
+            if not Path(text).is_file():
+                raise FileNotFoundError(f"input not found or not a file: '{text}'")
+            paths.append(Path(text))
+            continue
+        matches = sorted(p for p in glob.glob(text) if Path(p).is_file())
+        if not matches:
+            raise FileNotFoundError(f"no file matches '{text}'")
+        paths.extend(Path(p) for p in matches)
+    if any(is_video_path(p) for p in paths):
+        raise UserError("a sequence is made of images; give one video at a time")
+    return "sequence", paths, None
+
+
+def _display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class _Window:
+    """``--show``: a cv2 window when a display exists, else nothing (one warning)."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.on = wanted and _display_available()
+        if wanted and not self.on:
+            logging.warning("--show ignored: no display (DISPLAY is not set).")
+
+    def show(self, rgb: np.ndarray) -> bool:
+        """Display an RGB image; ``False`` when the user pressed ``q``."""
+        if not self.on:
+            return True
+        import cv2
+
+        try:
+            cv2.imshow("ovdense", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            return (cv2.waitKey(1) & 0xFF) != ord("q")
+        except cv2.error as err:  # e.g. opencv-python-headless
+            logging.warning("--show ignored: OpenCV cannot open a window (%s).", str(err).strip())
+            self.on = False
+            return True
+
+    def close(self) -> None:
+        if self.on:
+            import cv2
+
+            cv2.destroyAllWindows()
+
+
+def _segment(
+    predictor: Predictor,
+    image: np.ndarray,
+    vocab: Vocabulary,
+    prob_thd: float | None,
+    smoother: TemporalSmoother | None,
+) -> Prediction:
+    """One frame's prediction; with a smoother the labels come from the smoothed probabilities."""
+    predictor.set_image(image)
+    try:
+        if smoother is None:
+            return predictor.predict(vocab, prob_thd=prob_thd, return_probs=False)
+        pred = predictor.predict(vocab, prob_thd=prob_thd, return_probs=True)
+        assert pred.probs is not None
+        probs = smoother.update(pred.probs)
+        labels = predictor.segmentor.assign_labels(probs[None], prob_thd, pred.vocabulary)
+        return replace(pred, labels=labels[0].cpu().numpy(), probs=None)
+    finally:
+        predictor.reset_image()
+
+
+def _build(args: argparse.Namespace) -> Predictor:
     seg = build_segmentor(
         args.config,
         **model_source(args),
         overrides=args.opts,
-        device=device,
+        device=resolve_device(args.device),
         # the --background class is class 0 whatever its names (e.g. "sky|wall")
         **({"background_index": 0} if has_background(args) else {}),
     )
+    return Predictor(seg)
+
+
+def _run_video(
+    args: argparse.Namespace, vocab: Vocabulary, source: Path | int, out_dir: Path
+) -> int:
+    """A video file or a camera: an overlay video (and label PNGs with ``--save-frames``)."""
+    import cv2
+
+    camera = isinstance(source, int)
+    src = Path(os.devnull) if isinstance(source, int) else Path(source)
+    cap = open_capture(source)  # before the model is loaded: a bad file fails fast
+    try:
+        fps = capture_fps(cap)
+        total = None if camera else capture_frame_count(cap)
+        stem = f"webcam{source}" if camera else src.stem
+        check_output_folder(out_dir, src, False)
+        predictor = _build(args)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        smoother = TemporalSmoother(args.smooth) if args.smooth > 0 else None
+        window = _Window(args.show)
+        meter = FlickerMeter()
+        counts = np.zeros(len(vocab), dtype=np.int64)
+        video_path = out_dir / f"{stem}_overlay.mp4"
+        n = 0
+        size: tuple[int, int] | None = None
+        with atomic_write(video_path, suffix=".mp4") as tmp:
+            writer = None
+            frames = read_frames(cap, args.max_frames)
+            bar = tqdm(frames, desc="Segmenting", unit="frame", total=total)
+            try:
+                for frame in bar:
+                    pred = _segment(predictor, frame, vocab, args.prob_thd, smoother)
+                    if writer is None:
+                        size = (frame.shape[1], frame.shape[0])
+                        writer = cv2.VideoWriter(
+                            str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, size
+                        )
+                        if not writer.isOpened():
+                            raise OSError(
+                                f"cannot write the video '{video_path}': OpenCV cannot encode "
+                                "mp4v here or the folder is not writable."
+                            )
+                    vis = overlay(frame, pred.labels, pred.classes, alpha=args.alpha, legend=False)
+                    if (vis.shape[1], vis.shape[0]) != size:
+                        vis = cv2.resize(vis, size, interpolation=cv2.INTER_NEAREST)
+                    writer.write(cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+                    if args.save_frames:
+                        name = out_dir / f"{stem}_{n:06d}_labels.png"
+                        with atomic_write(name, suffix=".png") as png:
+                            save_label_png(pred.labels, png)
+                    counts += np.bincount(pred.labels.ravel(), minlength=len(vocab))
+                    meter.add(pred.labels)
+                    n += 1
+                    if not window.show(vis):
+                        break
+            except KeyboardInterrupt:
+                if not camera:
+                    raise
+            finally:
+                bar.close()
+                if writer is not None:
+                    writer.release()
+                window.close()
+            if n == 0:
+                raise ValueError(f"no frame could be read from {_source_name(source)}.")
+    finally:
+        cap.release()
+    area = counts / max(1, counts.sum())
+    summary = {
+        "video": _source_name(source),
+        "classes": vocab.display_names,
+        "frames": n,
+        "fps": fps,
+        "size": list(size) if size else None,
+        "smooth": args.smooth,
+        "flicker": round(meter.value, 6),
+        "present": {
+            vocab.display_names[i]: round(float(area[i]), 5)
+            for i in np.argsort(-counts, kind="stable")
+            if counts[i] > 0
+        },
+    }
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    print(f"Wrote {n} frame(s) to {video_path} (flicker {meter.value:.4f})")
+    return 0
+
+
+def _source_name(source: Path | int) -> str:
+    return f"camera {source}" if isinstance(source, int) else f"'{source}'"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    vocab = build_vocabulary(args)
+    kind, paths, camera = _resolve_inputs(args)
+    out_dir = Path(args.output)
+    if kind == "camera":
+        assert camera is not None
+        return _run_video(args, vocab, camera, out_dir)
+    if kind == "video":
+        return _run_video(args, vocab, paths[0], out_dir)
+    if kind == "sequence":
+        images = paths
+        folder_run = False
+        for parent in sorted({p.parent for p in paths}):
+            check_output_folder(out_dir, parent, False)
+        stems = output_stems(images, None)
+    else:
+        src = paths[0]
+        folder_run = src.is_dir()
+        images = list_images(src, recursive=args.recursive) if folder_run else [src]
+        check_output_folder(out_dir, src, args.recursive)
+        stems = output_stems(images, src if folder_run else None)
+    limit = image_mod.MAX_IMAGE_PIXELS if args.max_image_pixels is None else args.max_image_pixels
+    predictor = _build(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stems = output_stems(images, src if folder_run else None)
-    predictor = Predictor(seg)
+    smoother = TemporalSmoother(args.smooth) if args.smooth > 0 else None
+    window = _Window(args.show)
     skipped: dict[str, list[Path]] = {}
-    bar = tqdm(images, desc="Segmenting", unit="image", disable=len(images) < 2)
+    unit = "frame" if kind == "sequence" else "image"
+    bar = tqdm(images, desc="Segmenting", unit=unit, disable=len(images) < 2)
     for path, stem in zip(bar, stems):
         stage = "unreadable"
         try:
             image = load_image(path, max_pixels=limit)
             stage = "failed to segment"
-            predictor.set_image(image)
-            pred = predictor.predict(vocab, prob_thd=args.prob_thd, return_probs=False)
+            pred = _segment(predictor, image, vocab, args.prob_thd, smoother)
         except (ValueError, OSError) as err:
             if not folder_run or (stage != "unreadable" and isinstance(err, OSError)):
                 raise
@@ -269,8 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictor.reset_image()
             continue
         write_outputs(out_dir, stem, path, image, pred, args.alpha)
+        if window.on:
+            window.show(overlay(image, pred.labels, pred.classes, alpha=args.alpha))
         del image, pred
-        predictor.reset_image()
+    window.close()
     done = len(images) - sum(map(len, skipped.values()))
     print(_summary(done, out_dir, skipped))
     return 0 if done else 1
