@@ -12,7 +12,7 @@ import PIL.Image
 import torch
 from torch import Tensor
 
-from .modeling.segmentors import ImageFeatures, Segmentor
+from .modeling.segmentors import ImageFeatures, SegmentationOutput, Segmentor
 from .modeling.text import Vocabulary
 from .utils.image import load_image
 
@@ -91,11 +91,7 @@ class Predictor:
         """
         rgb = load_image(image)
         self._features = self._image = None  # free the previous image's memory first
-        # uint8 -> float32 makes the one full-size copy (torch cannot wrap read-only arrays).
-        source = torch.from_numpy(rgb) if rgb.flags.writeable else torch.tensor(rgb)
-        tensor = source.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
-        del source
-        self._features = self.segmentor.encode_image(tensor)
+        self._features = self.segmentor.encode_image(_to_unit_tensor(rgb))
         self._image = rgb
 
     def name_chunk_for(self, height: int, width: int) -> int:
@@ -141,9 +137,82 @@ class Predictor:
         out = self.segmentor.decode(
             self._features, self.segmentor.encode_text(vocab), prob_thd, return_probs, **kwargs
         )
-        return Prediction(
-            labels=out.labels[0].cpu().numpy(),
-            probs=out.probs[0].cpu() if out.probs is not None else None,
-            classes=vocab.display_names,
-            vocabulary=vocab,
-        )
+        return _prediction(out, vocab)
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageLike],
+        vocabulary: Vocabulary | Sequence[str | Sequence[str]],
+        prob_thd: float | None = None,
+        return_probs: bool = True,
+    ) -> list[Prediction]:
+        """Segment several images (sizes may differ) with one vocabulary: one
+        :class:`Prediction` per image, in order (``labels [H, W]`` and ``probs [C, H, W]`` at
+        that image's size).
+
+        The windows of all images share backbone calls (``window_batch_size`` crops per call,
+        see :meth:`Segmentor.encode_images`), the text is encoded once and each image is
+        decoded on its own, so the results equal :meth:`set_image` + :meth:`predict` image by
+        image. The image set with :meth:`set_image` (if any) is left as it is.
+
+        Args:
+            images: a non-empty sequence of what :meth:`set_image` takes.
+            vocabulary, prob_thd, return_probs: as for :meth:`predict`.
+
+        Raises:
+            ValueError: an empty sequence; a bad image (the error names its index, e.g.
+                ``images[2]``; a missing file raises ``FileNotFoundError``).
+        """
+        if isinstance(images, (str, os.PathLike, np.ndarray, PIL.Image.Image, Tensor)):
+            raise TypeError(
+                "predict_batch takes a sequence of images (a list); for one image use "
+                "set_image + predict."
+            )
+        if len(images) == 0:
+            raise ValueError("images is empty: give at least one image.")
+        tensors = []
+        for i, image in enumerate(images):
+            try:
+                rgb = load_image(image)
+            except (OSError, ValueError, TypeError) as e:
+                raise _with_index(e, i) from e
+            tensors.append(_to_unit_tensor(rgb)[0])
+        encode_images = getattr(self.segmentor, "encode_images", None)
+        if encode_images is not None:
+            feats = encode_images(tensors)
+        else:  # a segmentor-like object without the batch API: one image at a time
+            feats = [self.segmentor.encode_image(t[None]) for t in tensors]
+        vocab = Vocabulary.coerce(vocabulary)
+        text = self.segmentor.encode_text(vocab)
+        out = []
+        for t, f in zip(tensors, feats, strict=True):
+            kwargs = {}
+            if not return_probs and self._decode_takes_name_chunk():
+                kwargs["name_chunk"] = self.name_chunk_for(*t.shape[-2:])
+            decoded = self.segmentor.decode(f, text, prob_thd, return_probs, **kwargs)
+            out.append(_prediction(decoded, vocab))
+        return out
+
+
+def _to_unit_tensor(rgb: np.ndarray) -> Tensor:
+    """``[H, W, 3]`` uint8 -> ``[1, 3, H, W]`` float32 in ``[0, 1]``."""
+    # uint8 -> float32 makes the one full-size copy (torch cannot wrap read-only arrays).
+    source = torch.from_numpy(rgb) if rgb.flags.writeable else torch.tensor(rgb)
+    return source.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+
+
+def _with_index(error: Exception, index: int) -> Exception:
+    """``error`` again, its message prefixed with ``images[index]: ``."""
+    try:
+        return type(error)(f"images[{index}]: {error}")
+    except Exception:  # an exception type with another constructor
+        return ValueError(f"images[{index}]: {error}")
+
+
+def _prediction(out: SegmentationOutput, vocab: Vocabulary) -> Prediction:
+    return Prediction(
+        labels=out.labels[0].cpu().numpy(),
+        probs=out.probs[0].cpu() if out.probs is not None else None,
+        classes=vocab.display_names,
+        vocabulary=vocab,
+    )

@@ -91,3 +91,50 @@ def test_bad_image_inputs(seg, tmp_path):
         pred.predict([])
     with pytest.raises(ValueError, match="Duplicated class"):
         pred.predict(["cat", "dog", "cat"])
+
+
+def test_predict_batch_equals_one_at_a_time(seg, tmp_path):
+    Image.fromarray(_rgb(52, 33, seed=5)).save(tmp_path / "tall.png")
+    images = [_rgb(seed=4), tmp_path / "tall.png", _rgb(24, 24, seed=6)]
+    pred = Predictor(seg)
+    pred.set_image(_rgb(seed=9))
+    calls = []
+    handle = seg.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        outs = pred.predict_batch(images, ["background", "cat", "sofa, couch"])
+    finally:
+        handle.remove()
+    # 6 + 6 + 4 windows of 32 px, 8 per call: 2 backbone calls (one image at a time: 3)
+    assert len(calls) == 2
+    assert pred.image.shape == (30, 45, 3)  # the set image is kept
+    assert len(outs) == 3
+    labels_only = pred.predict_batch(images, ["background", "cat", "sofa, couch"], 0.4, False)
+    single = Predictor(seg)
+    for image, out, lab in zip(images, outs, labels_only, strict=True):
+        single.set_image(image)
+        ref = single.predict(["background", "cat", "sofa, couch"])
+        assert out.classes == ["background", "cat", "sofa"]
+        assert out.labels.shape == ref.labels.shape == single.image.shape[:2]
+        assert np.array_equal(out.labels, ref.labels)
+        torch.testing.assert_close(out.probs, ref.probs, atol=1e-5, rtol=1e-5)
+        ref_thd = single.predict(["background", "cat", "sofa, couch"], 0.4, return_probs=False)
+        assert lab.probs is None and np.array_equal(lab.labels, ref_thd.labels)
+
+
+def test_predict_batch_bad_inputs(seg, tiny_clip, tmp_path):
+    pred = Predictor(seg)
+    with pytest.raises(ValueError, match="empty"):
+        pred.predict_batch([], ["a"])
+    with pytest.raises(TypeError, match="sequence of images"):
+        pred.predict_batch(_rgb(), ["a"])
+    with pytest.raises(FileNotFoundError, match=r"images\[1\].*nothere.jpg"):
+        pred.predict_batch([_rgb(), tmp_path / "nothere.jpg"], ["a"])
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match=r"images\[2\].*corrupt.png"):
+        pred.predict_batch([_rgb(), _rgb(), bad], ["a"])
+    raw = TrainingFreeSegmentor(tiny_clip, "naclip", templates="single", short_side=None)
+    with pytest.raises(ValueError, match=r"images\[1\].*smaller than one"):
+        Predictor(raw).predict_batch([_rgb(), _rgb(4, 4)], ["a"])
+    with pytest.raises(ValueError, match="empty"):
+        pred.predict_batch([_rgb()], [])

@@ -507,18 +507,14 @@ class Segmentor(nn.Module):
             return out, {}
         return self.refiner(out, images)
 
-    @torch.no_grad()
-    def encode_image(self, images: Tensor) -> ImageFeatures:
-        """Dense features (and the refiner's auxiliary maps) of every window of a batch of
-        same-size images.
-
-        Args:
-            images: ``[B, 3, H, W]`` RGB in ``[0, 1]`` (float), or ``uint8`` in ``[0, 255]``
-                (divided by 255). Float values outside ``[0, 1]`` are refused: see
-                :func:`check_unit_images`.
-        """
+    def _resize_and_window(
+        self, images: Tensor
+    ) -> tuple[Tensor, Tensor, list[tuple[int, int, int, int]], tuple[int, int]]:
+        """Checked ``[B, 3, H, W]`` images in ``[0, 1]`` on the device, their window crops
+        ``[num_windows * B, 3, h, w]`` (window-major, normalised, not padded), the crop boxes and
+        the resized size."""
         images = check_unit_images(images).to(self.device, torch.float32)
-        b, _, h, w = images.shape
+        _, _, h, w = images.shape
         hr, wr = rescale_size(h, w, self.short_side, self.max_long_side)
         p = self.backbone.patch_size
         if min(hr, wr) < p:
@@ -534,6 +530,12 @@ class Segmentor(nn.Module):
         x = self.backbone.normalize(x)
         windows = sliding_windows(hr, wr, self.window, self.stride)
         crops = torch.cat([x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
+        return images, crops, windows, (hr, wr)
+
+    def _forward_crops(self, crops: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Same-size normalised crops ``[n, 3, h, w]`` -> dense features ``[n, D, gh, gw]`` and
+        auxiliary maps ``{name: [n, K, gh, gw]}`` (float32), ``window_batch_size`` crops per
+        backbone call (padded to whole patches in the ``"paper"`` order)."""
         feats: list[Tensor] = []
         aux: dict[str, list[Tensor]] = {}
         starts = range(0, crops.shape[0], self.window_batch_size)
@@ -548,15 +550,96 @@ class Segmentor(nn.Module):
                 for name, m in maps.items():
                     aux.setdefault(name, []).append(m.float())
                 feats.append(out.dense.float())
+        return torch.cat(feats, dim=0), {name: torch.cat(m, dim=0) for name, m in aux.items()}
+
+    @torch.no_grad()
+    def encode_image(self, images: Tensor) -> ImageFeatures:
+        """Dense features (and the refiner's auxiliary maps) of every window of a batch of
+        same-size images.
+
+        Args:
+            images: ``[B, 3, H, W]`` RGB in ``[0, 1]`` (float), or ``uint8`` in ``[0, 255]``
+                (divided by 255). Float values outside ``[0, 1]`` are refused: see
+                :func:`check_unit_images`.
+        """
+        images, crops, windows, resized = self._resize_and_window(images)
+        dense, aux = self._forward_crops(crops)
         return ImageFeatures(
-            dense=torch.cat(feats, dim=0),
+            dense=dense,
             windows=windows,
-            batch_size=b,
-            resized_size=(hr, wr),
-            image_size=(h, w),
+            batch_size=images.shape[0],
+            resized_size=resized,
+            image_size=(images.shape[2], images.shape[3]),
             images=images if self.pamr is not None else None,
-            aux={name: torch.cat(m, dim=0) for name, m in aux.items()},
+            aux=aux,
         )
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Tensor]) -> list[ImageFeatures]:
+        """:meth:`encode_image` of images of different sizes, one :class:`ImageFeatures`
+        (``batch_size`` 1) per image.
+
+        Each image is resized and cut into windows on its own; then the crops of *all* images
+        are run through the backbone together, ``window_batch_size`` crops per call, crops of
+        the same size sharing a call (e.g. the ``window`` x ``window`` crops of every image
+        larger than a window, or whole small images of one size), and split back per image.
+        The features equal :meth:`encode_image` image by image (up to float rounding).
+
+        Args:
+            images: a non-empty sequence of ``[3, H, W]`` (or ``[1, 3, H, W]``) RGB tensors in
+                ``[0, 1]`` (float) or ``uint8``; sizes may differ (a ``[B, 3, H, W]`` tensor is
+                taken as ``B`` images).
+
+        Raises:
+            ValueError: an empty sequence, or a bad image (the message names its index).
+        """
+        if isinstance(images, Tensor) and images.ndim == 4:
+            images = list(images)
+        if len(images) == 0:
+            raise ValueError("images is empty: give at least one image.")
+        prepared = []
+        for i, img in enumerate(images):
+            if isinstance(img, Tensor) and img.ndim == 3:
+                img = img.unsqueeze(0)
+            if isinstance(img, Tensor) and img.ndim == 4 and img.shape[0] != 1:
+                raise ValueError(
+                    f"images[{i}]: expected one image [3, H, W] or [1, 3, H, W], got "
+                    f"{tuple(img.shape)}."
+                )
+            try:
+                prepared.append(self._resize_and_window(img))
+            except ValueError as e:
+                raise ValueError(f"images[{i}]: {e}") from e
+        # group the crops by size: (image, first crop) spans per size, in order of appearance
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, crops, _, _) in enumerate(prepared):
+            groups.setdefault((crops.shape[2], crops.shape[3]), []).append(i)
+        dense: list[Tensor | None] = [None] * len(prepared)
+        aux: list[dict[str, Tensor]] = [{} for _ in prepared]
+        for members in groups.values():
+            out, maps = self._forward_crops(torch.cat([prepared[i][1] for i in members], dim=0))
+            start = 0
+            for i in members:
+                n = prepared[i][1].shape[0]
+                dense[i] = out[start : start + n]
+                aux[i] = {name: m[start : start + n] for name, m in maps.items()}
+                start += n
+        result = []
+        for i, (img, _, windows, resized) in enumerate(prepared):
+            d = dense[i]
+            assert d is not None
+            result.append(
+                ImageFeatures(
+                    dense=d,
+                    windows=windows,
+                    batch_size=1,
+                    resized_size=resized,
+                    image_size=(img.shape[2], img.shape[3]),
+                    images=img if self.pamr is not None else None,
+                    aux=aux[i],
+                )
+            )
+        return result
 
     # -- text side ------------------------------------------------------------------------
     def encode_text(
@@ -901,3 +984,28 @@ class Segmentor(nn.Module):
     ) -> SegmentationOutput:
         """Segment a batch of same-size images ``[B, 3, H, W]`` (RGB in ``[0, 1]``)."""
         return self.decode(self.encode_image(images), self.encode_text(vocabulary))
+
+    @torch.no_grad()
+    def segment_batch(
+        self,
+        images: Sequence[Tensor],
+        vocabulary: Vocabulary | Sequence[str | Sequence[str]],
+        prob_thd: float | None = None,
+        return_probs: bool = True,
+    ) -> list[SegmentationOutput]:
+        """Segment images of different sizes: one :class:`SegmentationOutput` per image, with
+        ``labels [1, H, W]`` and ``probs [1, C, H, W]`` at that image's size.
+
+        The windows of all images share backbone calls (:meth:`encode_images`), the text is
+        encoded once, and each image is decoded on its own (:meth:`decode`); the results equal
+        :meth:`forward` image by image.
+
+        Args:
+            images: a non-empty sequence of ``[3, H, W]`` (or ``[1, 3, H, W]``) RGB tensors in
+                ``[0, 1]`` or ``uint8``.
+            vocabulary: the classes, as for :meth:`forward`.
+            prob_thd, return_probs: as for :meth:`decode`.
+        """
+        feats = self.encode_images(images)
+        text = self.encode_text(vocabulary)
+        return [self.decode(f, text, prob_thd, return_probs) for f in feats]
