@@ -277,7 +277,7 @@ def write_outputs(
 ) -> None:
     """The label PNG, the overlay JPEG and the JSON summary, each written atomically."""
     with atomic_write(out_dir / f"{stem}_labels.png", suffix=".png") as tmp:
-        save_label_png(pred.labels, tmp)
+        save_label_png(pred.labels, tmp, class_names=pred.classes)
     vis = overlay(image, pred.labels, pred.classes, alpha=alpha)
     with atomic_write(out_dir / f"{stem}_overlay.jpg", suffix=".jpg") as tmp:
         Image.fromarray(vis).save(tmp, format="JPEG", quality=92)
@@ -455,7 +455,7 @@ def _run_video(
                     if args.save_frames:
                         name = out_dir / f"{stem}_{n:06d}_labels.png"
                         with atomic_write(name, suffix=".png") as png:
-                            save_label_png(pred.labels, png)
+                            save_label_png(pred.labels, png, class_names=pred.classes)
                     counts += np.bincount(pred.labels.ravel(), minlength=len(vocab))
                     meter.add(pred.labels)
                     n += 1

@@ -137,3 +137,16 @@ def test_demo_offline_weights_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "checkpoint" in err
     assert err.count("\n") == 1
+
+
+def test_demo_label_png_colours_follow_the_class_names(tmp_path, tiny_preset_file):
+    """The label PNG's palette is the overlay's: stable colours per class name."""
+    from ovdense.utils.labels import palette_for
+
+    _images(tmp_path / "in")
+    argv = ["--config", str(tiny_preset_file), "--input", str(tmp_path / "in" / "a.jpg")]
+    assert _demo().main([*argv, "--classes", "cat,dog", "--output", str(tmp_path / "o")]) == 0
+    im = Image.open(tmp_path / "o" / "a_labels.png")
+    assert im.mode == "P"
+    pal = np.array(im.getpalette()[:6], dtype=np.uint8).reshape(2, 3)
+    assert np.array_equal(pal, palette_for(["cat", "dog"]))
