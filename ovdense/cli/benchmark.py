@@ -253,6 +253,20 @@ class _PeakRSS:
         self.delta = self.peak - self.base
 
 
+def _demo_segmentor(clip: Any, args: argparse.Namespace, device: torch.device) -> Any:
+    """The segmentor the demo measurements run: the first of ``--strategies`` (naclip when it
+    is not a strategy), the window settings of the command line, one template."""
+    return TrainingFreeSegmentor(
+        clip,
+        strategy=args.strategies[0] if args.strategies[0] in list_strategies() else "naclip",
+        templates="single",
+        short_side=args.short_side,
+        window=args.window,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
+    ).to(device)
+
+
 def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
     """Peak memory of the demo's steps on one ``--demo-image-size`` image (bytes / pixel)."""
     import numpy as np
@@ -262,15 +276,7 @@ def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device)
     from ..utils.visualizer import overlay
 
     h, w = args.demo_image_size
-    seg = TrainingFreeSegmentor(
-        clip,
-        strategy=args.strategies[0] if args.strategies[0] in list_strategies() else "naclip",
-        templates="single",
-        short_side=args.short_side,
-        window=args.window,
-        stride=args.stride,
-        window_batch_size=args.window_batch_size,
-    ).to(device)
+    seg = _demo_segmentor(clip, args, device)
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     predictor = Predictor(seg)
     out: dict = {"image": [h, w], "bytes_per_pixel": {}}
@@ -305,15 +311,7 @@ def bench_video_fps(clip: Any, args: argparse.Namespace, device: torch.device) -
 
     h, w = args.video_size
     n = args.video_frames
-    seg = TrainingFreeSegmentor(
-        clip,
-        strategy=args.strategies[0] if args.strategies[0] in list_strategies() else "naclip",
-        templates="single",
-        short_side=args.short_side,
-        window=args.window,
-        stride=args.stride,
-        window_batch_size=args.window_batch_size,
-    ).to(device)
+    seg = _demo_segmentor(clip, args, device)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
     classes = ["person", "car", "road", "sky", "tree"]

@@ -298,11 +298,6 @@ def versions() -> dict[str, str]:
 
 
 # -- fingerprint of an output folder ----------------------------------------------------------
-def config_text(cfg: DictConfig) -> str:
-    """The YAML text :meth:`LazyConfig.save` writes for ``cfg`` (what ``config.yaml`` holds)."""
-    return LazyConfig.to_yaml(cfg)
-
-
 def _file_identity(path: str | os.PathLike) -> str:
     p = Path(path).expanduser()
     st = p.stat()
@@ -350,7 +345,7 @@ def output_fingerprint(
         "ovdense": __version__,
         "protocol": protocol,
         "dataset": {"name": dataset, "root": os.path.abspath(os.fspath(dataset_root))},
-        "config": config_text(cfg),
+        "config": LazyConfig.to_yaml(cfg),  # the text of config.yaml
         "weights": weights_ids(seg),
         "files": _checkpoint_files(to_py(cfg, resolve=True)),
     }

@@ -189,14 +189,14 @@ def load_clip(
             "load_clip needs model_name (e.g. 'ViT-B-16') unless config or model is given."
         )
     _check_model_name(model_name)
-    if pretrained is not None and bundled_weights(model_name, pretrained) is None:
+    bundled = bundled_weights(model_name, pretrained)
+    if pretrained is not None and bundled is None:
         _check_pretrained_tag(model_name, pretrained)
     if quick_gelu is None:
         quick_gelu = weights_need_quick_gelu(model_name, pretrained)
-    shipped = bundled_weights(model_name, pretrained) if checkpoint is None else None
+    shipped = bundled if checkpoint is None else None
     if shipped is not None:  # a tag whose weights ship with ovdense: no download
         checkpoint = shipped
-    tag = pretrained
     kwargs: dict[str, Any] = {"device": device, "cache_dir": cache_dir, "weights_only": True}
     if quick_gelu:
         kwargs["force_quick_gelu"] = True
@@ -225,7 +225,7 @@ def load_clip(
                 f"Could not load {path} into open_clip {model_name}: the checkpoint does not "
                 f"match this architecture; {hint}. Details: {detail[:300]}"
             ) from None
-        source = _file_id(path) if shipped is None else f"{tag}:{_file_id(path)}"
+        source = _file_id(path) if shipped is None else f"{pretrained}:{_file_id(path)}"
         clip.ovdense_id = f"{model_name}:{source}:qg={bool(quick_gelu)}"
     else:
         if pretrained is not None:
