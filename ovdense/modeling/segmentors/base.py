@@ -12,7 +12,10 @@
 * ``text_encoder``: vocabulary -> class-name embeddings;
 * the decoding policy: ``logit_scale``, softmax over names, max over synonyms, thresholds,
   PAMR, an optional ``saliency_rule`` (CLIP-DINOiser's background rule, applied as
-  ``background_rule`` says) and the ``decode_order``.
+  ``background_rule`` says) and the ``decode_order``;
+* ``post_refiner`` (optional): ``(images [B, 3, H, W] in [0, 1], probs [B, C, H, W]) -> probs
+  [B, C, H, W]``, a refinement of the input-size class probabilities before the thresholds and
+  the argmax, e.g. :class:`ovdense.sam.refine.SAMRefiner` (Trident's SAM refinement).
 
 It owns what is common to every method: short-side resize, sliding windows (batched), window
 stitching (:func:`stitch_windows`, the one implementation for logits, probabilities and any
@@ -287,7 +290,8 @@ class ImageFeatures:
         batch_size: ``B``.
         resized_size: ``(Hr, Wr)`` after the short-side resize.
         image_size: ``(H, W)`` of the input.
-        images: ``[B, 3, H, W]`` input in ``[0, 1]`` (kept for PAMR), or ``None``.
+        images: ``[B, 3, H, W]`` input in ``[0, 1]`` (kept for PAMR and the
+            ``post_refiner``), or ``None``.
         aux: the refiner's auxiliary maps, ``{name: [num_windows * B, K, h, w]}`` window-major
             like ``dense`` (e.g. CLIP-DINOiser's saliency ``"background"``).
     """
@@ -337,6 +341,10 @@ class Segmentor(nn.Module):
       and resized to the input size, optional PAMR, thresholds, argmax. Crops that are not a
       multiple of the patch size are padded with black pixels (:func:`pad_to_multiple`).
 
+    In both orders the optional ``post_refiner`` acts on the input-size class probabilities
+    (after the max over synonyms and PAMR, before the thresholds, the argmax and, in the
+    ``"ovdense"`` order, the ``saliency_rule`` on labels).
+
     Args:
         backbone: a dense backbone (``normalize``, ``patch_size``; ``forward(images) ->
             DenseFeatures``).
@@ -371,6 +379,11 @@ class Segmentor(nn.Module):
             probabilities (``"paper"``), e.g. :class:`~ovdense.modeling.refiners.PAMR`.
         precision: ``"fp32"``, ``"fp16"`` / ``"bf16"`` (autocast; fp16 needs CUDA) or ``"auto"``
             (fp16 on CUDA, fp32 on CPU).
+        post_refiner: an optional module ``post_refiner(images, probs) -> probs`` refining the
+            input-size class probabilities (``images [B, 3, H, W]`` RGB in ``[0, 1]``, ``probs
+            [B, C, H, W]``; it returns the same shape), e.g.
+            :class:`~ovdense.sam.refine.SAMRefiner`; any module with that contract fits
+            (a config sets ``model.post_refiner = L(SAMRefiner)(...)``).
     """
 
     def __init__(
@@ -394,6 +407,7 @@ class Segmentor(nn.Module):
         background_index: int | None = None,
         pamr: nn.Module | None = None,
         precision: str = "fp32",
+        post_refiner: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -423,6 +437,7 @@ class Segmentor(nn.Module):
         self.background_rule = background_rule
         self.decode_order = decode_order
         self.pamr = pamr
+        self.post_refiner = post_refiner
         self.short_side = short_side
         self.max_long_side = max_long_side
         self.window = window
@@ -466,6 +481,29 @@ class Segmentor(nn.Module):
                 f"background_rule must be None, True, False or 'force', got {value!r}."
             )
         self._background_rule = value
+
+    @property
+    def _keeps_images(self) -> bool:
+        """Whether decoding needs the input images (PAMR, ``post_refiner``)."""
+        return self.pamr is not None or self.post_refiner is not None
+
+    def _post_refine(self, feats: ImageFeatures, probs: Tensor) -> Tensor:
+        """``post_refiner(images, probs)`` (checked), or ``probs`` without one."""
+        if self.post_refiner is None:
+            return probs
+        if feats.images is None:
+            raise ValueError(
+                "post_refiner needs the input images, which these features do not carry "
+                "(encoded before it was set): encode the image again."
+            )
+        out = self.post_refiner(feats.images.to(probs.device), probs)
+        if not isinstance(out, Tensor) or out.shape != probs.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"post_refiner {type(self.post_refiner).__name__} returned {got}; it maps "
+                f"(images, probs {tuple(probs.shape)}) to probabilities of the same shape."
+            )
+        return out
 
     @property
     def device(self) -> torch.device:
@@ -570,7 +608,7 @@ class Segmentor(nn.Module):
             batch_size=images.shape[0],
             resized_size=resized,
             image_size=(images.shape[2], images.shape[3]),
-            images=images if self.pamr is not None else None,
+            images=images if self._keeps_images else None,
             aux=aux,
         )
 
@@ -635,7 +673,7 @@ class Segmentor(nn.Module):
                     batch_size=1,
                     resized_size=resized,
                     image_size=(img.shape[2], img.shape[3]),
-                    images=img if self.pamr is not None else None,
+                    images=img if self._keeps_images else None,
                     aux=aux[i],
                 )
             )
@@ -814,10 +852,10 @@ class Segmentor(nn.Module):
 
         The ``saliency_rule`` applies when the features carry its saliency map and
         :meth:`rule_background` gives a class; ``prob_thd`` / ``area_thd`` act on the final
-        maps. With ``return_probs=False`` (and no PAMR / area rule / ``"ovdense"``-order
-        saliency rule, which need every map at once) the input-size maps are made
-        ``name_chunk`` names (classes) at a time, so thousands of classes on large images need
-        memory for one chunk only; the labels are the same.
+        maps. With ``return_probs=False`` (and no PAMR / ``post_refiner`` / area rule /
+        ``"ovdense"``-order saliency rule, which need every map at once) the input-size maps are
+        made ``name_chunk`` names (classes) at a time, so thousands of classes on large images
+        need memory for one chunk only; the labels are the same.
         """
         rule = self.saliency_rule
         has_saliency = rule is not None and rule.aux_key in feats.aux
@@ -835,11 +873,12 @@ class Segmentor(nn.Module):
         return_probs: bool,
         name_chunk: int,
     ) -> SegmentationOutput:
-        full = return_probs or self.pamr is not None or self.area_thd is not None
+        full = return_probs or self._keeps_images or self.area_thd is not None
         if full or rule_class is not None:
             logits = self.name_logits(feats, text)
             probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
             probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
+            probs = self._post_refine(feats, probs)
             labels = self.assign_labels(probs, prob_thd, text.vocabulary)
             if rule_class is not None:
                 assert self.saliency_rule is not None
@@ -887,12 +926,13 @@ class Segmentor(nn.Module):
         name_chunk: int,
     ) -> SegmentationOutput:
         wp = self.window_probs(feats, text, rule_class)
-        if return_probs or self.pamr is not None or self.area_thd is not None:
+        if return_probs or self._keeps_images or self.area_thd is not None:
             probs = self.merge_windows(wp, feats)
             if self.pamr is not None:
                 # not in CLIP-DINOiser's code: PAMR refines the averaged probability maps here
                 assert feats.images is not None
                 probs = self.pamr(self.backbone.normalize(feats.images), probs)
+            probs = self._post_refine(feats, probs)
             labels = self.assign_labels(probs, prob_thd, text.vocabulary)
             return SegmentationOutput(
                 labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary

@@ -154,7 +154,7 @@ class CLIPDINOiserSegmentor(Segmentor):
             gives the better mIoU has not been measured on real benchmarks.
         templates, text_cache_dir: the :class:`TextEncoder`'s.
         short_side, max_long_side, window, stride, window_batch_size, logit_scale, prob_thd,
-        area_thd, background_index, pamr, precision: see :class:`Segmentor`.
+        area_thd, background_index, pamr, precision, post_refiner: see :class:`Segmentor`.
 
     ``self.dinoiser_head`` is the head (``self.refiner.head``); ``self.head`` is the cosine
     head.
@@ -183,6 +183,8 @@ class CLIPDINOiserSegmentor(Segmentor):
         pamr: nn.Module | None = None,
         precision: str = "fp32",
         text_cache_dir: str | os.PathLike | None = None,
+        *,
+        post_refiner: nn.Module | None = None,
     ) -> None:
         if head is not None and head_checkpoint is not None:
             raise ValueError("Give either head or head_checkpoint, not both.")
@@ -220,6 +222,7 @@ class CLIPDINOiserSegmentor(Segmentor):
             background_index=background_index,
             pamr=pamr,
             precision=precision,
+            post_refiner=post_refiner,
         )
 
     @property

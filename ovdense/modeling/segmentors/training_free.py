@@ -49,7 +49,7 @@ class TrainingFreeSegmentor(Segmentor):
         strategy, strategy_kwargs, pos_interp: last-block strategy and position interpolation.
         templates: prompt templates (name of a set or a list of format strings).
         short_side, max_long_side, window, stride, window_batch_size, logit_scale, prob_thd,
-        area_thd, background_index, pamr, precision: see :class:`Segmentor`.
+        area_thd, background_index, pamr, precision, post_refiner: see :class:`Segmentor`.
         text_cache_dir: on-disk cache of class embeddings (``None``: memory only).
         head: a registered head name (default ``"cosine"``) or a module: see
             :data:`~ovdense.modeling.heads.SEG_HEADS`.
@@ -85,6 +85,7 @@ class TrainingFreeSegmentor(Segmentor):
         refiner: str | nn.Module | None = None,
         refiner_kwargs: dict[str, Any] | None = None,
         decode_order: DecodeOrder = "ovdense",
+        post_refiner: nn.Module | None = None,
     ) -> None:
         # NOTE: the cheap parts first, so that a bad head / refiner name fails before the
         # backbone and text encoder are built
@@ -109,4 +110,5 @@ class TrainingFreeSegmentor(Segmentor):
             background_index=background_index,
             pamr=pamr,
             precision=precision,
+            post_refiner=post_refiner,
         )
