@@ -57,6 +57,23 @@ Videos, image sequences and cameras::
 * The class names are embedded once per run; a progress bar shows frames per second.
 * A video that cannot be opened (damaged, or not a video) and an output that cannot be written
   are one-line errors (exit code 2).
+
+Open-vocabulary instances with Segment Anything (``--sam-masks``)::
+
+    ovdense demo --config naclip --input photos/ --classes "cat,dog,sofa|couch" --output out/ \
+        --sam-masks --sam-kind vit_b --sam-checkpoint ~/weights/sam_vit_b_01ec64.pth
+
+SAM's automatic masks (``SamAutomaticMaskGenerator``; its options as ``--sam-points-per-side``,
+``--sam-pred-iou-thresh``, ``--sam-stability-thresh``, ``--sam-crop-layers``, ...) are labelled
+by the preset's dense features (mask pooling, :class:`ovdense.sam.SamInstanceSegmenter`); masks
+labelled background (``--background`` / ``--prob-thd``) are dropped, duplicates removed by mask
+NMS (``--sam-nms-iou``, per class unless ``--sam-class-agnostic-nms``). For each image (and each
+video frame) it writes ``<name>_overlay.jpg`` (class colours, instance outlines and
+``name score`` labels) and ``<name>.json``: the classes, COCO categories (``id`` = class index
++ 1), each class's area and the instances in COCO's results format with RLE masks
+(``pycocotools``). A video gives ``<name>_overlay.mp4``, ``<name>_<frame>.json`` per frame
+(``<name>_000000.json``, ...) and the summary ``<name>.json``. No label PNG is written in this
+mode; ``--smooth`` and ``--save-frames`` do not apply to it.
 """
 
 from __future__ import annotations
@@ -81,6 +98,16 @@ from tqdm.auto import tqdm
 from ..model_zoo import build_segmentor
 from ..modeling.text import Vocabulary
 from ..predictor import Prediction, Predictor
+from ..sam import (
+    Instances,
+    MaskGeneratorOptions,
+    SamInstanceSegmenter,
+    build_sam,
+    draw_instances,
+    instances_document,
+    missing_checkpoint_message,
+    tiny_sam,
+)
 from ..utils import image as image_mod
 from ..utils.cli import (
     UserError,
@@ -88,6 +115,7 @@ from ..utils.cli import (
     add_model_source_arguments,
     add_output_argument,
     add_overrides_argument,
+    add_sam_arguments,
     model_source,
     resolve_device,
     run_cli,
@@ -203,8 +231,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-frames", type=int, default=None, metavar="N", help="stop a video after N frames"
     )
+    add_sam_arguments(p)
     add_overrides_argument(p)
-    return p.parse_intermixed_args(argv)  # key=value overrides anywhere
+    args = p.parse_intermixed_args(argv)  # key=value overrides anywhere
+    if args.sam_masks:
+        if args.smooth > 0:
+            p.error("--smooth does not apply to --sam-masks (instances are per frame)")
+        if args.save_frames:
+            p.error("--save-frames does not apply to --sam-masks (each frame's JSON is written)")
+    elif args.sam_checkpoint is not None or args.sam_tiny_random:
+        p.error("SAM options need --sam-masks")
+    return args
 
 
 def has_background(args: argparse.Namespace) -> bool:
@@ -290,6 +327,61 @@ def write_outputs(
         "present": {pred.classes[i]: round(float(area[i]), 5) for i in pred.present_classes()},
     }
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+def write_instance_outputs(
+    out_dir: Path, stem: str, path: Path, image: np.ndarray, inst: Instances, alpha: float
+) -> None:
+    """The instance overlay JPEG and the JSON (COCO results with RLE masks), atomically."""
+    vis = draw_instances(image, inst, alpha=alpha)
+    with atomic_write(out_dir / f"{stem}_overlay.jpg", suffix=".jpg") as tmp:
+        Image.fromarray(vis).save(tmp, format="JPEG", quality=92)
+    del vis
+    doc = instances_document(inst, image=str(path))
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=1, ensure_ascii=False))
+
+
+def check_sam_source(args: argparse.Namespace) -> None:
+    """With ``--sam-masks``: a SAM checkpoint must be given and exist (one sentence otherwise),
+    checked before any model loads."""
+    if not args.sam_masks or args.sam_tiny_random:
+        return
+    flag = "--sam-checkpoint"
+    if args.sam_checkpoint is None:
+        raise UserError(missing_checkpoint_message(args.sam_kind, flag))
+    if not Path(args.sam_checkpoint).is_file():
+        message = missing_checkpoint_message(args.sam_kind, flag)
+        raise UserError(f"{flag} '{args.sam_checkpoint}' is not a file; {message}")
+
+
+def build_instance_segmenter(
+    args: argparse.Namespace, predictor: Predictor
+) -> SamInstanceSegmenter:
+    """SAM (``--sam-kind`` / ``--sam-checkpoint``, or the hidden tiny random one) over the
+    predictor's segmentor, with the ``--sam-*`` options."""
+    check_sam_source(args)
+    sam = tiny_sam() if args.sam_tiny_random else build_sam(args.sam_kind, args.sam_checkpoint)
+    sam = sam.to(resolve_device(args.device))
+    options = MaskGeneratorOptions(
+        points_per_side=args.sam_points_per_side,
+        points_per_batch=args.sam_points_per_batch,
+        pred_iou_thresh=args.sam_pred_iou_thresh,
+        stability_score_thresh=args.sam_stability_thresh,
+        crop_n_layers=args.sam_crop_layers,
+        crop_overlap_ratio=args.sam_crop_overlap,
+        min_mask_region_area=args.sam_min_region_area,
+    )
+    return SamInstanceSegmenter(
+        predictor.segmentor,
+        sam,
+        options,
+        score_mode=args.sam_score,
+        nms_iou=None if args.sam_nms_iou >= 1.0 else args.sam_nms_iou,
+        class_agnostic_nms=args.sam_class_agnostic_nms,
+        min_score=args.sam_min_score,
+        min_area=args.sam_min_area,
+        max_instances=args.sam_max_instances,
+    )
 
 
 def _summary(done: int, out_dir: Path, skipped: dict[str, list[Path]]) -> str:
@@ -422,12 +514,15 @@ def _run_video(
         total = None if camera else capture_frame_count(cap)
         stem = f"webcam{source}" if camera else src.stem
         check_output_folder(out_dir, src, False)
+        check_sam_source(args)
         predictor = _build(args)
+        labeler = build_instance_segmenter(args, predictor) if args.sam_masks else None
         out_dir.mkdir(parents=True, exist_ok=True)
         smoother = TemporalSmoother(args.smooth) if args.smooth > 0 else None
         window = _Window(args.show)
         meter = FlickerMeter()
         counts = np.zeros(len(vocab), dtype=np.int64)
+        pixels = 0
         video_path = out_dir / f"{stem}_overlay.mp4"
         n = 0
         size: tuple[int, int] | None = None
@@ -437,7 +532,17 @@ def _run_video(
             bar = tqdm(frames, desc="Segmenting", unit="frame", total=total)
             try:
                 for frame in bar:
-                    pred = _segment(predictor, frame, vocab, args.prob_thd, smoother)
+                    if labeler is not None:
+                        inst = labeler.predict(frame, vocab, args.prob_thd)
+                        labels = inst.label_map(fill=-1)
+                        doc = instances_document(
+                            inst, image=f"{_source_name(source)} frame {n}", image_id=n, frame=n
+                        )
+                        text = json.dumps(doc, indent=1, ensure_ascii=False)
+                        atomic_write_text(out_dir / f"{stem}_{n:06d}.json", text)
+                    else:
+                        pred = _segment(predictor, frame, vocab, args.prob_thd, smoother)
+                        labels = pred.labels
                     if writer is None:
                         size = (frame.shape[1], frame.shape[0])
                         writer = cv2.VideoWriter(
@@ -448,16 +553,22 @@ def _run_video(
                                 f"cannot write the video '{video_path}': OpenCV cannot encode "
                                 "mp4v here or the folder is not writable."
                             )
-                    vis = overlay(frame, pred.labels, pred.classes, alpha=args.alpha, legend=False)
+                    if labeler is not None:
+                        vis = draw_instances(frame, inst, alpha=args.alpha, legend=False)
+                    else:
+                        vis = overlay(
+                            frame, labels, vocab.display_names, alpha=args.alpha, legend=False
+                        )
                     if (vis.shape[1], vis.shape[0]) != size:
                         vis = cv2.resize(vis, size, interpolation=cv2.INTER_NEAREST)
                     writer.write(cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
                     if args.save_frames:
                         name = out_dir / f"{stem}_{n:06d}_labels.png"
                         with atomic_write(name, suffix=".png") as png:
-                            save_label_png(pred.labels, png, class_names=pred.classes)
-                    counts += np.bincount(pred.labels.ravel(), minlength=len(vocab))
-                    meter.add(pred.labels)
+                            save_label_png(labels, png, class_names=vocab.display_names)
+                    counts += np.bincount(labels[labels >= 0].ravel(), minlength=len(vocab))
+                    pixels += labels.size
+                    meter.add(labels)
                     n += 1
                     if not window.show(vis):
                         break
@@ -473,7 +584,8 @@ def _run_video(
                 raise ValueError(f"no frame could be read from {_source_name(source)}.")
     finally:
         cap.release()
-    area = counts / max(1, counts.sum())
+    # instances leave pixels unlabelled: their areas are fractions of all pixels
+    area = counts / max(1, pixels if labeler is not None else counts.sum())
     summary = {
         "video": _source_name(source),
         "classes": vocab.display_names,
@@ -482,6 +594,7 @@ def _run_video(
         "size": list(size) if size else None,
         "smooth": args.smooth,
         "flicker": round(meter.value, 6),
+        **({"instances": "per frame: <name>_<frame>.json"} if labeler is not None else {}),
         "present": {
             vocab.display_names[i]: round(float(area[i]), 5)
             for i in np.argsort(-counts, kind="stable")
@@ -521,7 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_folder(out_dir, src, args.recursive)
         stems = output_stems(images, src if folder_run else None)
     limit = image_mod.MAX_IMAGE_PIXELS if args.max_image_pixels is None else args.max_image_pixels
+    check_sam_source(args)
     predictor = _build(args)
+    labeler = build_instance_segmenter(args, predictor) if args.sam_masks else None
     out_dir.mkdir(parents=True, exist_ok=True)
     smoother = TemporalSmoother(args.smooth) if args.smooth > 0 else None
     window = _Window(args.show)
@@ -533,7 +648,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             image = load_image(path, max_pixels=limit)
             stage = "failed to segment"
-            pred = _segment(predictor, image, vocab, args.prob_thd, smoother)
+            if labeler is not None:
+                inst = labeler.predict(image, vocab, args.prob_thd)
+            else:
+                pred = _segment(predictor, image, vocab, args.prob_thd, smoother)
         except (ValueError, OSError) as err:
             if not folder_run or (stage != "unreadable" and isinstance(err, OSError)):
                 raise
@@ -541,6 +659,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             tqdm.write(f"skipped {path}: {err}")
             skipped.setdefault(reason, []).append(path)
             predictor.reset_image()
+            continue
+        if labeler is not None:
+            write_instance_outputs(out_dir, stem, path, image, inst, args.alpha)
+            if window.on:
+                window.show(draw_instances(image, inst, alpha=args.alpha))
+            del image, inst
             continue
         write_outputs(out_dir, stem, path, image, pred, args.alpha)
         if window.on:

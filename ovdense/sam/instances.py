@@ -241,7 +241,9 @@ def dense_image_features(
     hr, wr = rescale_size(
         h, w, getattr(segmentor, "short_side", None), getattr(segmentor, "max_long_side", None)
     )
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    pixels = np.ascontiguousarray(image)
+    x = torch.from_numpy(pixels) if pixels.flags.writeable else torch.tensor(pixels)
+    x = x.permute(2, 0, 1)[None]
     x = x.to(device, torch.float32) / 255.0
     if (hr, wr) != (h, w):
         x = F.interpolate(x, size=(hr, wr), mode="bilinear", align_corners=False)
@@ -399,7 +401,7 @@ class SamInstanceSegmenter:
         if iou.shape != (k,):
             raise ValueError(f"sam_iou must be [K={k}], got {tuple(iou.shape)}.")
         thd, bg = self._background(vocab, prob_thd)
-        keep = np.flatnonzero(m.reshape(k, -1).sum(axis=1) >= max(1, self.min_area))
+        keep = np.flatnonzero(m.reshape(k, h * w).sum(axis=1) >= max(1, self.min_area))
         m, iou = m[keep], iou[keep]
         probs = self._class_probs(rgb, m, vocab)  # [K, C], rows of zeros for unclassifiable
         best, labels = probs.max(dim=1)
@@ -482,7 +484,7 @@ class SamInstanceSegmenter:
             disable=not self.progress or len(starts) < 8,
         )  # fmt: skip
         for start in bar:
-            chunk = torch.from_numpy(masks[start : start + self.mask_batch]).to(device)
+            chunk = torch.tensor(masks[start : start + self.mask_batch], device=device)
             soft = chunk[:, None].float()
             if (hr, wr) != soft.shape[-2:]:
                 soft = F.interpolate(

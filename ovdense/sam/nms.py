@@ -24,7 +24,7 @@ def _as_flat_bool(masks: MaskArray, name: str = "masks") -> Tensor:
     if not isinstance(t, Tensor) or t.ndim != 3:
         shape = tuple(t.shape) if isinstance(t, Tensor) else type(masks).__name__
         raise ValueError(f"{name} must be [K, H, W] binary masks, got {shape}.")
-    return (t != 0).reshape(t.shape[0], -1)
+    return (t != 0).reshape(t.shape[0], t.shape[1] * t.shape[2])
 
 
 def mask_iou(

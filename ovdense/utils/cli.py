@@ -37,6 +37,7 @@ __all__ = [
     "add_model_source_arguments",
     "add_output_argument",
     "add_overrides_argument",
+    "add_sam_arguments",
     "ModelSource",
     "model_source",
     "report_user_error",
@@ -252,3 +253,116 @@ def add_overrides_argument(parser: argparse.ArgumentParser, help: str = OVERRIDE
     """The ``key=value`` config overrides, a positional (``opts``) that may stand anywhere when
     the command parses with ``parse_intermixed_args``."""
     parser.add_argument("opts", nargs="*", default=[], help=help)
+
+
+#: SAM sizes ``--sam-kind`` accepts (segment-anything's names; ``ovdense.sam.SAM_KINDS``).
+SAM_KIND_CHOICES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of SAM's open-vocabulary instance masks (``ovdense.sam``), in one group.
+
+    ``--sam-masks`` turns the mode on; ``--sam-kind`` and ``--sam-checkpoint`` name the model;
+    the ``SamAutomaticMaskGenerator`` options keep segment-anything's names and defaults
+    (``--sam-points-per-side``, ``--sam-pred-iou-thresh``, ``--sam-stability-thresh``,
+    ``--sam-crop-layers``, ``--sam-crop-overlap``, ``--sam-min-region-area``); the labelling
+    options are ``--sam-min-area``, ``--sam-nms-iou``, ``--sam-class-agnostic-nms``,
+    ``--sam-score``, ``--sam-min-score`` and ``--sam-max-instances``. The hidden
+    ``--sam-tiny-random`` uses a tiny random SAM (tests, offline smoke runs: not real masks).
+    """
+    g = parser.add_argument_group("SAM instance masks")
+    g.add_argument(
+        "--sam-masks",
+        action="store_true",
+        help="label SAM's automatic masks with the classes (open-vocabulary instances)",
+    )
+    g.add_argument("--sam-kind", choices=SAM_KIND_CHOICES, default="vit_b", help="SAM size")
+    g.add_argument("--sam-checkpoint", default=None, metavar="PATH", help="SAM checkpoint file")
+    g.add_argument(
+        "--sam-points-per-side", type=_count(1), default=32, metavar="N", help="point grid side"
+    )
+    g.add_argument(
+        "--sam-points-per-batch", type=_count(1), default=64, metavar="N", help=argparse.SUPPRESS
+    )
+    g.add_argument(
+        "--sam-pred-iou-thresh",
+        type=_fraction,
+        default=0.88,
+        metavar="T",
+        help="drop masks whose predicted IoU is below T",
+    )
+    g.add_argument(
+        "--sam-stability-thresh",
+        type=_fraction,
+        default=0.95,
+        metavar="T",
+        help="drop masks whose stability score is below T",
+    )
+    g.add_argument(
+        "--sam-crop-layers", type=_count(0), default=0, metavar="N", help="layers of image crops"
+    )
+    g.add_argument(
+        "--sam-crop-overlap",
+        type=_fraction,
+        default=512 / 1500,
+        metavar="R",
+        help="overlap of neighbouring crops (fraction of the crop side)",
+    )
+    g.add_argument(
+        "--sam-min-region-area",
+        type=_count(0),
+        default=0,
+        metavar="PX",
+        help="SAM's removal of small disconnected regions and holes (0: off)",
+    )
+    g.add_argument(
+        "--sam-min-area", type=_count(0), default=0, metavar="PX", help="drop smaller masks"
+    )
+    g.add_argument(
+        "--sam-nms-iou",
+        type=_fraction,
+        default=0.5,
+        metavar="T",
+        help="mask NMS: drop a mask whose IoU with a better one of its class is above T (1: off)",
+    )
+    g.add_argument("--sam-class-agnostic-nms", action="store_true", help="NMS across classes too")
+    g.add_argument(
+        "--sam-score",
+        choices=("prob", "prob_iou"),
+        default="prob",
+        help="instance score: class probability, or times SAM's predicted IoU",
+    )
+    g.add_argument(
+        "--sam-min-score", type=_fraction, default=0.0, metavar="S", help="drop lower scores"
+    )
+    g.add_argument(
+        "--sam-max-instances",
+        type=_count(0),
+        default=None,
+        metavar="N",
+        help="keep the N best instances per image",
+    )
+    g.add_argument("--sam-tiny-random", action="store_true", help=argparse.SUPPRESS)
