@@ -70,16 +70,20 @@ def test_image_end_to_end(tmp_path, scene, capsys):
     assert "Wrote 1 result(s)" in capsys.readouterr().out
 
 
-def test_no_mask_survives(tmp_path, scene):
-    """A mask NMS / score filter that keeps nothing: an empty instance list, still written."""
-    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+def test_folder_where_no_mask_survives(tmp_path, scene):
+    """A folder run whose filter keeps no mask: empty instance lists, still written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(scene.image).save(folder / "a.png")
+    Image.fromarray(scene.image[:96]).save(folder / "b.png")
     out = tmp_path / "out"
-    argv = _argv(tmp_path / "scene.png", out, *TINY, "--sam-min-area", "100000")
-    assert run_cli(demo.main, argv) == 0
-    doc = json.loads((out / "scene.json").read_text())
-    assert doc["instances"] == [] and doc["present"] == {}
-    vis = np.asarray(Image.open(out / "scene_overlay.jpg"))
-    assert vis.shape == (128, 128, 3)  # nothing drawn, no legend
+    assert run_cli(demo.main, _argv(folder, out, *TINY, "--sam-min-area", "100000")) == 0
+    for stem, size in (("a", (128, 128)), ("b", (96, 128))):
+        doc = json.loads((out / f"{stem}.json").read_text())
+        assert doc["instances"] == [] and doc["present"] == {}
+        assert (doc["height"], doc["width"]) == size
+        vis = np.asarray(Image.open(out / f"{stem}_overlay.jpg"))
+        assert vis.shape == (*size, 3)  # nothing drawn, no legend
 
 
 def _write_video(path, frames=3, size=64):

@@ -192,3 +192,21 @@ def test_real_automatic_mask_generator_with_tiny_sam(shapes_segmentor, scene, sm
         scene.image, inst.masks, OBJECTS
     )
     assert sorted(again.labels.tolist()) == sorted(inst.labels.tolist())
+
+
+def test_chunks_give_the_same_result(shapes_segmentor, scene):
+    """Many masks and classes, pooled 7 masks at a time or all at once: same instances."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((150, 128, 128), bool)
+    for m in masks:
+        y, x = rng.integers(0, 100, 2)
+        m[y : y + rng.integers(4, 28), x : x + rng.integers(4, 28)] = True
+    vocab = class_names()[1:]  # the 30 shapes-world classes
+    small = SamInstanceSegmenter(shapes_segmentor, mask_batch=7, progress=False)
+    large = SamInstanceSegmenter(shapes_segmentor, mask_batch=1000)
+    a = small.classify_masks(scene.image, masks, vocab)
+    b = large.classify_masks(scene.image, masks, vocab)
+    assert 0 < len(a) == len(b) <= 150
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_array_equal(a.masks, b.masks)
