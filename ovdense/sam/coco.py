@@ -77,7 +77,11 @@ def instances_to_coco(instances: Instances, image_id: int | str = 0) -> list[dic
     """The instances in COCO's results format, one record per instance (by decreasing score):
     ``image_id``, ``category_id`` (class index + 1), ``category_name``, ``segmentation``
     (compressed RLE, counts as ``str``), ``score``, ``bbox`` ``[x, y, w, h]`` (pixels,
-    the mask's extent), ``area`` (pixels), ``class_prob`` and ``sam_iou``."""
+    the mask's extent), ``area`` (pixels), ``class_prob`` and ``sam_iou``.
+
+    ``pycocotools``' ``COCO.loadRes`` reads these records (the masks decode identically) but,
+    since they carry a ``bbox``, it overwrites ``area`` with the box area ``w * h``.
+    """
     out = []
     for k in range(len(instances)):
         x1, y1, x2, y2 = (float(v) for v in instances.boxes[k])
