@@ -142,3 +142,105 @@ def test_classes_sharing_a_first_name_are_distinct_classes():
     assert v.display_names == ["bag", "bag (class 1)", "cat"]
     with pytest.raises(ValueError, match="Duplicated class"):
         Vocabulary(["bag, sack", "cat", "bag, sack"])
+
+
+# -- prefix-shared encoding (each template's common start computed once) ---------------------
+
+PREFIX_NAMES = [
+    "cat",
+    "red circle",
+    "red square",  # shares "red" with the previous name: a longer common prefix is exact too
+    "a very long class name about a sofa in a living room",
+    "狗",
+    "café",
+    "x",
+    "tv monitor",
+    "person",
+]
+
+
+def _reference_grid(clip, enc, names):
+    """Every prompt through the full 77-token context (open_clip's own forward pass)."""
+    prompts = [t.format(n) for n in names for t in enc.templates]
+    with torch.no_grad():
+        return clip.encode_text(enc.tokenizer(prompts)).view(len(names), len(enc.templates), -1)
+
+
+@pytest.mark.parametrize(
+    "templates",
+    [
+        "openai_imagenet",
+        "single",
+        "name",  # the prefix is the start token alone
+        ["{} in a photo", "a photo of {}", "itap of a {}.", "{}"],
+    ],
+)
+def test_prefix_shared_grid_equals_full_context(tiny_clip, templates):
+    names = PREFIX_NAMES
+    enc = TextEncoder(tiny_clip, templates=templates, batch_size=4, progress=False)
+    assert enc.shares_prefix and len(names) >= enc.min_names_for_prefix
+    grid = enc.encode_template_grid(names)
+    ref = _reference_grid(tiny_clip, enc, names)
+    diff = (F.normalize(grid, dim=-1) - F.normalize(ref, dim=-1)).abs().max()
+    assert diff <= 1e-6, diff
+    plain = TextEncoder(tiny_clip, templates=templates, share_prefix=False, progress=False)
+    torch.testing.assert_close(
+        enc.encode_names(names, use_cache=False),
+        plain.encode_names(names, use_cache=False),
+        atol=1e-6,
+        rtol=0,
+    )
+
+
+def test_prefix_sharing_with_layer_scale_and_quick_gelu(tiny_clip_factory, tiny_clip_config):
+    text_cfg = {**tiny_clip_config["text_cfg"], "layers": 3, "ls_init_value": 0.5}
+    clip = tiny_clip_factory(seed=3, quick_gelu=True, text_cfg=text_cfg)
+    enc = TextEncoder(clip, templates="openai_imagenet", progress=False)
+    assert enc.shares_prefix
+    names = PREFIX_NAMES[:8]
+    grid = enc.encode_template_grid(names)
+    ref = _reference_grid(clip, enc, names)
+    assert (F.normalize(grid, dim=-1) - F.normalize(ref, dim=-1)).abs().max() <= 1e-6
+
+
+def test_prefix_shared_states_are_the_prefix_positions(tiny_clip):
+    """The shared part's keys/values are those the full forward pass computes there."""
+    enc = TextEncoder(tiny_clip, templates="single", progress=False)
+    tower = enc._tower
+    tokens = enc.tokenizer(["a photo of a cat."])
+    states = tower.prefix_states(tokens[0, :5])
+    o = tower.owner
+    with torch.no_grad():
+        x = o.token_embedding(tokens[:, :5]) + o.positional_embedding[:5]
+        for blk, (k, v) in zip(o.transformer.resblocks, states, strict=True):
+            h = blk.ln_1(x)
+            w = blk.attn.in_proj_weight
+            b = blk.attn.in_proj_bias
+            d = h.shape[-1]
+            k_ref = F.linear(h, w[d : 2 * d], b[d : 2 * d])
+            v_ref = F.linear(h, w[2 * d :], b[2 * d :])
+            heads = blk.attn.num_heads
+            torch.testing.assert_close(k, k_ref[0].view(5, heads, -1).transpose(0, 1))
+            torch.testing.assert_close(v, v_ref[0].view(5, heads, -1).transpose(0, 1))
+            x = blk(x, attn_mask=o.attn_mask[:5, :5])
+
+
+def test_prefix_sharing_falls_back_where_it_is_not_exact(tiny_clip, tiny_clip_factory):
+    few = TextEncoder(tiny_clip, templates="single", progress=False)
+    # few names: all templates batched together instead (the same numbers)
+    names = PREFIX_NAMES[:3]
+    torch.testing.assert_close(
+        few.encode_template_grid(names), _reference_grid(tiny_clip, few, names), atol=1e-5, rtol=0
+    )
+    # a bidirectional text tower (no causal mask): the prefix is not shared
+    clip = tiny_clip_factory(seed=1)
+    clip.attn_mask = None
+    enc = TextEncoder(clip, templates="single", progress=False)
+    assert not enc._tower.can_share_prefix and not enc.shares_prefix
+    with pytest.raises(ValueError, match="prefix_len"):
+        TextEncoder(tiny_clip, templates="single")._tower.encode_shared_prefix(
+            few.tokenizer(["a cat", "a dog"]),
+            4,  # beyond the end token at position 3
+        )
+    with pytest.raises(ValueError, match="min_names_for_prefix"):
+        TextEncoder(tiny_clip, min_names_for_prefix=0)

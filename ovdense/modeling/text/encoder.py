@@ -103,10 +103,139 @@ class _TextTower:
         x = o.transformer(x, attn_mask=o.attn_mask[:length, :length])
         x = o.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), idx]
-        proj = o.text_projection
+        return self._project(x)
+
+    def _project(self, x: Tensor) -> Tensor:
+        proj = self.owner.text_projection
         if proj is not None:
             x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
         return x
+
+    @property
+    def can_share_prefix(self) -> bool:
+        """Whether :meth:`encode_shared_prefix` applies: a causal tower pooling at the end
+        token (``can_trim``) made of open_clip's standard self-attention blocks."""
+        if not self.can_trim:
+            return False
+        from open_clip.transformer import ResidualAttentionBlock
+
+        blocks = getattr(self.owner.transformer, "resblocks", None)
+        return blocks is not None and all(
+            type(b) is ResidualAttentionBlock
+            and not hasattr(b, "ln_1_kv")
+            and isinstance(b.attn, nn.MultiheadAttention)
+            and b.attn._qkv_same_embed_dim
+            and b.attn.in_proj_bias is not None
+            for b in blocks
+        )
+
+    @staticmethod
+    def _qkv(blk: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``[B, L, W]`` -> q, k, v as ``[B, heads, L, head_dim]`` (the block's projections)."""
+        attn: Any = blk.attn
+        b, n, w = x.shape
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+        qkv = qkv.view(b, n, 3, attn.num_heads, w // attn.num_heads).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def _block(self, blk: Any, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """One residual attention block on ``x [B, S, W]`` whose queries attend to the given
+        earlier keys/values ``[B, heads, C, head_dim]`` and then to ``x``'s own positions;
+        ``mask [B or 1, 1, S, C + S]`` is additive."""
+        b, s, w = x.shape
+        q, k, v = self._qkv(blk, blk.ln_1(x))
+        k = torch.cat([keys.expand(b, -1, -1, -1), k], dim=2)
+        v = torch.cat([values.expand(b, -1, -1, -1), v], dim=2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        a = F.linear(
+            a.transpose(1, 2).reshape(b, s, w), blk.attn.out_proj.weight, blk.attn.out_proj.bias
+        )
+        x = x + blk.ls_1(a)
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+    def prefix_states(self, prefix: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Keys and values of every block for a token prefix ``[c]``: a list (one per block)
+        of ``([heads, c, head_dim], [heads, c, head_dim])``."""
+        o = self.owner
+        c = prefix.shape[0]
+        dtype = o.transformer.get_cast_dtype()
+        h = o.token_embedding(prefix[None]).to(dtype) + o.positional_embedding[:c].to(dtype)
+        causal = o.attn_mask[:c, :c]
+        states = []
+        for blk in o.transformer.resblocks:
+            _, k, v = self._qkv(blk, blk.ln_1(h))
+            states.append((k[0], v[0]))
+            empty = k[:, :, :0]
+            h = self._block(blk, h, empty, empty, causal[None, None])
+        return states
+
+    def encode_after_prefixes(
+        self,
+        tokens: Tensor,
+        prefix_lens: Tensor,
+        states: list[tuple[Tensor, Tensor]],
+    ) -> Tensor:
+        """Encode ``[B, 77]`` tokens given the keys/values of their first ``prefix_lens[b]``
+        tokens: only the positions from there to each prompt's end token are computed.
+
+        Exact for causal towers (a position's hidden states depend only on earlier tokens).
+
+        Args:
+            tokens: ``[B, 77]`` token ids.
+            prefix_lens: ``[B]`` int64, each in ``[1, end index]``.
+            states: per block, keys and values ``[B, heads, C, head_dim]`` of each row's prefix
+                (positions ``>= prefix_lens[b]`` are padding, masked out).
+
+        Returns:
+            ``[B, D]`` raw (unnormalised) text embeddings.
+        """
+        o = self.owner
+        ends = self.pool_index(tokens)
+        if bool((prefix_lens < 1).any() | (prefix_lens > ends).any()):
+            raise ValueError(
+                f"prefix_len must be in [1, end index] for each prompt, got {prefix_lens.tolist()} "
+                f"for end indices {ends.tolist()}."
+            )
+        dev = tokens.device
+        c_max = states[0][0].shape[2] if states else 0
+        s = int((ends - prefix_lens).max()) + 1
+        ctx = o.positional_embedding.shape[0]
+        steps = torch.arange(s, device=dev)
+        pos = (prefix_lens[:, None] + steps).clamp(max=ctx - 1)  # [B, S] (beyond ends: padding)
+        dtype = o.transformer.get_cast_dtype()
+        x = o.token_embedding(tokens.gather(1, pos)).to(dtype) + o.positional_embedding[pos].to(
+            dtype
+        )
+        blocked = torch.finfo(torch.float32).min
+        prefix_ok = torch.arange(c_max, device=dev)[None] < prefix_lens[:, None]  # [B, C]
+        mask = torch.cat(
+            [
+                prefix_ok[:, None, :].expand(-1, s, -1),
+                (steps[None, :] <= steps[:, None])[None].expand(len(tokens), -1, -1),
+            ],
+            dim=2,
+        )
+        mask = torch.zeros(mask.shape, device=dev).masked_fill(~mask, blocked)[:, None]
+        for blk, (k, v) in zip(o.transformer.resblocks, states, strict=True):
+            x = self._block(blk, x, k, v, mask)
+        x = o.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=dev), ends - prefix_lens]
+        return self._project(x)
+
+    def encode_shared_prefix(
+        self, tokens: Tensor, prefix_len: int, states: list[tuple[Tensor, Tensor]] | None = None
+    ) -> Tensor:
+        """Encode ``[B, 77]`` tokens whose first ``prefix_len`` tokens are identical, the prefix
+        computed once (``states`` from :meth:`prefix_states`, computed here when ``None``)."""
+        if states is None:
+            ends = self.pool_index(tokens)
+            if not 1 <= prefix_len <= int(ends.min()):
+                raise ValueError(f"prefix_len must be in [1, {int(ends.min())}], got {prefix_len}.")
+            states = self.prefix_states(tokens[0, :prefix_len])
+        b = tokens.shape[0]
+        rows = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in states]
+        lens = torch.full((b,), prefix_len, dtype=torch.long, device=tokens.device)
+        return self.encode_after_prefixes(tokens, lens, rows)
 
 
 class TextEncoder(nn.Module):
@@ -126,6 +255,11 @@ class TextEncoder(nn.Module):
         cache_dir: folder for the on-disk cache (``None``: memory only). The environment variable
             ``OVDENSE_TEXT_CACHE`` sets a default.
         progress: show a progress bar when encoding more than ``batch_size`` prompts.
+        share_prefix: encode the tokens that all names share at the start of a template once
+            per template (exact for open_clip's causal towers, see
+            :meth:`encode_template_grid`; other towers fall back to :meth:`encode_prompts`).
+        min_names_for_prefix: below this many names the prompts are encoded whole (one prefix
+            pass per template does not pay off for a handful of names).
     """
 
     def __init__(
@@ -135,8 +269,14 @@ class TextEncoder(nn.Module):
         batch_size: int = 256,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        share_prefix: bool = True,
+        min_names_for_prefix: int = 8,
     ) -> None:
         super().__init__()
+        self.share_prefix = share_prefix
+        if min_names_for_prefix < 1:
+            raise ValueError("min_names_for_prefix must be >= 1.")
+        self.min_names_for_prefix = min_names_for_prefix
         self.clip: Any = clip  # an open_clip model (untyped): encode_text is read by name
         self.templates = resolve_templates(templates)
         if batch_size < 1:
@@ -209,6 +349,77 @@ class TextEncoder(nn.Module):
         assert out is not None
         return out
 
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether :meth:`encode_template_grid` computes each template's shared prefix once
+        (``share_prefix`` and a tower where it is exact)."""
+        return self.share_prefix and self._tower.can_share_prefix
+
+    @torch.no_grad()
+    def encode_template_grid(self, names: Sequence[str]) -> Tensor:
+        """Raw (unnormalised) embeddings ``[len(names), T, D]`` of every name in every template.
+
+        With :attr:`shares_prefix`, the tokens that every name shares at the start of a
+        template (``"<start> a photo of a"``) go through the tower once per template and only
+        the rest of each prompt is computed (exact: the tower is causal); those rests, of all
+        templates, are batched by length. Otherwise all prompts go through
+        :meth:`encode_prompts`.
+        """
+        t = len(self.templates)
+        if not self.shares_prefix or len(names) < self.min_names_for_prefix:
+            prompts = [tmpl.format(name) for name in names for tmpl in self.templates]
+            return self.encode_prompts(prompts).view(len(names), t, -1)
+        tower, dev, n = self._tower, self.device, len(names)
+        tokens = torch.cat(
+            [self.tokenizer([tmpl.format(name) for name in names]) for tmpl in self.templates]
+        )
+        ends = tower.pool_index(tokens).view(t, n)
+        same = (tokens.view(t, n, -1) == tokens.view(t, n, -1)[:, :1]).all(dim=1)  # [T, 77]
+        shared = torch.where(same.all(dim=1), same.shape[1], same.int().argmin(dim=1))
+        prefix = torch.minimum(shared, ends.min(dim=1).values)  # the end token stays per-name
+        # each template's prefix once; keys/values padded to the longest prefix
+        c_max = int(prefix.max())
+        per_template = [
+            tower.prefix_states(tokens[j * n, : int(prefix[j])].to(dev)) for j in range(t)
+        ]
+        states = [
+            tuple(
+                torch.stack(
+                    [
+                        F.pad(st[layer][i], (0, 0, 0, c_max - st[layer][i].shape[1]))
+                        for st in per_template
+                    ]
+                )
+                for i in range(2)
+            )
+            for layer in range(len(per_template[0]))
+        ]  # per block: ([T, heads, C, head_dim], [T, heads, C, head_dim])
+        # rows (template j, name i) of every template, batched by the length left to compute
+        template_of = torch.arange(t).repeat_interleave(n)
+        lens = prefix[template_of]
+        order = torch.argsort(ends.reshape(-1) - lens, stable=True)
+        out: Tensor | None = None
+        bar = tqdm(
+            total=n * t,
+            desc="Encoding prompts",
+            unit="prompt",
+            disable=not self.progress or n * t <= self.batch_size,
+            leave=False,
+        )
+        for start in range(0, n * t, self.batch_size):
+            sel = order[start : start + self.batch_size]
+            tj = template_of[sel].to(dev)
+            emb = tower.encode_after_prefixes(
+                tokens[sel].to(dev), lens[sel].to(dev), [(k[tj], v[tj]) for k, v in states]
+            )
+            if out is None:
+                out = torch.empty(t * n, emb.shape[-1], device=emb.device)
+            out[sel.to(emb.device)] = emb.float()
+            bar.update(len(sel))
+        bar.close()
+        assert out is not None
+        return out.view(t, n, -1).transpose(0, 1)
+
     @torch.no_grad()
     def encode_names(self, names: Sequence[str], use_cache: bool = True) -> Tensor:
         """``[len(names), D]`` L2-normalised template-averaged embeddings (cached)."""
@@ -217,9 +428,7 @@ class TextEncoder(nn.Module):
             hit = self._cache_get(key, len(names))
             if hit is not None:
                 return hit.to(self.device)
-        t = len(self.templates)
-        prompts = [tmpl.format(name) for name in names for tmpl in self.templates]
-        emb = F.normalize(self.encode_prompts(prompts), dim=-1).view(len(names), t, -1)
+        emb = F.normalize(self.encode_template_grid(names), dim=-1)
         emb = F.normalize(emb.mean(dim=1), dim=-1)
         if key is not None:
             self._cache_put(key, emb)
