@@ -74,6 +74,11 @@ video frame) it writes ``<name>_overlay.jpg`` (class colours, instance outlines 
 (``pycocotools``). A video gives ``<name>_overlay.mp4``, ``<name>_<frame>.json`` per frame
 (``<name>_000000.json``, ...) and the summary ``<name>.json``. No label PNG is written in this
 mode; ``--smooth`` and ``--save-frames`` do not apply to it.
+
+SAM refinement of the semantic map (``--sam-refine``, same ``--sam-kind`` /
+``--sam-checkpoint``): SAM is prompted by the connected regions of each class in the preset's
+map and its masks snap the labels to object boundaries (:class:`ovdense.sam.refine.SAMRefiner`,
+Trident's rule; the preset's ``model.post_refiner`` slot). All other outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ from ..sam import (
     missing_checkpoint_message,
     tiny_sam,
 )
+from ..sam.refine import attach_sam_refiner
 from ..utils import image as image_mod
 from ..utils.cli import (
     UserError,
@@ -239,8 +245,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error("--smooth does not apply to --sam-masks (instances are per frame)")
         if args.save_frames:
             p.error("--save-frames does not apply to --sam-masks (each frame's JSON is written)")
-    elif args.sam_checkpoint is not None or args.sam_tiny_random:
-        p.error("SAM options need --sam-masks")
+        if args.sam_refine:
+            p.error(
+                "--sam-refine refines semantic maps; --sam-masks labels SAM's own masks: pick one"
+            )
+    elif (args.sam_checkpoint is not None or args.sam_tiny_random) and not args.sam_refine:
+        p.error("SAM options need --sam-masks or --sam-refine")
     return args
 
 
@@ -342,9 +352,10 @@ def write_instance_outputs(
 
 
 def check_sam_source(args: argparse.Namespace) -> None:
-    """With ``--sam-masks``: a SAM checkpoint must be given and exist (one sentence otherwise),
+    """With ``--sam-masks`` / ``--sam-refine``: a SAM checkpoint must be given and exist (one
+    sentence otherwise),
     checked before any model loads."""
-    if not args.sam_masks or args.sam_tiny_random:
+    if not (args.sam_masks or args.sam_refine) or args.sam_tiny_random:
         return
     flag = "--sam-checkpoint"
     if args.sam_checkpoint is None:
@@ -497,6 +508,9 @@ def _build(args: argparse.Namespace) -> Predictor:
         # the --background class is class 0 whatever its names (e.g. "sky|wall")
         **({"background_index": 0} if has_background(args) else {}),
     )
+    if args.sam_refine:
+        sam = tiny_sam() if args.sam_tiny_random else None
+        attach_sam_refiner(seg, args.sam_kind, args.sam_checkpoint, sam=sam)
     return Predictor(seg)
 
 

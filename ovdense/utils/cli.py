@@ -285,7 +285,8 @@ def _count(minimum: int) -> Callable[[str], int]:
 def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of SAM's open-vocabulary instance masks (``ovdense.sam``), in one group.
 
-    ``--sam-masks`` turns the mode on; ``--sam-kind`` and ``--sam-checkpoint`` name the model;
+    ``--sam-masks`` turns the instance mode on, ``--sam-refine`` the refinement of semantic
+    maps (``ovdense.sam.refine``); ``--sam-kind`` and ``--sam-checkpoint`` name the model;
     the ``SamAutomaticMaskGenerator`` options keep segment-anything's names and defaults
     (``--sam-points-per-side``, ``--sam-pred-iou-thresh``, ``--sam-stability-thresh``,
     ``--sam-crop-layers``, ``--sam-crop-overlap``, ``--sam-min-region-area``); the labelling
@@ -293,11 +294,16 @@ def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
     ``--sam-score``, ``--sam-min-score`` and ``--sam-max-instances``. The hidden
     ``--sam-tiny-random`` uses a tiny random SAM (tests, offline smoke runs: not real masks).
     """
-    g = parser.add_argument_group("SAM instance masks")
+    g = parser.add_argument_group("SAM (instance masks, refinement)")
     g.add_argument(
         "--sam-masks",
         action="store_true",
         help="label SAM's automatic masks with the classes (open-vocabulary instances)",
+    )
+    g.add_argument(
+        "--sam-refine",
+        action="store_true",
+        help="refine the semantic map with SAM prompted by its regions (Trident-style)",
     )
     g.add_argument("--sam-kind", choices=SAM_KIND_CHOICES, default="vit_b", help="SAM size")
     g.add_argument("--sam-checkpoint", default=None, metavar="PATH", help="SAM checkpoint file")

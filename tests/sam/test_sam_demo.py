@@ -164,3 +164,48 @@ def test_add_sam_arguments_defaults():
     )  # fmt: skip
     assert args.sam_crop_layers == 0 and args.sam_crop_overlap == pytest.approx(512 / 1500)
     assert "--sam-tiny-random" not in p.format_help()  # a test option, hidden
+
+
+def test_sam_refine_is_mounted_on_the_preset(tmp_path, scene, monkeypatch):
+    """``--sam-refine`` mounts SAMRefiner on the preset: the label PNG equals the Python API's
+    labels with the same refiner (masks accepted whatever their IoU, so that they matter)."""
+    from ovdense import build_segmentor
+    from ovdense.predictor import Predictor
+    from ovdense.sam import tiny_sam
+    from ovdense.sam.refine import attach_sam_refiner
+    from ovdense.utils.visualizer import load_label_png
+
+    mounted = []
+
+    def attach_all_masks(segmentor, kind, checkpoint, **kw):
+        mounted.append(attach_sam_refiner(segmentor, kind, checkpoint, iou_thresh=-1e9, **kw))
+        return mounted[-1]
+
+    monkeypatch.setattr(demo, "attach_sam_refiner", attach_all_masks)
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    argv = _argv(tmp_path / "scene.png", tmp_path / "out", "--sam-refine", "--sam-tiny-random")
+    assert run_cli(demo.main, argv) == 0
+    assert len(mounted) == 1 and mounted[0].sam is not None
+    labels = load_label_png(tmp_path / "out" / "scene_labels.png")
+
+    def predict(seg):
+        pred = Predictor(seg)
+        pred.set_image(scene.image)
+        return np.asarray(pred.predict(OBJECTS).labels)
+
+    seg = build_segmentor("shapes/maskclip", device="cpu")
+    plain = predict(seg)
+    attach_sam_refiner(seg, sam=tiny_sam(), iou_thresh=-1e9)
+    refined = predict(seg)
+    np.testing.assert_array_equal(labels, refined)
+    assert (refined != plain).any()  # the refinement changed something: the test can fail
+
+
+def test_sam_refine_missing_checkpoint_and_conflict(tmp_path, scene, capsys):
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    argv = _argv(tmp_path / "scene.png", tmp_path / "out", "--sam-refine")
+    assert run_cli(demo.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {missing_checkpoint_message('vit_b', '--sam-checkpoint')}"
+    assert run_cli(demo.main, [*argv, "--sam-masks"]) == 2
+    assert "pick one" in capsys.readouterr().err
