@@ -46,3 +46,30 @@ def write_ade_layout(data_root: Path, num_images: int = 4) -> Path:
         Image.fromarray(img).save(ade / "images" / "validation" / f"ADE_val_{i:08d}.jpg")
         Image.fromarray(lab).save(ade / "annotations" / "validation" / f"ADE_val_{i:08d}.png")
     return data_root
+
+
+def write_moving_shapes(path: Path, frames: int = 8, size=(64, 48), fps: float = 12.0) -> Path:
+    """A short synthetic video: a red square and a blue disc moving on a grey-green gradient.
+
+    ``.mp4`` is written with codec mp4v, anything else (``.avi``) with MJPG; both are read back
+    by this OpenCV build.
+    """
+    import cv2
+    import numpy as np
+
+    w, h = size
+    fourcc = cv2.VideoWriter.fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
+    assert writer.isOpened(), f"this OpenCV cannot write {path.suffix}"
+    yy, xx = np.mgrid[0:h, 0:w]
+    for t in range(frames):
+        frame = np.zeros((h, w, 3), np.uint8)
+        frame[..., 1] = (xx * 255 // w).astype(np.uint8)
+        frame[..., 0] = 90
+        x0 = 4 + 4 * t
+        frame[8:24, x0 : x0 + 16] = (0, 0, 255)  # BGR red square
+        cx, cy = w - 12 - 3 * t, 32
+        frame[(xx - cx) ** 2 + (yy - cy) ** 2 < 64] = (255, 0, 0)  # blue disc
+        writer.write(frame)
+    writer.release()
+    return path

@@ -125,6 +125,7 @@ from ..utils.cli import (
     model_source,
     resolve_device,
     run_cli,
+    unit_interval,
 )
 from ..utils.image import ImageTooLargeError, list_images, load_image
 from ..utils.io import atomic_write, atomic_write_text
@@ -146,16 +147,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see --help)")
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
-    return value
 
 
 def _smooth_factor(text: str) -> float:
@@ -206,13 +197,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--prob-thd",
-        type=_unit_interval,
+        type=unit_interval,
         default=None,
         help="in [0, 1]: pixels whose best class probability is below this become background",
     )
     add_model_source_arguments(p)
     add_device_argument(p)
-    p.add_argument("--alpha", type=_unit_interval, default=0.5, help="overlay opacity in [0, 1]")
+    p.add_argument("--alpha", type=unit_interval, default=0.5, help="overlay opacity in [0, 1]")
     p.add_argument(
         "--max-image-pixels",
         type=_pixel_limit,

@@ -43,6 +43,7 @@ __all__ = [
     "report_user_error",
     "resolve_device",
     "run_cli",
+    "unit_interval",
     "user_error_message",
 ]
 
@@ -259,7 +260,8 @@ def add_overrides_argument(parser: argparse.ArgumentParser, help: str = OVERRIDE
 SAM_KIND_CHOICES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 
 
-def _fraction(text: str) -> float:
+def unit_interval(text: str) -> float:
+    """argparse type: a number in ``[0, 1]`` (NaN refused), else a one-line argument error."""
     try:
         value = float(text)
     except ValueError:
@@ -315,14 +317,14 @@ def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--sam-pred-iou-thresh",
-        type=_fraction,
+        type=unit_interval,
         default=0.88,
         metavar="T",
         help="drop masks whose predicted IoU is below T",
     )
     g.add_argument(
         "--sam-stability-thresh",
-        type=_fraction,
+        type=unit_interval,
         default=0.95,
         metavar="T",
         help="drop masks whose stability score is below T",
@@ -332,7 +334,7 @@ def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--sam-crop-overlap",
-        type=_fraction,
+        type=unit_interval,
         default=512 / 1500,
         metavar="R",
         help="overlap of neighbouring crops (fraction of the crop side)",
@@ -349,7 +351,7 @@ def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--sam-nms-iou",
-        type=_fraction,
+        type=unit_interval,
         default=0.5,
         metavar="T",
         help="mask NMS: drop a mask whose IoU with a better one of its class is above T (1: off)",
@@ -362,7 +364,7 @@ def add_sam_arguments(parser: argparse.ArgumentParser) -> None:
         help="instance score: class probability, or times SAM's predicted IoU",
     )
     g.add_argument(
-        "--sam-min-score", type=_fraction, default=0.0, metavar="S", help="drop lower scores"
+        "--sam-min-score", type=unit_interval, default=0.0, metavar="S", help="drop lower scores"
     )
     g.add_argument(
         "--sam-max-instances",

@@ -4,7 +4,7 @@ import importlib
 from pathlib import Path
 
 import pytest
-from fakes import write_bomb_png
+from fakes import write_bomb_png, write_moving_shapes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,33 +24,6 @@ def demo():
 @pytest.fixture()
 def tiny_preset_file(tiny_preset):
     return tiny_preset("naclip")
-
-
-def write_moving_shapes(path: Path, frames: int = 8, size=(64, 48), fps: float = 12.0) -> Path:
-    """A short synthetic video: a red square and a blue disc moving on a grey-green gradient.
-
-    ``.mp4`` is written with codec mp4v, anything else (``.avi``) with MJPG; both are read back
-    by this OpenCV build.
-    """
-    import cv2
-    import numpy as np
-
-    w, h = size
-    fourcc = cv2.VideoWriter.fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG"))
-    writer = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
-    assert writer.isOpened(), f"this OpenCV cannot write {path.suffix}"
-    yy, xx = np.mgrid[0:h, 0:w]
-    for t in range(frames):
-        frame = np.zeros((h, w, 3), np.uint8)
-        frame[..., 1] = (xx * 255 // w).astype(np.uint8)
-        frame[..., 0] = 90
-        x0 = 4 + 4 * t
-        frame[8:24, x0 : x0 + 16] = (0, 0, 255)  # BGR red square
-        cx, cy = w - 12 - 3 * t, 32
-        frame[(xx - cx) ** 2 + (yy - cy) ** 2 < 64] = (255, 0, 0)  # blue disc
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 @pytest.fixture()

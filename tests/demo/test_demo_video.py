@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_moving_shapes
+from fakes import write_moving_shapes
 
 from ovdense.utils.cli import run_cli
 from ovdense.utils.visualizer import load_label_png

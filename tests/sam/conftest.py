@@ -2,10 +2,7 @@
 
 import pytest
 import torch
-
-#: A scene of the shapes world whose ground-truth masks the tiny CLIP labels right with
-#: mask pooling (checked in test_sam_instances.py).
-OBJECTS = ["red circle", "blue square", "green triangle"]
+from sam_common import OBJECTS
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import OBJECTS
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from sam_common import OBJECTS
 
 from ovdense.sam import (
     SamInstanceSegmenter,

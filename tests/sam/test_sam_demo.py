@@ -7,9 +7,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import OBJECTS
 from PIL import Image
 from pycocotools.coco import COCO
+from sam_common import OBJECTS
 
 from ovdense.cli import demo
 from ovdense.data.synthetic import generate_scene

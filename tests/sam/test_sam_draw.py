@@ -1,7 +1,7 @@
 """Instance overlays: class colours, outlines in the class colour, legend, empty input."""
 
 import numpy as np
-from conftest import OBJECTS
+from sam_common import OBJECTS
 
 from ovdense.sam import SamInstanceSegmenter, draw_instances
 from ovdense.utils.labels import palette_for

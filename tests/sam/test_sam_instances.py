@@ -5,7 +5,7 @@ generator end to end with a tiny random SAM."""
 import numpy as np
 import pytest
 import torch
-from conftest import OBJECTS
+from sam_common import OBJECTS
 
 from ovdense.data.synthetic import class_names
 from ovdense.sam import (
