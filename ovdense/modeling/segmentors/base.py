@@ -41,6 +41,7 @@ from ..backbones import DenseBackbone
 from ..backbones.base import DenseFeatures
 from ..heads import build_seg_head, max_over_synonyms
 from ..text import BACKGROUND_NAMES, ClassEmbeddings, TextEncoder, Vocabulary, is_background_class
+from .tiled import DEFAULT_TILE_PIXELS, StripMaps, strip_bounds
 
 __all__ = [
     "BACKGROUND_RULES",
@@ -846,23 +847,40 @@ class Segmentor(nn.Module):
         prob_thd: float | None = None,
         return_probs: bool = True,
         name_chunk: int = 32,
+        tile_pixels: int | None = None,
     ) -> SegmentationOutput:
         """Labels (and class probabilities) from cached image features and class embeddings,
         in the order ``self.decode_order`` (see the class docstring).
 
         The ``saliency_rule`` applies when the features carry its saliency map and
         :meth:`rule_background` gives a class; ``prob_thd`` / ``area_thd`` act on the final
-        maps. With ``return_probs=False`` (and no PAMR / ``post_refiner`` / area rule /
-        ``"ovdense"``-order saliency rule, which need every map at once) the input-size maps are
-        made ``name_chunk`` names (classes) at a time, so thousands of classes on large images
-        need memory for one chunk only; the labels are the same.
+        maps.
+
+        With ``return_probs=False`` the labels are made in strips of about ``tile_pixels``
+        input pixels (:data:`~ovdense.modeling.segmentors.tiled.DEFAULT_TILE_PIXELS` when
+        ``None``), ``name_chunk`` names (classes in the ``"paper"`` order) at a time, in both
+        orders and with ``prob_thd``, ``area_thd`` (two passes: the class areas first) and the
+        ``saliency_rule``: the only input-size array is the ``int64`` label map (8 bytes per
+        pixel), whatever the vocabulary; window scores stay at feature resolution. The maps are
+        stitched and resized per strip (:mod:`~ovdense.modeling.segmentors.tiled`), so any
+        ``tile_pixels`` gives the same labels bit for bit; they equal the ``return_probs=True``
+        labels up to float rounding (its resize is ``F.interpolate``). PAMR and a
+        ``post_refiner`` need every map at once: with either, ``return_probs=False`` only drops
+        the probabilities from the output (the full path runs; memory grows with the
+        vocabulary).
         """
         rule = self.saliency_rule
         has_saliency = rule is not None and rule.aux_key in feats.aux
         bg = self.rule_background(text.vocabulary) if has_saliency else None
+        name_chunk = check_int("name_chunk", name_chunk, minimum=1)
+        if not return_probs and not self._keeps_images:
+            tile = DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels
+            tile = check_int("tile_pixels", tile, minimum=1)
+            labels = self._decode_labels_tiled(feats, text, bg, prob_thd, name_chunk, tile)
+            return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
         if self.decode_order == "paper":
-            return self._decode_probs_first(feats, text, bg, prob_thd, return_probs, name_chunk)
-        return self._decode_logits_first(feats, text, bg, prob_thd, return_probs, name_chunk)
+            return self._decode_probs_first(feats, text, bg, prob_thd, return_probs)
+        return self._decode_logits_first(feats, text, bg, prob_thd, return_probs)
 
     def _decode_logits_first(
         self,
@@ -871,50 +889,19 @@ class Segmentor(nn.Module):
         rule_class: int | None,
         prob_thd: float | None,
         return_probs: bool,
-        name_chunk: int,
     ) -> SegmentationOutput:
-        full = return_probs or self._keeps_images or self.area_thd is not None
-        if full or rule_class is not None:
-            logits = self.name_logits(feats, text)
-            probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
-            probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
-            probs = self._post_refine(feats, probs)
-            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
-            if rule_class is not None:
-                assert self.saliency_rule is not None
-                sal = self.aux_map(feats, self.saliency_rule.aux_key).to(probs.device)
-                labels = self.saliency_rule.on_labels(labels, probs, sal, rule_class)
-            return SegmentationOutput(
-                labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
-            )
-        low = self.window_logits(feats, text)
-        b, n = low.shape[:2]
-        h, w = feats.image_size
-        # Streaming softmax: the best scaled logit so far, its name, and the sum of
-        # exp(logit - best) over the names seen (rescaled when best grows). The top
-        # probability is then 1 / total. Everything else is updated in place, so the peak is
-        # one chunk of input-size maps plus four [B, H, W] maps.
-        best = low.new_full((b, h, w), float("-inf"))
-        best_name = torch.zeros((b, h, w), dtype=torch.int32, device=low.device)
-        total = low.new_zeros((b, h, w))
-        for start in range(0, n, name_chunk):
-            # a fresh resized map, or a view of ``low`` (used once, so changed in place)
-            part = self._to_input_size(low[:, start : start + name_chunk], feats)
-            part.mul_(self.logit_scale)
-            top, arg = part.max(dim=1)
-            torch.where(top > best, arg.to(torch.int32).add_(start), best_name, out=best_name)
-            new_best = torch.maximum(best, top)
-            del top, arg
-            total.mul_(best.sub_(new_best).exp_())
-            total.add_(part.sub_(new_best.unsqueeze(1)).exp_().sum(dim=1))
-            del part  # before the next chunk is made: one chunk alive at a time
-            best = new_best
-        labels = text.name_to_class.to(low.device)[best_name]
-        thd = self._prob_thd(prob_thd)
-        if thd > 0:
-            bg = self.resolve_background(text.vocabulary, "prob_thd")
-            labels[total * thd > 1] = bg  # top probability 1 / total < thd
-        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
+        logits = self.name_logits(feats, text)
+        probs = torch.softmax(logits.mul_(self.logit_scale), dim=1)
+        probs = max_over_synonyms(probs, text.name_to_class.to(probs.device), text.num_classes)
+        probs = self._post_refine(feats, probs)
+        labels = self.assign_labels(probs, prob_thd, text.vocabulary)
+        if rule_class is not None:
+            assert self.saliency_rule is not None
+            sal = self.aux_map(feats, self.saliency_rule.aux_key).to(probs.device)
+            labels = self.saliency_rule.on_labels(labels, probs, sal, rule_class)
+        return SegmentationOutput(
+            labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
+        )
 
     def _decode_probs_first(
         self,
@@ -923,34 +910,160 @@ class Segmentor(nn.Module):
         rule_class: int | None,
         prob_thd: float | None,
         return_probs: bool,
-        name_chunk: int,
     ) -> SegmentationOutput:
         wp = self.window_probs(feats, text, rule_class)
-        if return_probs or self._keeps_images or self.area_thd is not None:
-            probs = self.merge_windows(wp, feats)
-            if self.pamr is not None:
-                # not in CLIP-DINOiser's code: PAMR refines the averaged probability maps here
-                assert feats.images is not None
-                probs = self.pamr(self.backbone.normalize(feats.images), probs)
-            probs = self._post_refine(feats, probs)
-            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
-            return SegmentationOutput(
-                labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
-            )
-        # classes in chunks (same labels, memory for one chunk of input-size maps)
+        probs = self.merge_windows(wp, feats)
+        if self.pamr is not None:
+            # not in CLIP-DINOiser's code: PAMR refines the averaged probability maps here
+            assert feats.images is not None
+            probs = self.pamr(self.backbone.normalize(feats.images), probs)
+        probs = self._post_refine(feats, probs)
+        labels = self.assign_labels(probs, prob_thd, text.vocabulary)
+        return SegmentationOutput(
+            labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
+        )
+
+    # -- labels-only decode in strips -----------------------------------------------------
+    def _decode_labels_tiled(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        rule_class: int | None,
+        prob_thd: float | None,
+        name_chunk: int,
+        tile_pixels: int,
+    ) -> Tensor:
+        """The labels of :meth:`decode` a strip of rows at a time (see its docstring).
+
+        ``"ovdense"`` order: window head scores at feature resolution (all names), then per
+        strip and chunk of names the stitched input-size scaled logits, reduced to a streaming
+        softmax (best name, its logit, the sum of ``exp(logit - best)``). ``"paper"`` order:
+        :meth:`window_probs` (the saliency rule already applied), then per strip and chunk of
+        classes a running max. ``area_thd`` needs the class areas of the unsuppressed argmax
+        first: one more pass over the strips."""
+        dev = feats.dense.device
         b = feats.batch_size
         h, w = feats.image_size
-        best = wp.new_full((b, h, w), float("-inf"))
-        labels = torch.zeros((b, h, w), dtype=torch.long, device=wp.device)
-        for start in range(0, wp.shape[1], name_chunk):
-            top, arg = self.merge_windows(wp[:, start : start + name_chunk], feats).max(dim=1)
-            better = top > best
-            best = torch.where(better, top, best)
-            labels = torch.where(better, arg + start, labels)
+        paper = self.decode_order == "paper"
+        n2c = text.name_to_class.to(dev)
+        if paper:
+            maps = self.window_probs(feats, text, rule_class)
+        else:
+            embeds = text.embeds.to(dev)
+            step = max(1, self.window_batch_size)
+            maps = torch.cat(
+                [
+                    self.head_scores(feats.dense[s : s + step], embeds)
+                    for s in self._window_chunks(feats)
+                ],
+                dim=0,
+            )
+        strip = StripMaps(
+            feats.windows,
+            b,
+            (maps.shape[-2], maps.shape[-1]),
+            feats.resized_size,
+            feats.image_size,
+            dev,
+        )
+        bounds = strip_bounds(h, w, tile_pixels)
+        c = text.num_classes
         thd = self._prob_thd(prob_thd)
-        if thd > 0:
-            labels[best < thd] = self.resolve_background(text.vocabulary, "prob_thd")
-        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
+        bg = 0
+        if thd > 0 or self.area_thd is not None:
+            bg = self.resolve_background(text.vocabulary, "prob_thd" if thd > 0 else "area_thd")
+        keep: Tensor | None = None  # [B, C] classes kept by the area rule
+        if self.area_thd is not None:
+            counts = torch.zeros(b, c, dtype=torch.float64, device=dev)
+            offsets = (torch.arange(b, device=dev) * c)[:, None, None]
+            for r0, r1 in bounds:
+                top = self._strip_best(strip, maps, r0, r1, name_chunk, paper, None)
+                cls = top[1] if paper else n2c[top[1]]
+                counts += torch.bincount((cls + offsets).flatten(), minlength=b * c).view(b, c)
+            area_fg = counts.to(maps.dtype)
+            area_fg[:, bg] = 0
+            keep = area_fg > self.area_thd * area_fg.sum(dim=1, keepdim=True)
+            keep[:, bg] = True
+        ovdense_rule = rule_class is not None and not paper
+        labels = torch.empty((b, h, w), dtype=torch.long, device=dev)
+        for r0, r1 in bounds:
+            best, index, total = self._strip_best(strip, maps, r0, r1, name_chunk, paper, keep, n2c)
+            lab = index if paper else n2c[index]
+            if thd > 0:
+                if paper:
+                    uncertain = best < thd
+                elif keep is None:
+                    uncertain = total * thd > 1  # top probability 1 / total < thd
+                else:  # best = kept best logit - best logit: top kept probability exp(best) / total
+                    uncertain = best.exp() < total * thd
+                lab[uncertain] = bg
+            if ovdense_rule:
+                assert self.saliency_rule is not None and rule_class is not None
+                sal = strip(feats.aux[self.saliency_rule.aux_key][:, :1], r0, r1)[:, 0]
+                top_prob = total.reciprocal()  # of all names (the rule ignores area_thd)
+                lab[(top_prob < self.saliency_rule.delta) & (sal < 0.5)] = rule_class
+            labels[:, r0:r1] = lab
+        return labels
+
+    def _strip_best(
+        self,
+        strip: StripMaps,
+        maps: Tensor,
+        r0: int,
+        r1: int,
+        chunk: int,
+        paper: bool,
+        keep: Tensor | None,
+        n2c: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Rows ``[r0, r1)``: ``(best, index, total)`` over the channels of ``maps``, a
+        ``chunk`` at a time (``n2c``: each name's class, for ``keep`` in the ``"ovdense"`` order).
+
+        ``"paper"`` (probabilities per class): ``best`` the top probability among the classes
+        ``keep`` keeps (all when ``None``; the others count as 0, as ``assign_labels``
+        multiplies them), ``index`` its class, ``total`` unused (empty). ``"ovdense"`` (head
+        scores per name): ``index`` the best name (of a kept class), ``total`` the sum over all
+        names of ``exp(s * logit - s * best logit)`` (``s = logit_scale``), ``best`` the kept
+        best scaled logit minus the best scaled logit of all names (0 without ``keep``)."""
+        n = maps.shape[1]
+        dev = maps.device
+        shape = (strip.batch_size, r1 - r0, strip.image_size[1])
+        best = torch.full(shape, float("-inf"), dtype=maps.dtype, device=dev)
+        index = torch.zeros(shape, dtype=torch.long, device=dev)
+        if paper:
+            for s in range(0, n, chunk):
+                part = strip(maps[:, s : s + chunk], r0, r1)
+                if keep is not None:
+                    part.mul_(keep[:, s : s + chunk, None, None].to(part.dtype))
+                top, arg = part.max(dim=1)
+                better = top > best
+                torch.where(better, arg.add_(s), index, out=index)
+                torch.maximum(best, top, out=best)
+            return best, index, best.new_empty(0)
+        total = torch.zeros(shape, dtype=maps.dtype, device=dev)
+        kbest = best.clone() if keep is not None else None
+        name_keep = keep[:, n2c] if keep is not None and n2c is not None else None  # [B, N]
+        for s in range(0, n, chunk):
+            part = strip(maps[:, s : s + chunk], r0, r1).mul_(self.logit_scale)
+            if name_keep is not None:
+                assert kbest is not None
+                masked = part.masked_fill(~name_keep[:, s : s + chunk, None, None], float("-inf"))
+                ktop, karg = masked.max(dim=1)
+                del masked
+                torch.where(ktop > kbest, karg.add_(s), index, out=index)
+                torch.maximum(kbest, ktop, out=kbest)
+                top = part.amax(dim=1)
+            else:
+                top, arg = part.max(dim=1)
+                torch.where(top > best, arg.add_(s), index, out=index)
+            new_best = torch.maximum(best, top)
+            total.mul_(best.sub_(new_best).exp_())
+            total.add_(part.sub_(new_best.unsqueeze(1)).exp_().sum(dim=1))
+            del part
+            best = new_best
+        if kbest is not None:
+            return kbest.sub_(best), index, total
+        return best.zero_(), index, total
 
     def _prob_thd(self, prob_thd: float | None) -> float:
         if prob_thd is None:
