@@ -1,7 +1,9 @@
 """Train the tiny CLIP of the shapes world, shipped as ``load_clip("ovdense-tiny-vit", "shapes")``.
 
 Runs ``ovdense/configs/train/tiny_clip_shapes.py`` on the training engine (CPU by default,
-about an hour on 2 cores), writes the fp16 weights (``--export``, default
+about an hour on 2 cores; stage 2 of the shipped weights, captions that name the background:
+``--config configs/train/tiny_clip_shapes_background.py``), writes the fp16 weights
+(``--export``, default
 ``OUTPUT/ovdense-tiny-vit_shapes.pt``) and reports the image-level zero-shot accuracy on seen
 and held-out compositions (``zero_shot.json`` in the output folder).
 
@@ -13,7 +15,8 @@ Examples::
     ovdense train-tiny-clip                       # OUTPUT/ovdense-tiny-vit_shapes.pt
     ovdense train-tiny-clip --resume              # continue an interrupted run
     ovdense train-tiny-clip train.max_iter=50 --export /tmp/tiny.pt   # a quick try
-    ovdense train-tiny-clip --update-bundled      # retrain the shipped weights
+    ovdense train-tiny-clip --config configs/train/tiny_clip_shapes_background.py --update-bundled
+                                                  # stage 2 -> the shipped weights
 
 (``python tools/train_tiny_clip.py ...`` runs the same code.)
 """

@@ -44,6 +44,7 @@ __all__ = [
     "ShapesCaptionDataset",
     "class_groups",
     "class_names",
+    "generate_background",
     "generate_scene",
     "write_shapes_det",
     "write_shapes_seg",
@@ -193,10 +194,15 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: fl
     return np.asarray(canvas, dtype=bool)
 
 
-def _caption(rng: np.random.Generator, names: list[str], background: str) -> str:
+def _listed(rng: np.random.Generator, names: list[str]) -> str:
+    """``names`` in a random order with articles: "a red circle and an orange star"."""
     order = [names[i] for i in rng.permutation(len(names))]
     items = [f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in order]
-    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _caption(rng: np.random.Generator, names: list[str], background: str) -> str:
+    listed = _listed(rng, names)
     template = int(rng.integers(4))
     if template == 0:
         return f"a photo of {listed}."
@@ -337,6 +343,48 @@ def _draw_scene(
     )
 
 
+def generate_background(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, str]:
+    """An object-free scene: ``(uint8 [size, size, 3] image, caption)``, a pure function of the
+    arguments; the caption names the background, e.g. ``"a striped background."``."""
+    if size < 16:
+        raise ValueError(f"size must be >= 16 pixels, got {size}.")
+    rng = np.random.default_rng([int(seed), int(index), _EMPTY_STREAM])
+    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    image = np.clip(_background(rng, size, kind), 0, 255).astype(np.uint8)
+    word = _BACKGROUND_WORDS[kind]
+    template = int(rng.integers(3))
+    caption = (
+        f"a {word} background."
+        if template == 0
+        else f"a photo of a {word} background."
+        if template == 1
+        else "a background."
+    )
+    return image, caption
+
+
+def _present(scene: Scene) -> list[str]:
+    """The names of the classes in the scene, each once, in drawing order."""
+    labels = scene.labels.tolist()
+    return [class_names()[c] for c in sorted(set(labels), key=labels.index)]
+
+
+def _background_caption(rng: np.random.Generator, scene: Scene) -> str:
+    """The caption "<objects> on a <kind> background."."""
+    listed = _listed(rng, _present(scene))
+    return f"{listed} on a {_BACKGROUND_WORDS[scene.background]} background."
+
+
+def _object_caption(rng: np.random.Generator, scene: Scene) -> str:
+    """A caption naming the scene's objects only (one of the three object templates)."""
+    listed = _listed(rng, _present(scene))
+    template = ("a photo of {}.", "{}.", "an image with {}.")[int(rng.integers(3))]
+    return template.format(listed)
+
+
+_EMPTY_STREAM = 7  # random stream of the object-free scenes and caption choices (not a split)
+
+
 class ShapesCaptionDataset(torch.utils.data.Dataset):
     """Image-caption pairs of the shapes world, generated on the fly (for CLIP training).
 
@@ -346,6 +394,14 @@ class ShapesCaptionDataset(torch.utils.data.Dataset):
         size: Image side in pixels.
         split: ``"train"`` or ``"val"``.
         max_objects: At most this many objects per scene.
+        empty_fraction: This fraction of the items (chosen by a fixed random stream per
+            index) are object-free scenes (:func:`generate_background`) captioned with their
+            background ("a striped background."), the way web captions name walls and skies:
+            the text "background" gets grounded in background pixels.
+        background_caption_fraction: When set, this fraction of the scenes with objects are
+            captioned "<objects> on a <kind> background." and the others with the scene's own
+            caption re-drawn without that template; ``None`` keeps the scene's caption
+            (a quarter of them name the background).
 
     Items are dicts with ``image`` (``float32 [3, size, size]`` in ``[0, 1]``), ``caption``
     (str) and ``index`` (int).
@@ -358,14 +414,25 @@ class ShapesCaptionDataset(torch.utils.data.Dataset):
         size: int = 64,
         split: str = "train",
         max_objects: int = 5,
+        empty_fraction: float = 0.0,
+        background_caption_fraction: float | None = None,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}.")
+        if not 0.0 <= empty_fraction <= 1.0:
+            raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}.")
+        if background_caption_fraction is not None and not 0.0 <= background_caption_fraction <= 1:
+            raise ValueError(
+                f"background_caption_fraction must be in [0, 1] or None, "
+                f"got {background_caption_fraction}."
+            )
         self.length = int(length)
         self.seed = int(seed)
         self.size = int(size)
         self.split = split
         self.max_objects = int(max_objects)
+        self.empty_fraction = float(empty_fraction)
+        self.background_caption_fraction = background_caption_fraction
 
     def __len__(self) -> int:
         return self.length
@@ -373,9 +440,22 @@ class ShapesCaptionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} scenes.")
+        caption: str
+        if self.empty_fraction > 0 or self.background_caption_fraction is not None:
+            rng = np.random.default_rng([self.seed, int(index), _EMPTY_STREAM, 1])
+            if rng.random() < self.empty_fraction:
+                pixels, caption = generate_background(self.seed, index, self.size)
+                image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+                return {"image": image, "caption": caption, "index": index}
         scene = generate_scene(self.seed, index, self.size, self.split, self.max_objects)
+        caption = scene.caption
+        if self.background_caption_fraction is not None:
+            if rng.random() < self.background_caption_fraction:
+                caption = _background_caption(rng, scene)
+            elif caption.endswith(" background."):  # the scene's own background template
+                caption = _object_caption(rng, scene)
         image = torch.from_numpy(scene.image).permute(2, 0, 1).float().div_(255.0)
-        return {"image": image, "caption": scene.caption, "index": index}
+        return {"image": image, "caption": caption, "index": index}
 
 
 def scenes(

@@ -4,13 +4,15 @@ Contrastive image-caption training from scratch on procedural scenes
 (:mod:`ovdense.data.synthetic`, world seed 0, 64 px, 1-5 objects, held-out compositions never
 shown) on CPU. Every scene is used once: ``max_iter * batch_size`` distinct scenes.
 
-Reproduce the shipped weights (2 CPU cores, see README "Shapes world")::
+Stage 1 of the shipped weights (2 CPU cores, see README "Shapes world")::
 
     OMP_NUM_THREADS=1 python tools/train_tiny_clip.py
 
 which runs this config with ``tools/train.py``'s engine, then exports fp16 weights to
-``output/tiny_clip_shapes/ovdense-tiny-vit_shapes.pt`` and reports zero-shot accuracy
-(``--update-bundled`` replaces the shipped ``ovdense/assets/weights/ovdense-tiny-vit_shapes.pt``).
+``output/tiny_clip_shapes/ovdense-tiny-vit_shapes.pt`` and reports zero-shot accuracy.
+Stage 2 (``tiny_clip_shapes_background.py``: captions that name the background) continues from
+that file and gives the shipped weights (``--update-bundled`` replaces the shipped
+``ovdense/assets/weights/ovdense-tiny-vit_shapes.pt``).
 """
 
 import torch
