@@ -14,14 +14,15 @@ Prints, for a ViT-B/16-sized open_clip model (random weights unless --pretrained
 
 With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
 above the state before each step) of the demo's steps on one large image — ``set_image``, the
-labels-only ``predict`` for each ``--demo-classes`` count, the overlay, the label PNG — in bytes
-per image pixel.
+labels-only ``predict`` for each ``--demo-classes`` count (decoded in strips, see
+``Segmentor.decode``), the overlay, the label PNG — as peak RSS per megapixel (MB per megapixel,
+i.e. bytes per image pixel).
 
 Example::
 
     ovdense benchmark                       # CPU, all strategies
     ovdense benchmark --device cuda --precision fp16 --strategies naclip sclip
-    ovdense benchmark --demo-memory --demo-image-size 2000 3000 --demo-classes 5 200
+    ovdense benchmark --demo-memory --demo-image-size 3000 4000 --demo-classes 5 200 847
 
 (``python tools/benchmark.py ...`` runs the same code.)
 """
@@ -312,11 +313,14 @@ def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device)
         predictor.set_image(image)
     out["bytes_per_pixel"]["set_image"] = m.delta / (h * w)
     pred = None
+    out["predict_s"] = {}
     for n in args.demo_classes:
         classes = [f"class {i}" for i in range(n)]
         seg.encode_text(classes)  # text side cached, not part of the image memory
         with _PeakRSS() as m:
+            start = time.perf_counter()
             pred = predictor.predict(classes, return_probs=False)
+            out["predict_s"][n] = time.perf_counter() - start
         out["bytes_per_pixel"][f"predict_{n}_classes"] = m.delta / (h * w)
     assert pred is not None
     with _PeakRSS() as m:
@@ -434,11 +438,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo_memory:
         dm = bench_demo_memory(clip, args, device)
         results["demo_memory"] = dm
-        print(f"\n## Demo memory, {dm['image'][0]}x{dm['image'][1]} image (bytes per pixel)")
+        mp = dm["image"][0] * dm["image"][1] / 1e6
+        print(
+            f"\n## Demo memory, {dm['image'][0]}x{dm['image'][1]} image ({mp:.1f} megapixels): "
+            "peak RSS above the state before each step"
+        )
+        print("| step | MB per megapixel (= bytes per pixel) | MB | seconds |")
+        print("|---|---|---|---|")
         for step, value in dm["bytes_per_pixel"].items():
-            print(
-                f"{step}: {value:.1f} B/px ({value * dm['image'][0] * dm['image'][1] / 1e6:.0f} MB)"
-            )
+            n = step.split("_")[1] if step.startswith("predict_") else None
+            secs = f"{dm['predict_s'][int(n)]:.1f}" if n is not None else ""
+            print(f"| {step} | {value:.1f} | {value * mp:.0f} | {secs} |")
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=2))
         return 0

@@ -8,12 +8,13 @@ map upsampled to its crop, summed where windows overlap and divided by the overl
 resized to the input size — what :func:`~ovdense.modeling.segmentors.stitch_windows` does for
 the whole image, but only for the resized rows that the strip's bilinear taps read.
 
-The bilinear resizes are :func:`resize_rows`: PyTorch's ``align_corners=False`` source-index rule
-(computed as ATen computes it, so the taps and weights are the same), evaluated with elementwise
-tensor ops. Every output pixel is computed from the same inputs by the same operations whatever
-the strip that holds it, so *any* strip size gives bit-identical maps (tested); against
-``F.interpolate`` the values agree to float rounding (about 1e-7 relative: ATen's kernel orders
-its multiply-adds differently).
+The bilinear resizes are :func:`resize_rows`: along rows PyTorch's ``align_corners=False``
+source-index rule (computed as ATen computes it, so the taps and weights are the same) evaluated
+with elementwise tensor ops, along columns ``F.interpolate``'s linear kernel on whole rows.
+Every output pixel is computed from the same inputs by the same operations whatever the strip
+that holds it, so *any* strip size gives bit-identical maps (tested); against ``F.interpolate``
+the values agree to float rounding (about 1e-7 relative: ATen's 2-D kernel orders its
+multiply-adds differently).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["DEFAULT_TILE_PIXELS", "LinearTaps", "StripMaps", "linear_taps", "resize_rows"]
@@ -33,12 +35,14 @@ DEFAULT_TILE_PIXELS = 1 << 17
 
 
 class LinearTaps(NamedTuple):
-    """Bilinear taps along one axis: output ``i`` reads ``w0[i] * x[i0[i]] + w1[i] * x[i1[i]]``."""
+    """Bilinear taps along one axis: output ``i`` reads ``w0[i] * x[i0[i]] + w1[i] * x[i1[i]]``
+    (``size``: the number of outputs of the whole axis)."""
 
     i0: Tensor
     i1: Tensor
     w0: Tensor
     w1: Tensor
+    size: int
 
     def rows(self, start: int, stop: int, offset: int = 0) -> LinearTaps:
         """Taps of outputs ``[start, stop)``, source indices shifted down by ``offset``."""
@@ -47,6 +51,7 @@ class LinearTaps(NamedTuple):
             self.i1[start:stop] - offset,
             self.w0[start:stop],
             self.w1[start:stop],
+            self.size,
         )
 
 
@@ -64,7 +69,7 @@ def linear_taps(in_size: int, out_size: int, device: torch.device | None = None)
     w1 = (src - i0.to(torch.float32)).clamp_(0, 1)
     w0 = 1 - w1
     i1 = torch.where(i0 < in_size - 1, i0 + 1, i0)
-    return LinearTaps(i0.to(device), i1.to(device), w0.to(device), w1.to(device))
+    return LinearTaps(i0.to(device), i1.to(device), w0.to(device), w1.to(device), out_size)
 
 
 def resize_rows(x: Tensor, rows: LinearTaps | None, cols: LinearTaps | None) -> Tensor:
@@ -72,9 +77,10 @@ def resize_rows(x: Tensor, rows: LinearTaps | None, cols: LinearTaps | None) -> 
 
     ``rows`` (``t`` taps into ``h``) and ``cols`` (``W`` taps into ``w``) come from
     :func:`linear_taps` (``rows`` possibly cut with :meth:`LinearTaps.rows`); ``None`` leaves
-    that axis as it is (``rows=None`` keeps all rows). Rows first, then columns: each output
-    value is ``w0c * (w0r * a + w1r * b) + w1c * (w0r * c + w1r * d)`` with the same operations
-    for every pixel, so cutting the output into strips does not change a bit. Always a new
+    that axis as it is (``rows=None`` keeps all rows). Rows first, then columns: the row
+    pass is elementwise tensor ops on the gathered rows, the column pass ``F.interpolate``'s 1-D
+    linear kernel on whole rows: every pixel goes through the same operations whatever the rows
+    asked for, so cutting the output into strips of rows does not change a bit. Always a new
     tensor (safe to change in place).
     """
     if rows is None:
@@ -84,9 +90,10 @@ def resize_rows(x: Tensor, rows: LinearTaps | None, cols: LinearTaps | None) -> 
         v.add_(x.index_select(2, rows.i1).mul_(rows.w1[:, None]))
     if cols is None:
         return v
-    out = v.index_select(3, cols.i0).mul_(cols.w0)
-    out.add_(v.index_select(3, cols.i1).mul_(cols.w1))
-    return out
+    # whole rows: F.interpolate's 1-D kernel computes each row alike, however many rows
+    b, k, t, w = v.shape
+    out = F.interpolate(v.reshape(b, k * t, w), size=cols.size, mode="linear", align_corners=False)
+    return out.view(b, k, t, cols.size)
 
 
 class StripMaps:

@@ -29,7 +29,8 @@ def gaussian_window_bias(
         indexing="ij",
     )
     coords = torch.stack([ii.flatten(), jj.flatten()], dim=1)
-    d2 = torch.cdist(coords, coords).pow(2)
+    # squared distances by differences (exact integers; cdist has no ONNX export)
+    d2 = (coords[:, None, :] - coords[None, :, :]).pow(2).sum(dim=-1)
     omega = torch.exp(-d2 / (2.0 * std * std))
     n = gh * gw + num_prefix_tokens
     out = torch.zeros(n, n, dtype=torch.float64)
