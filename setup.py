@@ -40,6 +40,16 @@ setup(
     entry_points={"console_scripts": ["ovdense=ovdense.cli:main"]},
     install_requires=versions_ns["requirements"](),
     extras_require={
-        "dev": ["pytest>=7.4", "ruff==0.17.6", "mypy==2.4.1"],
+        # ONNX export (ovdense export-onnx) and ONNX Runtime checks; the tests use them when
+        # installed (pytest.importorskip)
+        "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        "dev": [
+            "pytest>=7.4",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "onnx>=1.16",
+            "onnxscript>=0.3",
+            "onnxruntime>=1.18",
+        ],
     },
 )

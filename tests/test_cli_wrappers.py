@@ -29,6 +29,7 @@ WRAPPERS = {
     "tools/convert_clip_dinoiser.py": "ovdense.cli.convert_clip_dinoiser",
     "tools/convert_eva_clip.py": "ovdense.cli.convert_eva_clip",
     "tools/benchmark.py": "ovdense.cli.benchmark",
+    "tools/export_onnx.py": "ovdense.cli.export_onnx",
     "tools/prepare_coco.py": "ovdense.data.converters.coco",
     "tools/prepare_pascal_context.py": "ovdense.data.converters.pascal_context",
     "tools/prepare_cityscapes.py": "ovdense.data.converters.cityscapes",

@@ -83,6 +83,10 @@ COMMANDS: dict[str, Command] = {
         "ovdense.data.synthetic", "write one scene of the shapes world (a demo image)"
     ),
     "benchmark": Command("ovdense.cli.benchmark", "speed and memory of the text and image sides"),
+    "export-onnx": Command(
+        "ovdense.cli.export_onnx",
+        "write a segmentor (vocabulary baked in) or its dense backbone as an ONNX file",
+    ),
 }
 
 
