@@ -12,6 +12,10 @@ Prints, for a ViT-B/16-sized open_clip model (random weights unless --pretrained
   memory, achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the
   ratio of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate).
 
+With ``--onnx`` it measures instead ONNX Runtime (CPU) against eager torch on one image, the first
+strategy exported with ``--onnx-classes`` names baked in (time per image, logit difference, label
+agreement).
+
 With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
 above the state before each step) of the demo's steps on one large image — ``set_image``, the
 labels-only ``predict`` for each ``--demo-classes`` count (decoded in strips, see
@@ -333,6 +337,49 @@ def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device)
     return out
 
 
+def bench_onnx(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
+    """ONNX Runtime (CPU) vs eager torch for one ``--image-size`` image: the first of
+    ``--strategies`` with its vocabulary baked in (``--onnx-classes`` names, one template),
+    exported by :func:`ovdense.modeling.onnx_export.export_segmentor_onnx`; best of
+    ``--repeats`` seconds per image, the largest logit difference and the label agreement."""
+    from ..modeling.onnx_export import export_segmentor_onnx, run_onnx
+
+    seg = _demo_segmentor(clip, args, device)
+    classes = [f"class {i}" for i in range(args.onnx_classes)]
+    size = (args.image_size[0], args.image_size[1])
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        path, model = export_segmentor_onnx(seg, classes, size, Path(folder) / "seg.onnx")
+        export_s = time.perf_counter() - start
+        image = model.example_input()
+        out, session = run_onnx(path, {"images": image}, threads=torch.get_num_threads())
+        feeds = {"images": image.numpy()}
+        text = seg.encode_text(classes)
+
+        def eager() -> torch.Tensor:
+            with torch.no_grad():
+                return seg.decode(seg.encode_image(image), text).labels
+
+        def ort() -> torch.Tensor:
+            return torch.from_numpy(session.run(None, feeds)[1])
+
+        labels = eager()
+        t_eager = _best_time(eager, device, args.repeats)
+        t_ort = _best_time(ort, device, args.repeats)
+        with torch.no_grad():
+            logits = seg.name_logits(seg.encode_image(image), text) * seg.logit_scale
+    return {
+        "strategy": args.strategies[0],
+        "classes": args.onnx_classes,
+        "export_s": export_s,
+        "eager_s": t_eager,
+        "onnxruntime_s": t_ort,
+        "speedup": t_eager / t_ort,
+        "max_logit_diff": float(abs(out["logits"] - logits.numpy()).max()),
+        "label_agreement": float((out["labels"] == labels.numpy()).mean()),
+    }
+
+
 def bench_video_fps(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
     """Frames per second of the demo's video path on ``--video-frames`` synthetic frames of
     ``--video-size``: frame by frame (``set_image`` + labels-only ``predict``, what
@@ -413,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--demo-memory", action="store_true", help="measure the demo's memory only")
     p.add_argument("--demo-image-size", type=int, nargs=2, default=(2000, 3000), metavar="N")
     p.add_argument("--demo-classes", type=int, nargs="+", default=[5, 200])
+    p.add_argument("--onnx", action="store_true", help="measure ONNX Runtime vs eager torch only")
+    p.add_argument("--onnx-classes", type=int, default=21, help="vocabulary size of --onnx")
     p.add_argument("--video-fps", action="store_true", help="measure video frames/s only")
     p.add_argument("--video-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
     p.add_argument("--video-frames", type=int, default=16)
@@ -449,6 +498,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = step.split("_")[1] if step.startswith("predict_") else None
             secs = f"{dm['predict_s'][int(n)]:.1f}" if n is not None else ""
             print(f"| {step} | {value:.1f} | {value * mp:.0f} | {secs} |")
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=2))
+        return 0
+
+    if args.onnx:
+        ox = bench_onnx(clip, args, device)
+        results["onnx"] = ox
+        print(
+            f"\n## ONNX Runtime vs eager torch: {args.image_size[0]}x{args.image_size[1]} image, "
+            f"{ox['classes']} classes baked in, short side {args.short_side}, window "
+            f"{args.window} / stride {args.stride}"
+        )
+        print(f"export: {ox['export_s']:.1f} s")
+        print(
+            f"eager: {ox['eager_s']:.3f} s/image; ONNX Runtime: {ox['onnxruntime_s']:.3f} s/image "
+            f"-> {ox['speedup']:.2f}x; max |logit diff| {ox['max_logit_diff']:.1e}, labels equal "
+            f"on {100 * ox['label_agreement']:.3f}% of pixels"
+        )
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=2))
         return 0
