@@ -58,10 +58,10 @@ class Predictor:
             ``encode_image``, ``encode_text`` and ``decode`` of the same contract).
     """
 
-    #: Memory budget of one name chunk of the labels-only decode (``return_probs=False``):
-    #: each name of a chunk costs ~8 bytes per input pixel (its upsampled logits and their
-    #: exponentials), so :meth:`predict` passes ``name_chunk = budget // (8 * H * W)``, kept
-    #: within ``[8, 32]`` (fewer than 8 names per chunk costs more time than it saves memory).
+    #: Sizes the name chunks of the labels-only decode (``return_probs=False``):
+    #: :meth:`predict` passes ``name_chunk = budget // (8 * H * W)``, kept within ``[8, 32]``.
+    #: :meth:`Segmentor.decode` works in strips of rows (its ``tile_pixels``), so its memory no
+    #: longer grows with the image times the chunk: the chunk only trades loop overhead.
     labels_only_chunk_bytes: int = 512 * 2**20
     _MIN_NAME_CHUNK = 8
     _MAX_NAME_CHUNK = 32
