@@ -11,7 +11,8 @@ For each image it writes ``<name>_labels.png`` (pixel value = class index, palet
 ``<name>_overlay.jpg`` (colours blended on the image with a legend of the classes present) and
 ``<name>.json`` (the classes and the fraction of the image each one covers). Classes are separated
 by ``,``, synonyms of one class by ``|``. With ``--background`` (or ``--prob-thd``) a background
-class is put first and low-confidence pixels go to it.
+class is put first and low-confidence pixels go to it; with ``--prob-thd`` and a class of
+``--classes`` already named ``background`` (or ``bg`` / ``backdrop``), that class is used.
 
 Output names: ``<name>`` is the file name without its extension (in a ``--recursive`` run, the
 path relative to ``--input`` joined with ``_``: ``sub/a.jpg`` -> ``sub_a``). When two inputs
@@ -140,6 +141,7 @@ from ..video import (
     open_capture,
     read_frames,
 )
+from ..vocabulary import is_background_class
 
 
 class _Parser(argparse.ArgumentParser):
@@ -245,17 +247,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def has_background(args: argparse.Namespace) -> bool:
-    """Whether the demo puts a background class first (``--background`` or ``--prob-thd``)."""
-    return args.background is not None or args.prob_thd is not None
+def _user_classes(args: argparse.Namespace) -> list[list[str]]:
+    if args.classes_file:
+        return [list(c) for c in Vocabulary.from_file(args.classes_file)]  # names the file
+    return [list(c) for c in Vocabulary.parse(args.classes)]
+
+
+def adds_background(args: argparse.Namespace) -> bool:
+    """Whether the demo puts a background class first: ``--background``, or ``--prob-thd``
+    when the classes have no class named background (``background`` / ``bg`` / ``backdrop``;
+    that class is then the one low-confidence pixels go to)."""
+    if args.background is not None:
+        return True
+    if args.prob_thd is None:
+        return False
+    return not any(is_background_class(c) for c in _user_classes(args))
 
 
 def build_vocabulary(args: argparse.Namespace) -> Vocabulary:
-    if args.classes_file:
-        classes = [list(c) for c in Vocabulary.from_file(args.classes_file)]  # names the file
-    else:
-        classes = [list(c) for c in Vocabulary.parse(args.classes)]
-    if has_background(args):
+    classes = _user_classes(args)
+    if adds_background(args):
         bg = (args.background or "background").split("|")
         classes = [bg, *classes]
     return Vocabulary(classes)
@@ -497,7 +508,7 @@ def _build(args: argparse.Namespace) -> Predictor:
         overrides=args.opts,
         device=resolve_device(args.device),
         # the --background class is class 0 whatever its names (e.g. "sky|wall")
-        **({"background_index": 0} if has_background(args) else {}),
+        **({"background_index": 0} if adds_background(args) else {}),
     )
     if args.sam_refine:
         sam = tiny_sam() if args.sam_tiny_random else None

@@ -94,6 +94,19 @@ def test_demo_background_named_otherwise_is_class_0(tmp_path, tiny_preset_file):
     assert (load_label_png(tmp_path / "o" / "a_labels.png") == 0).all()
 
 
+def test_demo_prob_thd_uses_the_background_class_given(tmp_path, tiny_preset_file):
+    """--classes "cat,background,dog" --prob-thd: that class is the background (no second one
+    is added); low-confidence pixels go to it, at its own index."""
+    _images(tmp_path / "in")
+    argv = ["--config", str(tiny_preset_file), "--input", str(tmp_path / "in" / "a.jpg")]
+    argv += ["--classes", "cat,background,dog", "--prob-thd", "0.99"]
+    assert _demo().main([*argv, "--output", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "a.json").read_text())
+    assert summary["classes"] == ["cat", "background", "dog"]
+    # three classes: no pixel reaches probability 0.99, so every pixel is class 1
+    assert (load_label_png(tmp_path / "o" / "a_labels.png") == 1).all()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
