@@ -174,6 +174,8 @@ def _softmax_qk(a, b, s, bias=0.0):
 FORMULAS = {
     "vanilla": (lambda q, k, g, s: _softmax_qk(q, k, s), True),
     "maskclip": (lambda q, k, g, s: torch.eye(q.shape[-2]).expand(q.shape[0], -1, -1), True),
+    # CAT-Seg: the value path, the CLS token's residual for every token, then the FFN
+    "catseg": (lambda q, k, g, s: torch.eye(q.shape[-2]).expand(q.shape[0], -1, -1), "cls"),
     "sclip": (lambda q, k, g, s: _softmax_qk(q, q, s) + _softmax_qk(k, k, s), True),
     "clearclip": (lambda q, k, g, s: _softmax_qk(q, q, s), False),
     "naclip": (lambda q, k, g, s: _softmax_qk(k, k, s, _omega(g, q.shape[-2])), False),
@@ -211,8 +213,8 @@ class _ViTRef:
     def out(self, o):
         return o @ self.block.attn.out_proj.weight.T + self.block.attn.out_proj.bias
 
-    def ffn(self, o):
-        y = self.x + o
+    def ffn(self, o, cls_only=False):
+        y = (self.x[:, :1] if cls_only else self.x) + o
         return y + self.block.mlp(self.block.ln_2(y))
 
     def project(self, tokens, clip):
@@ -251,8 +253,8 @@ class _EVARef:
         o = F.layer_norm(o, (o.shape[-1],), a.norm.weight, a.norm.bias, a.norm.eps)
         return o @ a.proj.weight.T + a.proj.bias
 
-    def ffn(self, o):
-        y = self.x + o
+    def ffn(self, o, cls_only=False):
+        y = (self.x[:, :1] if cls_only else self.x) + o
         return y + self.block.mlp(self.block.norm2(y))
 
     def project(self, tokens, clip):
@@ -272,7 +274,7 @@ def _reference_tokens(ref, name):
         qi, ki = ref.rope(q[..., sl], k[..., sl])
         outs.append(weights(qi, ki, ref.grid, hd**-0.5) @ v[..., sl])
     o = ref.out(torch.cat(outs, -1))
-    return ref.ffn(o) if keep else o
+    return ref.ffn(o, cls_only=keep == "cls") if keep else o
 
 
 def _reference_proxy_tokens(ref, strategy, images01):

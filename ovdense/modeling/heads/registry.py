@@ -24,6 +24,20 @@ The segmentor multiplies the scores by its ``logit_scale`` before the softmax ov
 ``logit_scale=1`` for a head that returns calibrated logits). Heads see feature-resolution
 windows only; resizing, window stitching, synonyms and thresholds are the segmentor's.
 
+A head may declare, as class or instance attributes, that it needs more (the segmentor reads
+them and provides; heads without them are called as above):
+
+* ``per_template = True``: ``embeds`` is ``[N, P, D]``, one L2-normalised embedding per name and
+  prompt template (:attr:`ClassEmbeddings.template_embeds`), instead of the template average.
+* ``intermediate_layers = (i, j, ...)``: 0-based block indices of the image tower; the head is
+  called ``head(dense, embeds, intermediates=[block_i [B, W, h, w], ...])`` (patch tokens of
+  those blocks' outputs, in that order, CLS dropped), and the segmentor adds the indices to its
+  backbone's ``out_indices``.
+
+The output may be finer than the features by a whole factor, the same for both sides
+(``[B, N, s*h, s*w]``, e.g. CAT-Seg's decoder answers at 4x); the segmentor upsamples every
+window's map to its crop anyway.
+
 A new head is one file::
 
     @SEG_HEADS.register("my_head")

@@ -8,7 +8,9 @@
   CLIP-DINOiser's affinity pooling with its saliency map ``"background"`` (registry
   :data:`~ovdense.modeling.refiners.REFINERS`);
 * ``head``: ``(dense [B, D, h, w], embeds [N, D]) -> scores [B, N, h, w]``, the cosine head by
-  default (registry :data:`~ovdense.modeling.heads.SEG_HEADS`);
+  default (registry :data:`~ovdense.modeling.heads.SEG_HEADS`); a head may declare that it
+  needs per-template embeddings or intermediate block outputs, and may answer at a finer
+  resolution (contract in the registry's docstring, e.g. CAT-Seg's head);
 * ``text_encoder``: vocabulary -> class-name embeddings;
 * the decoding policy: ``logit_scale``, softmax over names, max over synonyms, thresholds,
   PAMR, an optional ``saliency_rule`` (CLIP-DINOiser's background rule, applied as
@@ -295,6 +297,9 @@ class ImageFeatures:
             ``post_refiner``), or ``None``.
         aux: the refiner's auxiliary maps, ``{name: [num_windows * B, K, h, w]}`` window-major
             like ``dense`` (e.g. CLIP-DINOiser's saliency ``"background"``).
+        intermediates: the backbone's block outputs the head asked for
+            (``head.intermediate_layers``), ``{"block{i}": [num_windows * B, W, gh, gw]}``
+            window-major; empty for heads that need none.
     """
 
     dense: Tensor
@@ -304,6 +309,7 @@ class ImageFeatures:
     image_size: tuple[int, int]
     images: Tensor | None = None
     aux: dict[str, Tensor] = field(default_factory=dict)
+    intermediates: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def background(self) -> Tensor | None:
@@ -433,6 +439,7 @@ class Segmentor(nn.Module):
         self.backbone = backbone
         self.text_encoder = text_encoder
         self.head = build_seg_head(head)
+        self._request_head_inputs()
         self.refiner = refiner
         self.saliency_rule = saliency_rule
         self.background_rule = background_rule
@@ -450,6 +457,62 @@ class Segmentor(nn.Module):
         self.background_index = background_index
         self.precision = precision
         self.eval()
+
+    # -- what the head needs -------------------------------------------------------------
+    @property
+    def head_layers(self) -> tuple[int, ...]:
+        """Block indices whose outputs the head takes (``head.intermediate_layers``, ``()``
+        for most heads)."""
+        return tuple(int(i) for i in getattr(self.head, "intermediate_layers", ()) or ())
+
+    @property
+    def head_per_template(self) -> bool:
+        """Whether the head takes one embedding per prompt template (``head.per_template``)."""
+        return bool(getattr(self.head, "per_template", False))
+
+    def _request_head_inputs(self) -> None:
+        """Add the head's ``intermediate_layers`` to the backbone's ``out_indices``.
+
+        Raises:
+            ValueError: the head needs block outputs and the backbone cannot give them.
+        """
+        layers = self.head_layers
+        if not layers:
+            return
+        have = getattr(self.backbone, "out_indices", None)
+        num_blocks = getattr(self.backbone, "num_blocks", None)
+        if have is None or num_blocks is None:
+            raise ValueError(
+                f"The head {type(self.head).__name__} needs the outputs of blocks {layers}, but "
+                f"the backbone {type(self.backbone).__name__} has no out_indices."
+            )
+        if max(layers) >= num_blocks or min(layers) < 0:
+            raise ValueError(
+                f"The head {type(self.head).__name__} needs the outputs of blocks {layers}, but "
+                f"the backbone has {num_blocks} blocks (0..{num_blocks - 1})."
+            )
+        self.backbone.out_indices = tuple(sorted(set(have) | set(layers)))
+
+    def _head_embeds(self, text: ClassEmbeddings, device: torch.device) -> Tensor:
+        if not self.head_per_template:
+            return text.embeds.to(device)
+        if text.template_embeds is None:
+            raise ValueError(
+                f"The head {type(self.head).__name__} takes per-template embeddings; encode the "
+                "vocabulary with segmentor.encode_text (or text_encoder(vocab, per_template=True))."
+            )
+        return text.template_embeds.to(device)
+
+    def _window_intermediates(self, feats: ImageFeatures, start: int, stop: int) -> list[Tensor]:
+        keys = [f"block{i}" for i in self.head_layers]
+        missing = [k for k in keys if k not in feats.intermediates]
+        if missing:
+            raise ValueError(
+                f"The head {type(self.head).__name__} needs intermediates {keys}; these image "
+                f"features carry {sorted(feats.intermediates)} (encode the image with this "
+                "segmentor)."
+            )
+        return [feats.intermediates[k][start:stop] for k in keys]
 
     # -- options --------------------------------------------------------------------------
     @property
@@ -571,12 +634,15 @@ class Segmentor(nn.Module):
         crops = torch.cat([x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
         return images, crops, windows, (hr, wr)
 
-    def _forward_crops(self, crops: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Same-size normalised crops ``[n, 3, h, w]`` -> dense features ``[n, D, gh, gw]`` and
-        auxiliary maps ``{name: [n, K, gh, gw]}`` (float32), ``window_batch_size`` crops per
-        backbone call (padded to whole patches in the ``"paper"`` order)."""
+    def _forward_crops(self, crops: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Same-size normalised crops ``[n, 3, h, w]`` -> dense features ``[n, D, gh, gw]``,
+        auxiliary maps ``{name: [n, K, gh, gw]}`` and the block outputs the head needs
+        ``{"block{i}": [n, W, gh, gw]}`` (float32), ``window_batch_size`` crops per backbone
+        call (padded to whole patches in the ``"paper"`` order)."""
         feats: list[Tensor] = []
         aux: dict[str, list[Tensor]] = {}
+        inter: dict[str, list[Tensor]] = {}
+        keys = [f"block{i}" for i in self.head_layers]
         starts = range(0, crops.shape[0], self.window_batch_size)
         # a bar only where the wait is long (huge images, small window batches)
         bar = tqdm(starts, desc="Windows", unit="batch", leave=False, disable=len(starts) < 8)
@@ -588,8 +654,19 @@ class Segmentor(nn.Module):
                 out, maps = self.forward_features(batch)
                 for name, m in maps.items():
                     aux.setdefault(name, []).append(m.float())
+                for key in keys:
+                    if key not in out.intermediates:
+                        raise ValueError(
+                            f"The head {type(self.head).__name__} needs {key}, which the "
+                            f"backbone did not return (it gave {sorted(out.intermediates)})."
+                        )
+                    inter.setdefault(key, []).append(out.intermediates[key].float())
                 feats.append(out.dense.float())
-        return torch.cat(feats, dim=0), {name: torch.cat(m, dim=0) for name, m in aux.items()}
+        return (
+            torch.cat(feats, dim=0),
+            {name: torch.cat(m, dim=0) for name, m in aux.items()},
+            {name: torch.cat(m, dim=0) for name, m in inter.items()},
+        )
 
     @torch.no_grad()
     def encode_image(self, images: Tensor) -> ImageFeatures:
@@ -602,7 +679,7 @@ class Segmentor(nn.Module):
                 :func:`check_unit_images`.
         """
         images, crops, windows, resized = self._resize_and_window(images)
-        dense, aux = self._forward_crops(crops)
+        dense, aux, inter = self._forward_crops(crops)
         return ImageFeatures(
             dense=dense,
             windows=windows,
@@ -611,6 +688,7 @@ class Segmentor(nn.Module):
             image_size=(images.shape[2], images.shape[3]),
             images=images if self._keeps_images else None,
             aux=aux,
+            intermediates=inter,
         )
 
     @torch.no_grad()
@@ -655,13 +733,17 @@ class Segmentor(nn.Module):
             groups.setdefault((crops.shape[2], crops.shape[3]), []).append(i)
         dense: list[Tensor | None] = [None] * len(prepared)
         aux: list[dict[str, Tensor]] = [{} for _ in prepared]
+        inter: list[dict[str, Tensor]] = [{} for _ in prepared]
         for members in groups.values():
-            out, maps = self._forward_crops(torch.cat([prepared[i][1] for i in members], dim=0))
+            out, maps, blocks = self._forward_crops(
+                torch.cat([prepared[i][1] for i in members], dim=0)
+            )
             start = 0
             for i in members:
                 n = prepared[i][1].shape[0]
                 dense[i] = out[start : start + n]
                 aux[i] = {name: m[start : start + n] for name, m in maps.items()}
+                inter[i] = {name: m[start : start + n] for name, m in blocks.items()}
                 start += n
         result = []
         for i, (img, _, windows, resized) in enumerate(prepared):
@@ -676,6 +758,7 @@ class Segmentor(nn.Module):
                     image_size=(img.shape[2], img.shape[3]),
                     images=img if self._keeps_images else None,
                     aux=aux[i],
+                    intermediates=inter[i],
                 )
             )
         return result
@@ -684,22 +767,43 @@ class Segmentor(nn.Module):
     def encode_text(
         self, vocabulary: Vocabulary | Sequence[str | Sequence[str]]
     ) -> ClassEmbeddings:
-        """Class-name embeddings (cached): see :class:`TextEncoder`."""
+        """Class-name embeddings (cached): see :class:`TextEncoder`; with per-template
+        embeddings too when the head takes them (``head.per_template``)."""
+        if self.head_per_template:
+            return self.text_encoder(vocabulary, per_template=True).to(self.device)
         return self.text_encoder(vocabulary).to(self.device)
 
     # -- window maps ----------------------------------------------------------------------
     def _window_chunks(self, feats: ImageFeatures) -> range:
         return range(0, feats.dense.shape[0], max(1, self.window_batch_size))
 
-    def head_scores(self, dense: Tensor, embeds: Tensor) -> Tensor:
-        """The head on window features: ``[n, D, h, w]``, ``[N, D]`` -> ``[n, N, h, w]``."""
-        out = self.head(dense, embeds)
-        want = (dense.shape[0], embeds.shape[0], *dense.shape[-2:])
-        if not isinstance(out, Tensor) or tuple(out.shape) != want:
+    def head_scores(
+        self, dense: Tensor, embeds: Tensor, intermediates: Sequence[Tensor] | None = None
+    ) -> Tensor:
+        """The head on window features: ``[n, D, h, w]``, ``[N, D]`` (``[N, P, D]`` for a
+        per-template head) and, for a head with ``intermediate_layers``, their block outputs
+        -> ``[n, N, h', w']`` (``h' = h, w' = w`` for most heads; a multiple for heads that
+        upsample, e.g. CAT-Seg's 4x)."""
+        if self.head_layers:
+            out = self.head(dense, embeds, intermediates=intermediates)
+        else:
+            out = self.head(dense, embeds)
+        h, w = dense.shape[-2:]
+        want = (dense.shape[0], embeds.shape[0], h, w)
+        ok = (
+            isinstance(out, Tensor)
+            and out.ndim == 4
+            and tuple(out.shape[:2]) == want[:2]
+            and out.shape[2] % h == 0
+            and out.shape[3] % w == 0
+            and out.shape[2] // h == out.shape[3] // w > 0
+        )
+        if not ok:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
                 f"The head {type(self.head).__name__} returned {got}; a segmentation head maps "
-                f"dense [n, D, h, w] and embeds [N, D] to [n, N, h, w] = {want}."
+                f"dense [n, D, h, w] and embeds [N, D] to [n, N, h, w] = {want} (or a whole "
+                "multiple of h and w, the same for both)."
             )
         return out
 
@@ -730,10 +834,15 @@ class Segmentor(nn.Module):
     def window_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
         """Head scores per name at the resized size: ``[B, N, Hr, Wr]`` (window scores
         upsampled to their crop, averaged where windows overlap)."""
-        embeds = text.embeds.to(feats.dense.device)
+        embeds = self._head_embeds(text, feats.dense.device)
+        step = self.window_batch_size
         scores = torch.cat(
             [
-                self.head_scores(feats.dense[s : s + self.window_batch_size], embeds)
+                self.head_scores(
+                    feats.dense[s : s + step],
+                    embeds,
+                    self._window_intermediates(feats, s, s + step) if self.head_layers else None,
+                )
                 for s in self._window_chunks(feats)
             ],
             dim=0,
@@ -772,7 +881,7 @@ class Segmentor(nn.Module):
         class's names, then, when ``rule_class`` is a class index (see
         :meth:`rule_background`), the ``saliency_rule`` on those probabilities (that class set
         to 1.0 where the top probability is ``< delta`` and the saliency is not ``> 0.5``)."""
-        embeds = text.embeds.to(feats.dense.device)
+        embeds = self._head_embeds(text, feats.dense.device)
         n2c = text.name_to_class.to(feats.dense.device)
         rule = self.saliency_rule if rule_class is not None else None
         if rule_class is not None:
@@ -786,7 +895,10 @@ class Segmentor(nn.Module):
         out = []
         step = max(1, self.window_batch_size)
         for start in self._window_chunks(feats):
-            cos = self.head_scores(feats.dense[start : start + step], embeds)
+            inter = (
+                self._window_intermediates(feats, start, start + step) if self.head_layers else None
+            )
+            cos = self.head_scores(feats.dense[start : start + step], embeds, inter)
             probs = torch.softmax(cos.mul_(self.logit_scale), dim=1)
             probs = max_over_synonyms(probs, n2c, text.num_classes)
             if rule is not None and rule_class is not None:  # rule is None without a class

@@ -11,6 +11,7 @@ strategy    attention weights A                            residual + FFN kept?
 =========== ============================================== =========================
 vanilla     softmax(q kᵀ s)                                yes
 maskclip    identity (output = out_proj(v))                yes
+catseg      identity (output = out_proj(v))                CLS token's residual + FFN
 sclip       softmax(q qᵀ s) + softmax(k kᵀ s)              yes
 clearclip   softmax(q qᵀ s)                                no: output = out_proj(A v)
 naclip      softmax(k kᵀ s + Ω), Ω Gaussian                no
@@ -32,6 +33,7 @@ from .base import (
     merge_heads,
     split_qkv,
 )
+from .catseg import CATSegAttention
 from .clearclip import ClearCLIPAttention
 from .maskclip import MaskCLIPAttention
 from .naclip import NACLIPAttention, gaussian_window_bias
@@ -43,6 +45,7 @@ __all__ = [
     "STRATEGIES",
     "AttentionBlock",
     "AttentionStrategy",
+    "CATSegAttention",
     "ClearCLIPAttention",
     "MaskCLIPAttention",
     "NACLIPAttention",

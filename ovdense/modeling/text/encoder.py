@@ -33,19 +33,24 @@ class ClassEmbeddings:
         embeds: ``[N, D]`` one L2-normalised embedding per name (template-averaged).
         name_to_class: ``[N]`` int64 class index of each name.
         vocabulary: the vocabulary they were computed for.
+        template_embeds: ``[N, P, D]`` one L2-normalised embedding per name and template
+            (``embeds`` is their normalised mean), when asked for with ``per_template=True``
+            (heads declaring ``per_template``, e.g. CAT-Seg's); else ``None``.
     """
 
     embeds: Tensor
     name_to_class: Tensor
     vocabulary: Vocabulary
+    template_embeds: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
         return self.vocabulary.num_classes
 
     def to(self, device: torch.device | str) -> ClassEmbeddings:
+        per_t = None if self.template_embeds is None else self.template_embeds.to(device)
         return ClassEmbeddings(
-            self.embeds.to(device), self.name_to_class.to(device), self.vocabulary
+            self.embeds.to(device), self.name_to_class.to(device), self.vocabulary, per_t
         )
 
 
@@ -303,11 +308,15 @@ class TextEncoder(nn.Module):
             self._model_id = model_fingerprint(self.clip)
         return self._model_id
 
-    def cache_key(self, names: Sequence[str]) -> str:
-        payload = json.dumps(
-            {"model": self.model_id(), "templates": self.templates, "names": list(names)},
-            ensure_ascii=False,
-        )
+    def cache_key(self, names: Sequence[str], per_template: bool = False) -> str:
+        data: dict[str, Any] = {
+            "model": self.model_id(),
+            "templates": self.templates,
+            "names": list(names),
+        }
+        if per_template:  # only then, so that the keys of averaged embeddings stay as they were
+            data["per_template"] = True
+        payload = json.dumps(data, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     @torch.no_grad()
@@ -421,22 +430,34 @@ class TextEncoder(nn.Module):
         return out.view(t, n, -1).transpose(0, 1)
 
     @torch.no_grad()
-    def encode_names(self, names: Sequence[str], use_cache: bool = True) -> Tensor:
-        """``[len(names), D]`` L2-normalised template-averaged embeddings (cached)."""
-        key = self.cache_key(names) if use_cache else None
+    def encode_names(
+        self, names: Sequence[str], use_cache: bool = True, per_template: bool = False
+    ) -> Tensor:
+        """``[len(names), D]`` L2-normalised template-averaged embeddings (cached), or with
+        ``per_template=True`` ``[len(names), P, D]``, one L2-normalised embedding per template
+        (their normalised mean is the averaged embedding)."""
+        key = self.cache_key(names, per_template) if use_cache else None
         if key is not None:
             hit = self._cache_get(key, len(names))
             if hit is not None:
                 return hit.to(self.device)
         emb = F.normalize(self.encode_template_grid(names), dim=-1)
-        emb = F.normalize(emb.mean(dim=1), dim=-1)
+        if not per_template:
+            emb = F.normalize(emb.mean(dim=1), dim=-1)
         if key is not None:
             self._cache_put(key, emb)
         return emb
 
-    def forward(self, vocabulary: Vocabulary | Sequence[str | Sequence[str]]) -> ClassEmbeddings:
-        """Embed every name of a vocabulary: see :class:`ClassEmbeddings`."""
+    def forward(
+        self, vocabulary: Vocabulary | Sequence[str | Sequence[str]], per_template: bool = False
+    ) -> ClassEmbeddings:
+        """Embed every name of a vocabulary: see :class:`ClassEmbeddings` (``per_template``:
+        also fill ``template_embeds``)."""
         vocab = Vocabulary.coerce(vocabulary)
+        if per_template:
+            per_t = self.encode_names(vocab.names, per_template=True)
+            embeds = F.normalize(per_t.mean(dim=1), dim=-1)
+            return ClassEmbeddings(embeds, vocab.name_to_class(embeds.device), vocab, per_t)
         embeds = self.encode_names(vocab.names)
         return ClassEmbeddings(embeds, vocab.name_to_class(embeds.device), vocab)
 

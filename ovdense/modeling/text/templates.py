@@ -16,6 +16,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "openai_imagenet": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES),
     "single": ("a photo of a {}.",),
     "name": ("{}",),
+    # CAT-Seg's one prompt (its ViT-B/16 and ViT-L/14 configs, "single" ensemble there)
+    "catseg": ("A photo of a {} in the scene",),
     # The caption styles of the shapes world (ovdense.data.synthetic), for its tiny CLIP.
     "shapes": ("a photo of a {}.", "a {}.", "an image with a {}."),
 }
