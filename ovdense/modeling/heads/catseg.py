@@ -54,26 +54,29 @@ def _guided_linear(layer: nn.Linear, x: Tensor, guidance: Tensor | None) -> Tens
 
 
 @lru_cache(maxsize=32)
-def _window_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> Tensor | None:
-    """Additive attention mask ``[num_windows, ws*ws, ws*ws]`` (0 or -100) of a (shifted)
-    window partition of a ``h x w`` grid padded to multiples of ``ws``: tokens attend only to
-    tokens of the same region (Swin's shifted-window mask), and real tokens never to padding."""
-    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-    if shift == 0 and (hp, wp) == (h, w):
+def _window_mask(
+    h: int, w: int, win: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> Tensor | None:
+    """Additive attention mask ``[num_windows, wh*ww, wh*ww]`` (0 or -100) of a (shifted)
+    window partition of a ``h x w`` grid padded to multiples of the window ``(wh, ww)``: tokens
+    attend only to tokens of the same region (Swin's shifted-window mask) and real tokens never
+    to padding. ``None`` when nothing is masked."""
+    (wh, ww), (sh, sw) = win, shift
+    hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+    if (sh, sw) == (0, 0) and (hp, wp) == (h, w):
         return None
     ids = torch.zeros(hp, wp, dtype=torch.long)
-    if shift > 0:
-        cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-        for i, hs in enumerate(cuts):
-            for j, wsl in enumerate(cuts):
-                ids[hs, wsl] = 3 * i + j
+    rows = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None)) if sh else (slice(None),)
+    cols = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)) if sw else (slice(None),)
+    for i, rs in enumerate(rows):
+        for j, cs in enumerate(cols):
+            ids[rs, cs] = 3 * i + j
     pad = torch.ones(hp, wp, dtype=torch.long)
     pad[:h, :w] = 0
-    if shift > 0:
-        pad = torch.roll(pad, shifts=(-shift, -shift), dims=(0, 1))
+    pad = torch.roll(pad, shifts=(-sh, -sw), dims=(0, 1))
     ids = ids + 16 * pad
-    win = ids.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
-    mask = (win[:, None, :] != win[:, :, None]).float() * -100.0
+    cells = ids.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
+    mask = (cells[:, None, :] != cells[:, :, None]).float() * -100.0
     return mask.to(device)
 
 
@@ -116,16 +119,29 @@ class GuidedSwinBlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def _windows(self, t: Tensor, ws: int, shift: int) -> Tensor:
-        """``[M, h, w, C]`` -> ``[M * nW, ws*ws, C]`` (zero-padded, rolled by ``-shift``)."""
+    def window_layout(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(window, shift)`` in cells per axis on a ``h x w`` grid: the window is cut to the
+        grid along an axis shorter than it (one window, no shift there, as the official code
+        does on grids smaller than the window); the shift is half a window."""
+        win = (min(self.window_size, h), min(self.window_size, w))
+        if not self.shifted:
+            return win, (0, 0)
+        sh = win[0] // 2 if h > self.window_size else 0
+        sw = win[1] // 2 if w > self.window_size else 0
+        return win, (sh, sw)
+
+    @staticmethod
+    def _windows(t: Tensor, win: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+        """``[M, h, w, C]`` -> ``[M * nW, wh*ww, C]`` (zero-padded, rolled by ``-shift``)."""
         m, h, w, c = t.shape
-        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        (wh, ww), (sh, sw) = win, shift
+        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
         if (hp, wp) != (h, w):
             t = F.pad(t, (0, 0, 0, wp - w, 0, hp - h))
-        if shift:
-            t = torch.roll(t, shifts=(-shift, -shift), dims=(1, 2))
-        t = t.view(m, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-        return t.reshape(-1, ws * ws, c)
+        if sh or sw:
+            t = torch.roll(t, shifts=(-sh, -sw), dims=(1, 2))
+        t = t.view(m, hp // wh, wh, wp // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+        return t.reshape(-1, wh * ww, c)
 
     def forward(self, x: Tensor, guidance: Tensor | None) -> Tensor:
         """Args:
@@ -136,16 +152,16 @@ class GuidedSwinBlock(nn.Module):
             ``[B, K, h, w, C]``.
         """
         b, k, h, w, c = x.shape
-        ws = min(self.window_size, h, w)
-        shift = ws // 2 if self.shifted and min(h, w) > self.window_size else 0
-        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-        nw, area, heads = (hp // ws) * (wp // ws), ws * ws, self.num_heads
+        win, shift = self.window_layout(h, w)
+        (wh, ww), (sh, sw) = win, shift
+        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        nw, area, heads = (hp // wh) * (wp // ww), wh * ww, self.num_heads
         y = self.norm1(x)
-        yw = self._windows(y.reshape(b * k, h, w, c), ws, shift).view(b, k, nw, area, c)
+        yw = self._windows(y.reshape(b * k, h, w, c), win, shift).view(b, k, nw, area, c)
         gw = (
             None
             if guidance is None
-            else self._windows(guidance, ws, shift).view(b, 1, nw, area, -1)
+            else self._windows(guidance, win, shift).view(b, 1, nw, area, -1)
         )
         q = _guided_linear(self.q, yw, gw)
         kk = _guided_linear(self.k, yw, gw)
@@ -154,14 +170,14 @@ class GuidedSwinBlock(nn.Module):
         def split(t: Tensor) -> Tensor:  # [B, K, nW, A, C] -> [B*K, nW, heads, A, C/heads]
             return t.reshape(b * k, nw, area, heads, c // heads).transpose(2, 3)
 
-        mask = _window_mask(h, w, ws, shift, x.device)
+        mask = _window_mask(h, w, win, shift, x.device)
         # per window, the same for every image and class: [nW, 1, A, A] broadcast
         bias = None if mask is None else mask.to(q.dtype)[:, None]
         o = F.scaled_dot_product_attention(split(q), split(kk), split(v), attn_mask=bias)
-        o = self.proj(o.transpose(2, 3).reshape(b * k, hp // ws, wp // ws, ws, ws, c))
+        o = self.proj(o.transpose(2, 3).reshape(b * k, hp // wh, wp // ww, wh, ww, c))
         o = o.permute(0, 1, 3, 2, 4, 5).reshape(b * k, hp, wp, c)
-        if shift:
-            o = torch.roll(o, shifts=(shift, shift), dims=(1, 2))
+        if sh or sw:
+            o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
         x = x + o[:, :h, :w].reshape(b, k, h, w, c)
         return x + self.mlp(self.norm2(x))
 
