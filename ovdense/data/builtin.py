@@ -10,6 +10,7 @@ voc21, voc20              ``VOCdevkit/VOC2012/{JPEGImages,SegmentationClass}``  
 context60, context59      ``VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext}``   60, 59
 context459                ``VOCdevkit/VOC2010/SegmentationClassContext459`` (uint16)       459
 coco_stuff171             ``coco_stuff164k/annotations/val2017/*_labelTrainIds.png``       171
+coco_stuff171_train       ``coco_stuff164k/annotations/train2017/*_labelTrainIds.png``     171
 coco_object               ``coco_stuff164k/annotations/val2017/*_instanceTrainIds.png``     81
 cityscapes                ``cityscapes/{leftImg8bit,gtFine}/val/<city>``                    19
 ade20k_150                ``ADEChallengeData2016/{images,annotations}/validation``         150
@@ -218,6 +219,22 @@ def _register_all() -> None:
             "coco_stuff171",
             "images/val2017",
             "annotations/val2017",
+            "_labelTrainIds.png",
+            require_label=True,
+        ),
+        "coco_stuff164k",
+    )
+    register_semseg(
+        _meta(
+            "coco_stuff171_train",
+            "cls_coco_stuff.txt",
+            171,
+            "COCO-Stuff 164k train2017, 118k images (the training split of trained heads)",
+        ),
+        _image_folder_lister(
+            "coco_stuff171_train",
+            "images/train2017",
+            "annotations/train2017",
             "_labelTrainIds.png",
             require_label=True,
         ),

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..utils.registry import unknown_name_message
+from ..vocabulary import Vocabulary
 from .folders import FOLDER_SPEC_PREFIX, folder_dataset, parse_folder_spec
 from .metadata import CLASSNAMES_DIR, PARSE_RULES, SemSegMetadata
 from .roots import (
@@ -52,6 +53,7 @@ __all__ = [
     "DatasetEntry",
     "SemSegMetadata",
     "build_semseg_dataset",
+    "dataset_vocabulary",
     "generated_data_root",
     "get_entry",
     "get_instances_files",
@@ -206,6 +208,12 @@ def get_metadata(name: str) -> SemSegMetadata:
     meta = get_entry(name).metadata
     assert meta is not None
     return meta
+
+
+def dataset_vocabulary(name: str, rule: str = "unified") -> Vocabulary:
+    """The classes of a registered dataset as a vocabulary (class ``i`` = label ``i``):
+    ``get_metadata(name).vocabulary(rule)``, e.g. the training classes of a config."""
+    return get_metadata(name).vocabulary(rule)
 
 
 def list_datasets() -> list[str]:

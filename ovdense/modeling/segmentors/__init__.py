@@ -15,11 +15,13 @@ from .base import (
     sliding_windows,
     stitch_windows,
 )
+from .catseg import CATSegModel, build_catseg_segmentor, finetune_clip, load_catseg_checkpoint
 from .clip_dinoiser import CLIPDINOiserBackbone, CLIPDINOiserFeatures, CLIPDINOiserSegmentor
 from .training_free import TrainingFreeSegmentor
 
 __all__ = [
     "DECODE_ORDERS",
+    "CATSegModel",
     "CLIPDINOiserBackbone",
     "CLIPDINOiserFeatures",
     "CLIPDINOiserSegmentor",
@@ -29,7 +31,10 @@ __all__ = [
     "Segmentor",
     "TrainingFreeSegmentor",
     "apply_background_rule",
+    "build_catseg_segmentor",
     "check_unit_images",
+    "finetune_clip",
+    "load_catseg_checkpoint",
     "pad_to_multiple",
     "rescale_size",
     "sliding_windows",

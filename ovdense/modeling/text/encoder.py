@@ -448,6 +448,19 @@ class TextEncoder(nn.Module):
             self._cache_put(key, emb)
         return emb
 
+    def encode_names_trainable(self, names: Sequence[str]) -> Tensor:
+        """``[len(names), P, D]`` L2-normalised per-template embeddings computed *with*
+        gradients and without any cache, for training a text tower (e.g. CAT-Seg's fine-tuned
+        attention). Prompts are cut to the longest one (exact for causal towers)."""
+        t = len(self.templates)
+        prompts = [tmpl.format(name) for name in names for tmpl in self.templates]
+        tokens = self.tokenizer(prompts).to(self.device)
+        if self._tower.can_trim:
+            emb = self._tower.encode_trimmed(tokens)
+        else:
+            emb = self.clip.encode_text(tokens)
+        return F.normalize(emb.float(), dim=-1).view(len(names), t, -1)
+
     def forward(
         self, vocabulary: Vocabulary | Sequence[str | Sequence[str]], per_template: bool = False
     ) -> ClassEmbeddings:
