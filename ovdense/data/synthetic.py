@@ -42,10 +42,12 @@ __all__ = [
     "SHAPES",
     "Scene",
     "ShapesCaptionDataset",
+    "ShapesSegDataset",
     "class_groups",
     "class_names",
     "generate_background",
     "generate_scene",
+    "train_class_names",
     "write_shapes_det",
     "write_shapes_seg",
 ]
@@ -456,6 +458,57 @@ class ShapesCaptionDataset(torch.utils.data.Dataset):
                 caption = _object_caption(rng, scene)
         image = torch.from_numpy(scene.image).permute(2, 0, 1).float().div_(255.0)
         return {"image": image, "caption": caption, "index": index}
+
+
+def train_class_names() -> list[str]:
+    """The classes a trained head may see as labels: ``"background"`` and the seen
+    compositions (:func:`class_names` without :data:`HELD_OUT`), in that order."""
+    names = class_names()
+    return ["background"] + [names[i] for i in class_groups()["seen"]]
+
+
+class ShapesSegDataset(torch.utils.data.Dataset):
+    """Images and semantic labels of the shapes world's *training* distribution, generated on
+    the fly (for training segmentation heads).
+
+    Scenes come from the ``"train"`` split, where the held-out compositions are never drawn,
+    and labels index :func:`train_class_names` (background and the seen compositions only), so
+    a head trained on them never sees a held-out name, as a label or as a negative.
+
+    Args:
+        length: Number of scenes (scene ``i`` is ``generate_scene(seed, i, size, "train")``).
+        seed: World seed (use another than the validation set's :data:`VAL_SEED`).
+        size: Image side in pixels.
+        max_objects: At most this many objects per scene.
+
+    Items are dicts with ``image`` (``float32 [3, size, size]`` in ``[0, 1]``), ``label``
+    (``int64 [size, size]``, indices into :func:`train_class_names`) and ``index``.
+    """
+
+    def __init__(self, length: int, seed: int = 0, size: int = 64, max_objects: int = 5) -> None:
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}.")
+        self.length, self.seed, self.size = int(length), int(seed), int(size)
+        self.max_objects = int(max_objects)
+        full = class_names()
+        train = train_class_names()
+        lut = np.full(len(full), -1, dtype=np.int64)
+        for j, name in enumerate(train):
+            lut[full.index(name)] = j
+        self._lut = lut
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} scenes.")
+        scene = generate_scene(self.seed, index, self.size, "train", self.max_objects)
+        label = self._lut[scene.label]
+        if (label < 0).any():  # the train split never draws a held-out composition
+            raise RuntimeError("a held-out composition in the training split")
+        image = torch.from_numpy(scene.image).permute(2, 0, 1).float().div_(255.0)
+        return {"image": image, "label": torch.from_numpy(label), "index": index}
 
 
 def scenes(

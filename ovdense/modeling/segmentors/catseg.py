@@ -325,8 +325,8 @@ def load_catseg_checkpoint(
     (``head.*``), then refresh ``clip``'s text-cache id.
 
     Raises:
-        ValueError: keys that are neither ``head.*`` nor ``clip.*``, CLIP tensors this model
-            does not have or of another shape.
+        ValueError: keys that are neither ``head.*`` nor ``clip.*``, CLIP or head tensors this
+            model does not have or of another shape (checked before anything is loaded).
     """
     if isinstance(checkpoint, Mapping):
         state: Mapping[str, Any] = checkpoint
@@ -343,6 +343,13 @@ def load_catseg_checkpoint(
     bad = [k for k in clip_sd if k not in params or params[k].shape != clip_sd[k].shape]
     if bad:
         raise ValueError(f"CLIP tensors of the checkpoint do not fit this model: {bad[:5]}.")
+    own = head.state_dict()
+    bad = [k for k in head_sd if k in own and own[k].shape != head_sd[k].shape]
+    if bad:
+        raise ValueError(
+            f"Head tensors of the checkpoint do not fit this head: {bad[:5]} (another CLIP "
+            "size or head_kwargs than in training?)."
+        )
     with torch.no_grad():
         for k, v in clip_sd.items():
             params[k].copy_(v)
