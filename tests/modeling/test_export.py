@@ -147,3 +147,18 @@ def test_fixed_vocabulary_segmenter_exports(frozen_towers, tower):
     assert got_probs.shape == (1, len(names), *SIZE) and got_labels.shape == (1, *SIZE)
     torch.testing.assert_close(got_probs, probs, atol=1e-5, rtol=1e-5)
     assert torch.equal(got_labels, labels)
+
+
+def test_catseg_head_exports():
+    """CAT-Seg's head (tensor in / tensor out) exports at a fixed vocabulary size; the program
+    gives the eager logits (class chunks and the window masks are traced as constants)."""
+    from test_catseg_head import inputs, tiny_head
+
+    head = tiny_head(class_chunk=4)
+    dense, embeds, inter = inputs()
+    with torch.no_grad():
+        want = head(dense, embeds, inter)
+    program = torch.export.export(head, (dense, embeds, inter))
+    with torch.no_grad():
+        got = program.module()(dense, embeds, inter)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -260,3 +260,50 @@ def test_stitch_windows_against_pad_and_add():
     assert same.shape == (b, k, 30, 40)
     with pytest.raises(ValueError, match="window maps"):
         stitch_windows(maps[:-1], windows, b, (30, 40))
+
+
+# constructor arguments that make a registered head tiny (heads sized by default for real CLIPs)
+TINY_HEAD_KWARGS = {
+    "catseg": {
+        "embed_dim": EMBED,
+        "intermediate_dim": 64,
+        "intermediate_layers": (0, 1),
+        "num_templates": 1,
+        "hidden_dim": 16,
+        "window_size": 2,
+        "guidance_dim": 8,
+        "decoder_dims": (16, 16),
+        "decoder_guidance_dims": (8, 8),
+        "decoder_guidance_proj_dims": (4, 4),
+        "class_chunk": 2,
+    },
+    "test_linear_probe": {"dim": EMBED},
+}
+
+
+@pytest.mark.parametrize("name", list_seg_heads())
+def test_every_registered_head_runs_in_the_slot(tiny_clip, name):
+    """The registry's contract for every head, read from the registry: built by name, mounted
+    in a segmentor (which provides what the head declares), one score map per name at the
+    feature resolution or a whole multiple of it, probabilities in [0, 1] (max over a class's
+    names of the softmax over names)."""
+    seg = TrainingFreeSegmentor(
+        tiny_clip,
+        templates="single",
+        head=name,
+        head_kwargs=TINY_HEAD_KWARGS.get(name, {}),
+        short_side=40,
+        window=32,
+        stride=16,
+        logit_scale=1.0,
+    )
+    vocab = ["red circle", "blue square|blue box", "sky"]
+    img = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    feats = seg.encode_image(img)
+    text = seg.encode_text(vocab)
+    scores = seg.window_logits(feats, text)
+    assert scores.shape == (2, 4, *feats.resized_size)  # four names
+    out = seg.decode(feats, text)
+    assert out.labels.shape == (2, 40, 48) and out.probs is not None
+    assert torch.isfinite(out.probs).all()
+    assert out.probs.min() >= 0 and out.probs.max() <= 1 and out.probs.sum(1).min() > 0.3
