@@ -235,3 +235,46 @@ def test_trained_head_loads_into_the_segmentor_by_config(tmp_path):
             head_kwargs=TINY_HEAD,
             templates="shapes",
         )
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped configs (real CLIPs replaced by the tiny one: no download)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch, size", [("vitb16", 384), ("vitl14", 336)])
+def test_training_configs_follow_the_paper(arch, size):
+    from ovdense.engine.trainer import load_train_config
+
+    root = Path(__file__).resolve().parents[2] / "ovdense" / "configs" / "train"
+    cfg = load_train_config(root / f"catseg_{arch}.py")
+    assert cfg.model.clip.model_name == {"vitb16": "ViT-B-16", "vitl14": "ViT-L-14-336"}[arch]
+    assert cfg.model.clip.pretrained == "openai" and cfg.model.image_size == size
+    assert cfg.model.templates == "catseg" and cfg.model.finetune == "qv"
+    assert cfg.model.clip_lr == pytest.approx(0.01 * cfg.optimizer.lr)
+    assert cfg.optimizer.lr == 2e-4 and cfg.optimizer.weight_decay == 1e-4
+    assert cfg.train.max_iter == cfg.lr_scheduler.max_iter == 80_000
+    assert cfg.lr_scheduler.warmup_iters == 0 and cfg.train.clip_grad == 0.01
+    assert cfg.dataloader.batch_size == 4 and cfg.dataloader.dataset.crop_size == 384
+    assert cfg.dataloader.dataset.dataset.name == "coco_stuff171_train"
+    head = cfg.model.head_kwargs
+    assert (head.num_layers, head.hidden_dim, head.window_size, head.pad_len) == (2, 128, 12, 256)
+    # the model builds (tiny CLIP); the training classes are COCO-Stuff's 171
+    cfg.model.clip = L(load_clip)(config=TINY_CLIP, seed=0)
+    cfg.model.head_kwargs.window_size = 2
+    model = instantiate(cfg.model)
+    assert len(model.class_names) == 171 and model.class_names[0] == "person"
+    assert model.head.intermediate_layers == (0, 1)
+
+
+@pytest.mark.parametrize("arch", ["vitb16", "vitl14"])
+def test_segmentor_presets(arch):
+    from ovdense import get_config
+
+    cfg = get_config(f"seg/catseg_{arch}")
+    geometry = {"vitb16": (640, 384, 256), "vitl14": (560, 336, 224)}[arch]
+    cfg.model.clip = L(load_clip)(config=TINY_CLIP, seed=0)
+    seg = instantiate(cfg.model)
+    assert type(seg) is Segmentor and seg.logit_scale == 1.0
+    assert (seg.short_side, seg.window, seg.stride) == geometry
+    assert seg.text_encoder.templates == ("A photo of a {} in the scene",)
+    assert seg.head_layers == (0, 1) and seg.backbone.out_indices == (0, 1)
+    assert seg.backbone.strategy.name == "catseg"

@@ -263,3 +263,24 @@ def test_object_output_loads_through_the_catalog(tmp_path, instances):
     item = ds[0]
     assert item["id"] == "000000000001"
     np.testing.assert_array_equal(item["label"], _expected(masks[1], label_of, (20, 30)))
+
+
+def test_train_split_feeds_coco_stuff171_train(tmp_path):
+    """``--split train2017``: the training split of trained heads, loadable from the catalog."""
+    from ovdense.data import build_semseg_dataset
+
+    coco = tmp_path / "coco"
+    stm = coco / "stuffthingmaps_trainval2017" / "train2017"
+    stm.mkdir(parents=True)
+    vals = np.array([[0, 12, 91, 255], [181, 11, 0, 0]], dtype=np.uint8)
+    Image.fromarray(vals).save(stm / "000000000009.png")
+    (coco / "train2017").mkdir()
+    Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(coco / "train2017" / "000000000009.jpg")
+    data = tmp_path / "data"
+    argv = ["stuff", "--split", "train2017", "--coco-root", str(coco), "--data-root", str(data)]
+    assert pc.main([*argv, "--link-images"]) == 0
+    ann = data / "coco_stuff164k" / "annotations" / "train2017" / "000000000009_labelTrainIds.png"
+    assert _load(ann).tolist() == [[0, 11, 80, 255], [170, 255, 0, 0]]
+    ds = build_semseg_dataset("coco_stuff171_train", data)
+    assert len(ds) == 1 and ds[0]["label"].tolist() == [[0, 11, 80, 255], [170, 255, 0, 0]]
+    assert not (data / "coco_stuff164k" / "annotations" / "val2017").exists()

@@ -183,9 +183,12 @@ def paint_instances(
 # conversions
 
 
-def _out_dirs(data_root: Path) -> tuple[Path, Path]:
+SPLITS = ("val2017", "train2017")
+
+
+def _out_dirs(data_root: Path, split: str = "val2017") -> tuple[Path, Path]:
     base = data_root / "coco_stuff164k"
-    return base / "images" / "val2017", base / "annotations" / "val2017"
+    return base / "images" / split, base / "annotations" / split
 
 
 def _link_images(
@@ -194,6 +197,7 @@ def _link_images(
     images: Path | None,
     dst_dir: Path,
     mode: str | None,
+    split: str = "val2017",
 ) -> None:
     """Place ``images/<file>`` as ``dst_dir/<id>.jpg`` for each ``(id, file)`` (never replaced).
 
@@ -202,22 +206,26 @@ def _link_images(
     if mode is None:
         if not dst_dir.is_dir():
             job.summary.warn(
-                f"no images in {dst_dir}: put the val2017 images there ({ARCHIVES['images']}) "
-                "or re-run with --link-images"
+                f"no images in {dst_dir}: put the {split} images there "
+                f"({_images_archive(split)}) or re-run with --link-images"
             )
         return
-    src = prepare.require(images, "COCO val2017 images", ARCHIVES["images"])
+    src = prepare.require(images, f"COCO {split} images", _images_archive(split))
     pairs = [(src / fname, dst_dir / f"{stem}.jpg") for stem, fname in names]
     job.place_images(pairs, mode, source=src)
 
 
+def _images_archive(split: str) -> str:
+    return ARCHIVES["images"].replace("val2017", split)
+
+
 def _stuffthingmap_files(
-    stuffthingmaps: Path, images: Path | None, link_images: str | None
+    stuffthingmaps: Path, images: Path | None, link_images: str | None, split: str = "val2017"
 ) -> list[Path]:
     """The ``{id}.png`` stuffthing maps, after checking the inputs exist."""
     prepare.require(stuffthingmaps, "COCO-Stuff stuffthing maps", ARCHIVES["stuffthingmaps"])
     if link_images:
-        prepare.require(images, "COCO val2017 images", ARCHIVES["images"])
+        prepare.require(images, f"COCO {split} images", _images_archive(split))
     return prepare.require_files(
         stuffthingmaps.glob("*.png"),
         f"no .png files in '{stuffthingmaps}'; unzip {ARCHIVES['stuffthingmaps']}",
@@ -233,11 +241,13 @@ def _convert_stuffthingmaps(
     desc: str,
     images: Path | None,
     link_images: str | None,
+    split: str = "val2017",
 ) -> None:
-    """Write ``annotations/val2017/{id}_<kind>.png`` for each map, then place the images."""
-    img_dir, ann_dir = _out_dirs(data_root)
+    """Write ``annotations/<split>/{id}_<kind>.png`` for each map, then place the images."""
+    img_dir, ann_dir = _out_dirs(data_root, split)
     job.convert_files(files, lambda f: ann_dir / f"{f.stem}_{kind}.png", convert, desc=desc)
-    _link_images(job, [(f.stem, f"{f.stem}.jpg") for f in files], images, img_dir, link_images)
+    names = [(f.stem, f"{f.stem}.jpg") for f in files]
+    _link_images(job, names, images, img_dir, link_images, split)
 
 
 def prepare_stuff(
@@ -248,18 +258,24 @@ def prepare_stuff(
     link_images: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    split: str = "val2017",
 ) -> prepare.Summary:
-    """Write ``coco_stuff164k/annotations/val2017/{id}_labelTrainIds.png`` from stuffthing maps.
+    """Write ``coco_stuff164k/annotations/<split>/{id}_labelTrainIds.png`` from stuffthing maps
+    (``val2017``: the ``coco_stuff171`` benchmark; ``train2017``: ``coco_stuff171_train``, the
+    training split of trained heads).
 
     Args:
-        stuffthingmaps: ``stuffthingmaps_trainval2017/val2017`` (``{id}.png`` files).
+        stuffthingmaps: ``stuffthingmaps_trainval2017/<split>`` (``{id}.png`` files).
         data_root: Output root.
-        images: Official ``val2017`` images (used with ``link_images``).
+        images: Official ``<split>`` images (used with ``link_images``).
         link_images: ``"symlink"`` or ``"copy"`` to place the images; ``None`` leaves them.
         overwrite: Rewrite existing outputs.
         progress: Show a progress bar.
+        split: ``"val2017"`` or ``"train2017"``.
     """
-    files = _stuffthingmap_files(stuffthingmaps, images, link_images)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    files = _stuffthingmap_files(stuffthingmaps, images, link_images, split)
     job = prepare.Conversion(overwrite=overwrite, progress=progress)
     s = job.summary
     for w in check_names(
@@ -280,7 +296,15 @@ def prepare_stuff(
         return lut[values]
 
     _convert_stuffthingmaps(
-        job, files, convert, data_root, "labelTrainIds", "coco_stuff171", images, link_images
+        job,
+        files,
+        convert,
+        data_root,
+        "labelTrainIds",
+        "coco_stuff171" if split == "val2017" else "coco_stuff171_train",
+        images,
+        link_images,
+        split,
     )
     return s
 
@@ -407,7 +431,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         common, "symlink (default) or copy the images to coco_stuff164k/images/val2017"
     )
     prepare.add_overwrite_argument(common)
-    sub.add_parser("stuff", parents=[common], help="coco_stuff171 labelTrainIds")
+    stuff = sub.add_parser("stuff", parents=[common], help="coco_stuff171 labelTrainIds")
+    stuff.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="val2017",
+        help="val2017 (coco_stuff171, default) or train2017 (coco_stuff171_train, for training "
+        "heads); --images and --stuffthingmaps then default to that split's folders",
+    )
     obj = sub.add_parser("object", parents=[common], help="coco_object instanceTrainIds")
     obj.add_argument(
         "--annotations",
@@ -432,10 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; 0 on success, 1 if some files failed, 2 on a missing input."""
     args = parse_args(argv)
     root = Path(args.coco_root).expanduser()
-    images = prepare.path_arg(args.images, root / "val2017")
-    stm = prepare.path_arg(args.stuffthingmaps, root / "stuffthingmaps_trainval2017" / "val2017")
+    split = getattr(args, "split", "val2017")
+    images = prepare.path_arg(args.images, root / split)
+    stm = prepare.path_arg(args.stuffthingmaps, root / "stuffthingmaps_trainval2017" / split)
     if args.command == "stuff":
-        title = "coco_stuff171"
+        title = "coco_stuff171" if split == "val2017" else "coco_stuff171_train"
     elif args.from_stuffthingmaps:
         title = "coco_object (from stuffthing maps)"
     else:
@@ -445,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root = prepare.resolve_output_root(args.data_root)
         kw = dict(images=images, link_images=args.link_images, overwrite=args.overwrite)
         if args.command == "stuff":
-            return prepare_stuff(stm, data_root, **kw)
+            return prepare_stuff(stm, data_root, split=split, **kw)
         if args.from_stuffthingmaps:
             return prepare_object_from_stuffthingmaps(stm, data_root, **kw)
         ann = prepare.path_arg(args.annotations, root / "annotations" / "instances_val2017.json")
