@@ -278,3 +278,31 @@ def test_segmentor_presets(arch):
     assert seg.text_encoder.templates == ("A photo of a {} in the scene",)
     assert seg.head_layers == (0, 1) and seg.backbone.out_indices == (0, 1)
     assert seg.backbone.strategy.name == "catseg"
+
+
+def test_readme_example_mounts_the_head_without_a_segmentor(tiny_clip_factory, tmp_path):
+    """README "The head in another model", with the tiny CLIP: backbone, text encoder and head
+    by hand give the segmentor's logits on one window."""
+    from ovdense.modeling.backbones import dense_backbone_for
+    from ovdense.modeling.segmentors import catseg_head_for, load_catseg_checkpoint
+    from ovdense.modeling.text import TextEncoder
+
+    trained = tiny_model(tiny_clip_factory)
+    torch.save(trained.state_dict(), tmp_path / "ckpt.pt")
+    clip = tiny_clip_factory(seed=3)
+    head = catseg_head_for(clip, num_templates=3, class_chunk=2, **TINY_HEAD)
+    load_catseg_checkpoint(tmp_path / "ckpt.pt", clip, head)
+    head.eval()  # class pooling 1 at inference (2 in training)
+    backbone = dense_backbone_for(clip, "catseg", out_indices=head.intermediate_layers)
+    text = TextEncoder(clip, templates="shapes")(["cat", "sofa", "floor"], per_template=True)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        f = backbone(backbone.normalize(images))
+        logits = head(f.dense, text.template_embeds, [f.intermediates[f"block{i}"] for i in (0, 1)])
+        seg = trained.eval().segmentor(short_side=None, window=None, templates="shapes")
+        want = seg.window_logits(
+            seg.encode_image(images), seg.encode_text(["cat", "sofa", "floor"])
+        )
+    assert logits.shape == (2, 3, 16, 16)
+    up = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up, want, atol=1e-5, rtol=1e-5)

@@ -19,9 +19,10 @@ The official run uses fp32; ``train.amp=True`` uses fp16 autocast on a GPU.
 
 Run::
 
-    torchrun --nproc-per-node 4 -m ovdense train --config train/catseg_vitb16 \\
-        dataloader.batch_size=1 --data-root ~/datasets      # or $OVDENSE_DATASETS
-    python -m ovdense train --config train/catseg_vitb16     # one GPU, batch 4
+    export OVDENSE_DATASETS=~/datasets   # or dataloader.dataset.dataset.data_root=...
+    torchrun --nproc-per-node 4 -m ovdense train --config configs/train/catseg_vitb16.py \\
+        dataloader.batch_size=1
+    ovdense train --config configs/train/catseg_vitb16.py     # one GPU, batch 4
 
 Evaluate the trained head zero-shot (A-847, PC-459, A-150, PC-59, VOC-20)::
 

@@ -7,7 +7,7 @@ decoder guidance from blocks 7 and 15 (of 24, width 1024). Same head, data, loss
 
 Run::
 
-    torchrun --nproc-per-node 4 -m ovdense train --config train/catseg_vitl14 \\
+    torchrun --nproc-per-node 4 -m ovdense train --config configs/train/catseg_vitl14.py \\
         dataloader.batch_size=1
 
 Evaluate::

@@ -15,7 +15,13 @@ from .base import (
     sliding_windows,
     stitch_windows,
 )
-from .catseg import CATSegModel, build_catseg_segmentor, finetune_clip, load_catseg_checkpoint
+from .catseg import (
+    CATSegModel,
+    build_catseg_segmentor,
+    catseg_head_for,
+    finetune_clip,
+    load_catseg_checkpoint,
+)
 from .clip_dinoiser import CLIPDINOiserBackbone, CLIPDINOiserFeatures, CLIPDINOiserSegmentor
 from .training_free import TrainingFreeSegmentor
 
@@ -32,6 +38,7 @@ __all__ = [
     "TrainingFreeSegmentor",
     "apply_background_rule",
     "build_catseg_segmentor",
+    "catseg_head_for",
     "check_unit_images",
     "finetune_clip",
     "load_catseg_checkpoint",
