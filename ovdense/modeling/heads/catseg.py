@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +216,7 @@ class ClassAggregation(nn.Module):
 
     The attention is computed in two passes over class chunks: :meth:`key_value_sums`
     accumulates ``sum_s phi(k_s) v_s^T`` and ``sum_s phi(k_s)`` over every class, then
-    :meth:`apply` queries them for one chunk; see :meth:`forward` for the one-chunk call.
+    :meth:`attend_chunk` queries them for one chunk; see :meth:`forward` for the one-chunk call.
 
     Args:
         dim: channels of the class embeddings.
@@ -291,7 +292,7 @@ class ClassAggregation(nn.Module):
         count = self.pad_len - num_classes
         return count * torch.einsum("hd,he->hde", k, v), count * k
 
-    def apply(
+    def attend_chunk(
         self,
         x: Tensor,
         pooled: Tensor,
@@ -336,7 +337,7 @@ class ClassAggregation(nn.Module):
         pad = self.padding_sums(x.shape[1])
         if pad is not None:
             kv, ksum = kv + pad[0], ksum + pad[1]
-        return self.apply(x, pooled, guidance, (kv, ksum))
+        return self.attend_chunk(x, pooled, guidance, (kv, ksum))
 
 
 class _DecoderStage(nn.Module):
@@ -461,6 +462,8 @@ class CATSegHead(nn.Module):
             for _ in range(num_layers)
         )
         g_dims, gp_dims = tuple(decoder_guidance_dims), tuple(decoder_guidance_proj_dims)
+        self.intermediate_up: nn.ModuleList | None = None
+        self.intermediate_proj: nn.ModuleList | None = None
         if layers:
             # the intermediate maps upsampled x2 and x4 (transposed convs), then projected
             self.intermediate_up = nn.ModuleList(
@@ -474,8 +477,6 @@ class CATSegHead(nn.Module):
                 for d, p in zip(g_dims, gp_dims, strict=True)
             )
         else:
-            self.intermediate_up = None
-            self.intermediate_proj = None
             gp_dims = (0, 0)
         d0, d1 = tuple(decoder_dims)
         self.decoder1 = _DecoderStage(hidden_dim, d0, gp_dims[0])
@@ -501,7 +502,7 @@ class CATSegHead(nn.Module):
                 f"intermediates (two [B, W, h, w] maps), got {got}."
             )
         return [
-            proj(up(t.to(up.weight.dtype)))
+            proj(up(t))
             for up, proj, t in zip(
                 self.intermediate_up, self.intermediate_proj, intermediates, strict=True
             )
@@ -590,7 +591,9 @@ class CATSegHead(nn.Module):
         text = F.normalize(F.normalize(embeds.to(x.dtype), dim=-1).mean(dim=1), dim=-1)
         text_g = self.text_guidance(text)  # [N, G]
         dec_g = self.decoder_guidance(intermediates)
-        for spatial, classwise in zip(self.spatial, self.classwise, strict=True):
+        for i in range(len(self.spatial)):
+            spatial = cast(SpatialAggregation, self.spatial[i])
+            classwise = cast(ClassAggregation, self.classwise[i])
             x = torch.cat([spatial(x[:, s], image_g) for s in chunks], dim=1)
             sums: tuple[Tensor, Tensor] | None = None
             for s in chunks:
@@ -602,7 +605,7 @@ class CATSegHead(nn.Module):
                 sums = (sums[0] + pad[0], sums[1] + pad[1])
             x = torch.cat(
                 [
-                    classwise.apply(x[:, s], classwise.pool(x[:, s]), text_g[s], sums)
+                    classwise.attend_chunk(x[:, s], classwise.pool(x[:, s]), text_g[s], sums)
                     for s in chunks
                 ],
                 dim=1,

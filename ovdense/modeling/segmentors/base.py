@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -491,7 +491,8 @@ class Segmentor(nn.Module):
                 f"The head {type(self.head).__name__} needs the outputs of blocks {layers}, but "
                 f"the backbone has {num_blocks} blocks (0..{num_blocks - 1})."
             )
-        self.backbone.out_indices = tuple(sorted(set(have) | set(layers)))
+        backbone: Any = self.backbone  # a tower backbone (checked above), read by attribute
+        backbone.out_indices = tuple(sorted(set(have) | set(layers)))
 
     def _head_embeds(self, text: ClassEmbeddings, device: torch.device) -> Tensor:
         if not self.head_per_template:

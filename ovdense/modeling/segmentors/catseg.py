@@ -176,7 +176,7 @@ class CATSegModel(nn.Module):
         if isinstance(class_names, (str, os.PathLike)) and not isinstance(class_names, Vocabulary):
             vocab = Vocabulary.from_file(class_names)
         else:
-            vocab = Vocabulary.coerce(class_names)  # type: ignore[arg-type]
+            vocab = Vocabulary.coerce(class_names)
         self.class_names = [names[0] for names in vocab.classes]
         self.clip = clip
         self.text_encoder = TextEncoder(clip, templates=templates, progress=False)
@@ -229,7 +229,7 @@ class CATSegModel(nn.Module):
             out[f"{prefix}clip.{name}"] = p if keep_vars else p.detach()
         return out
 
-    def load_state_dict(  # type: ignore[override]
+    def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Load :meth:`state_dict` (``head.*`` and ``clip.*`` keys)."""
