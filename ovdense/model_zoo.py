@@ -39,6 +39,7 @@ ALIASES = {
     "naclip": "seg/naclip_vitb16.py",
     "proxyclip": "seg/proxyclip_vitb16.py",
     "clip_dinoiser": "seg/clip_dinoiser_vitb16.py",
+    "catseg": "seg/catseg_vitb16.py",
 }
 
 

@@ -306,3 +306,20 @@ def test_readme_example_mounts_the_head_without_a_segmentor(tiny_clip_factory, t
     assert logits.shape == (2, 3, 16, 16)
     up = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
     torch.testing.assert_close(up, want, atol=1e-5, rtol=1e-5)
+
+
+def test_evaluation_preset_has_the_zero_shot_suite_and_published_numbers():
+    from ovdense.evaluation.runner import eval_preset, resolve_eval_config
+
+    preset = eval_preset("catseg")
+    assert preset.method == "catseg"
+    assert list(preset.suite) == ["ade20k_847", "context459", "ade20k_150", "context59", "voc20"]
+    assert preset.published == {
+        "ade20k_847": 12.0,
+        "context459": 19.0,
+        "ade20k_150": 31.8,
+        "context59": 57.5,
+        "voc20": 94.6,
+    }
+    cfg = resolve_eval_config("catseg", "ade20k_847")
+    assert cfg.model.short_side == 640 and cfg.model.window == 384 and cfg.model.stride == 256

@@ -26,9 +26,7 @@ Run::
 
 Evaluate the trained head zero-shot (A-847, PC-459, A-150, PC-59, VOC-20)::
 
-    ovdense eval-all --config seg/catseg_vitb16 \\
-        --datasets ade20k_847 context459 ade20k_150 context59 voc20 \\
-        model.checkpoint=output/catseg_vitb16/model_0080000.pt
+    ovdense eval-all --config catseg model.checkpoint=output/catseg_vitb16/model_0080000.pt
 """
 
 import torch
