@@ -296,3 +296,16 @@ def test_head_by_name_and_errors(tiny_clip):
         TrainingFreeSegmentor(tiny_clip, strategy="catseg", head=head)
     with pytest.raises(ValueError, match="two block indices"):
         build_seg_head("catseg", intermediate_layers=(1,))
+
+
+def test_head_under_bf16_autocast():
+    """Mixed precision (the trainer's ``amp``): finite logits close to fp32; the class sums are
+    kept in float32."""
+    head = tiny_head(class_chunk=3)
+    dense, embeds, inter = inputs()
+    with torch.no_grad():
+        want = head(dense, embeds, inter)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = head(dense, embeds, inter)
+    assert torch.isfinite(got).all()
+    assert (got.float() - want).abs().mean() < 0.05 * want.abs().mean()

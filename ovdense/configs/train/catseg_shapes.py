@@ -16,9 +16,9 @@ cosine, gradient-norm clipping at 1.0 (the official 0.01 is for 80k iterations),
 
 Run, then evaluate next to the training-free strategies (README "Shapes world")::
 
-    OMP_NUM_THREADS=2 ovdense train --config configs/train/catseg_shapes.py
+    OMP_NUM_THREADS=1 ovdense train --config configs/train/catseg_shapes.py
     ovdense eval-all --config shapes/catseg --datasets shapes_seg shapes_seg_objects \\
-        model.checkpoint=output/catseg_shapes/model_0000250.pt
+        model.checkpoint=output/catseg_shapes/model_0000600.pt
 """
 
 import torch
@@ -29,7 +29,7 @@ from ovdense.engine import WarmupCosine
 from ovdense.modeling.clip import load_clip
 from ovdense.modeling.segmentors import CATSegModel
 
-_MAX_ITER = 250
+_MAX_ITER = 600
 _BATCH = 8
 
 #: the head's sizes, shared with the ``shapes/catseg`` preset
@@ -70,15 +70,15 @@ dataloader = dict(
 
 optimizer = L(torch.optim.AdamW)(lr=1e-3, weight_decay=1e-4)
 
-lr_scheduler = L(WarmupCosine)(max_iter=_MAX_ITER, warmup_iters=20, warmup_factor=0.01)
+lr_scheduler = L(WarmupCosine)(max_iter=_MAX_ITER, warmup_iters=30, warmup_factor=0.01)
 
 train = dict(
     max_iter=_MAX_ITER,
     grad_accum=1,
     amp=False,
     clip_grad=1.0,
-    log_period=25,
-    checkpoint_period=125,
+    log_period=50,
+    checkpoint_period=200,
     output_dir="output/catseg_shapes",
     seed=0,
     device="cpu",

@@ -277,8 +277,10 @@ class ClassAggregation(nn.Module):
         """
         n = self.norm1(pooled)
         g = None if guidance is None else guidance[None, :, None, None, :]
-        k = _phi(self._heads(_guided_linear(self.k, n, g)))
-        v = self._heads(self.v(n))
+        # NOTE: sums over hundreds of classes in float32, also under fp16 autocast (the official
+        # code rescales the values against fp16 overflow instead)
+        k = _phi(self._heads(_guided_linear(self.k, n, g))).float()
+        v = self._heads(self.v(n)).float()
         return torch.einsum("bkyxhd,bkyxhe->byxhde", k, v), k.sum(dim=1)
 
     def padding_sums(self, num_classes: int) -> tuple[Tensor, Tensor] | None:
@@ -287,8 +289,8 @@ class ClassAggregation(nn.Module):
         if self.pad_token is None or num_classes >= self.pad_len:
             return None
         n = self.norm1(self.pad_token)
-        k = _phi(self._heads(_guided_linear(self.k, n, self.pad_guidance)))
-        v = self._heads(self.v(n))
+        k = _phi(self._heads(_guided_linear(self.k, n, self.pad_guidance))).float()
+        v = self._heads(self.v(n)).float()
         count = self.pad_len - num_classes
         return count * torch.einsum("hd,he->hde", k, v), count * k
 
@@ -313,10 +315,10 @@ class ClassAggregation(nn.Module):
         kv, ksum = sums
         n = self.norm1(pooled)
         g = None if guidance is None else guidance[None, :, None, None, :]
-        q = _phi(self._heads(_guided_linear(self.q, n, g)))  # [B, K, y, x, H, d]
+        q = _phi(self._heads(_guided_linear(self.q, n, g))).float()  # [B, K, y, x, H, d]
         num = torch.einsum("bkyxhd,byxhde->bkyxhe", q, kv)
         den = torch.einsum("bkyxhd,byxhd->bkyxh", q, ksum).unsqueeze(-1) + self.eps
-        y = pooled + (num / den).flatten(-2)
+        y = pooled + (num / den).flatten(-2).to(pooled.dtype)
         y = y + self.mlp(self.norm2(y))
         b, k, hp, wp, c = y.shape
         h, w = x.shape[2:4]
