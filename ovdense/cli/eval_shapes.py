@@ -58,8 +58,12 @@ def evaluate(
     strategies: tuple[str, ...] = STRATEGIES,
     zero_shot_images: int = 3000,
     overwrite: bool = False,
+    catseg_checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Run every measurement; returns the report dict."""
+    """Run every measurement; returns the report dict. With ``catseg_checkpoint`` (a head
+    trained by ``configs/train/catseg_shapes.py``), the ``shapes/catseg`` preset adds a row of
+    segmentation numbers (row ``catseg``; no region columns: its head labels pixels, the
+    region classifier reads dense CLIP features)."""
     report: dict[str, Any] = {"segmentation": {}, "regions": {}}
     json_path, image_dir = get_instances_files("shapes_det", data_root)
     for name in strategies:
@@ -87,6 +91,22 @@ def evaluate(
             for mode in ("boxes", "masks")
         }
         report["num_regions"] = regions["num_regions"]
+    if catseg_checkpoint is not None:
+        report["segmentation"]["catseg"] = {}
+        for dataset in DATASETS:
+            res = run_eval(
+                "shapes/catseg",
+                dataset,
+                data_root=data_root,
+                output=output / "catseg" / dataset,
+                device=device,
+                overrides=[f"model.checkpoint={catseg_checkpoint}"],
+                progress=progress,
+                overwrite=overwrite,
+            )
+            report["segmentation"]["catseg"][dataset] = {
+                k: res["metrics"][k] for k in ("mIoU", "mIoU_seen", "mIoU_held_out", "pAcc")
+            }
     clip = load_clip("ovdense-tiny-vit", "shapes", device=device)
     report["zero_shot"] = shapes_zero_shot(clip, num_images=zero_shot_images)
     return report
@@ -101,13 +121,17 @@ def format_report(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, seg in report["segmentation"].items():
-        reg = report["regions"][name]
-        cells = [f(seg[d][k]) for d in DATASETS for k in ("mIoU", "mIoU_seen", "mIoU_held_out")] + [
-            f(reg["boxes"]["seen"]),
-            f(reg["boxes"]["held_out"]),
-            f(reg["masks"]["seen"]),
-            f(reg["masks"]["held_out"]),
-        ]
+        reg = report["regions"].get(name)
+        cells = [f(seg[d][k]) for d in DATASETS for k in ("mIoU", "mIoU_seen", "mIoU_held_out")]
+        if reg is None:  # a trained head: segmentation only
+            cells += ["–"] * 4
+        else:
+            cells += [
+                f(reg["boxes"]["seen"]),
+                f(reg["boxes"]["held_out"]),
+                f(reg["masks"]["seen"]),
+                f(reg["masks"]["held_out"]),
+            ]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     zs = report["zero_shot"]
     lines += [
@@ -129,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="where the generated datasets go")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--zero-shot-images", type=int, default=3000, help="single-object scenes")
+    p.add_argument(
+        "--catseg-checkpoint",
+        default=None,
+        help="CAT-Seg head trained by configs/train/catseg_shapes.py: adds its segmentation row",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--overwrite",
@@ -147,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuple(args.strategies),
         args.zero_shot_images,
         args.overwrite,
+        args.catseg_checkpoint,
     )
     text = format_report(report)
     atomic_write_text(out / "report.md", text)

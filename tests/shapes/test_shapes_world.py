@@ -181,3 +181,36 @@ def test_eval_shapes_report(tmp_path, monkeypatch):
     assert report["zero_shot"]["all"]["n"] == 30
     md = (out / "report.md").read_text()
     assert "| `vanilla` |" in md and "| `maskclip` |" in md and "chance 3.33 %" in md
+
+
+def test_eval_shapes_report_with_a_trained_catseg_head(tmp_path, monkeypatch):
+    """``--catseg-checkpoint``: the ``shapes/catseg`` row (segmentation columns, no region
+    columns) next to the training-free strategies, from a checkpoint of
+    ``configs/train/catseg_shapes.py``'s model (untrained here: the plumbing, not the numbers)."""
+    import importlib.util
+    import json
+
+    import torch
+
+    import ovdense.data.synthetic as synthetic
+    from ovdense.config import instantiate
+    from ovdense.engine.trainer import load_train_config
+
+    cfg = load_train_config(ROOT / "ovdense" / "configs" / "train" / "catseg_shapes.py")
+    ckpt = tmp_path / "catseg.pt"
+    torch.save({"model": instantiate(cfg.model).state_dict()}, ckpt)
+    monkeypatch.setattr(synthetic, "VAL_IMAGES", 2)
+    spec = importlib.util.spec_from_file_location("es", ROOT / "tools" / "eval_shapes.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "report"
+    argv = ["--output", str(out), "--data-root", str(tmp_path / "data"), "--device", "cpu"]
+    argv += ["--strategies", "vanilla", "--zero-shot-images", "30", "--no-progress"]
+    assert tool.main([*argv, "--catseg-checkpoint", str(ckpt)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for dataset in ("shapes_seg", "shapes_seg_objects"):
+        res = json.loads((out / "catseg" / dataset / "results.json").read_text())["metrics"]
+        assert report["segmentation"]["catseg"][dataset]["mIoU"] == pytest.approx(res["mIoU"])
+    assert "catseg" not in report["regions"]
+    row = next(ln for ln in (out / "report.md").read_text().splitlines() if "`catseg`" in ln)
+    assert row.endswith("| – | – | – | – |")
