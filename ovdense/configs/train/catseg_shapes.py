@@ -9,14 +9,19 @@ background + the 24 seen compositions only (:func:`~ovdense.data.synthetic.train
 so a held-out name is never a label nor a negative. Every scene is seen once
 (``max_iter * batch_size`` distinct scenes).
 
-Head: the official one scaled down (hidden 64, guidance 32, decoder (32, 16), Swin windows 4 on
-the tiny CLIP's 8 x 8 grid, decoder guidance from blocks 1 and 3 of 6, pad length 32), the
-shapes world's three caption templates. Solver: AdamW lr 1e-3 (CLIP 1e-5), weight decay 1e-4,
-cosine, gradient-norm clipping at 1.0 (the official 0.01 is for 80k iterations), batch 16.
+Head: the official one scaled down (hidden 32, guidance 16, decoder (16, 16), Swin windows 4 on
+the tiny CLIP's 8 x 8 grid, decoder guidance from blocks 1 and 3 of 6, pad length 32; 164 k
+parameters), the shapes world's three caption templates. Solver: AdamW lr 1e-3 (CLIP 1e-5),
+weight decay 1e-4, 30 warmup iterations then cosine, gradient-norm clipping at 1.0 (the
+official 0.01 is for 80k iterations), batch 8, 600 iterations (4,800 scenes). One torch thread:
+on a shared 2-core machine OpenMP threads spin-waiting on each other made two threads up to 10x
+slower (README "Shapes world": 30 min there, about 7 min on a free machine).
 
 Run, then evaluate next to the training-free strategies (README "Shapes world")::
 
     OMP_NUM_THREADS=1 ovdense train --config configs/train/catseg_shapes.py
+    python tools/eval_shapes.py --catseg-checkpoint output/catseg_shapes/model_0000600.pt
+    # or its row only:
     ovdense eval-all --config shapes/catseg --datasets shapes_seg shapes_seg_objects \\
         model.checkpoint=output/catseg_shapes/model_0000600.pt
 """
