@@ -43,4 +43,5 @@ model = L(build_catseg_segmentor)(
     background_index=None,
     precision="fp32",
     text_cache_dir=None,
+    post_refiner=None,
 )

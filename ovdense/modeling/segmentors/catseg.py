@@ -373,6 +373,7 @@ def build_catseg_segmentor(
     background_index: int | None = None,
     precision: str = "fp32",
     text_cache_dir: str | os.PathLike | None = None,
+    post_refiner: nn.Module | None = None,
 ) -> Segmentor:
     """CAT-Seg as a plain :class:`Segmentor`: dense CLIP with the ``catseg`` last block,
     :class:`~ovdense.modeling.heads.CATSegHead` in the ``head`` slot, ``logit_scale=1``.
@@ -388,6 +389,8 @@ def build_catseg_segmentor(
         checkpoint: a trained checkpoint (:func:`load_catseg_checkpoint`), or ``None``.
         head: the head module (default: :func:`catseg_head_for` with ``head_kwargs``).
         templates: the templates the head was trained with.
+        post_refiner: an optional refiner of the final probabilities (e.g. SAM's,
+            :class:`~ovdense.sam.refine.SAMRefiner`).
         others: see :class:`Segmentor`.
     """
     text_encoder = TextEncoder(clip, templates=templates, cache_dir=text_cache_dir)
@@ -409,4 +412,5 @@ def build_catseg_segmentor(
         prob_thd=prob_thd,
         background_index=background_index,
         precision=precision,
+        post_refiner=post_refiner,
     )
