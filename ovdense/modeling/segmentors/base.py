@@ -1062,11 +1062,17 @@ class Segmentor(nn.Module):
         if paper:
             maps = self.window_probs(feats, text, rule_class)
         else:
-            embeds = text.embeds.to(dev)
+            embeds = self._head_embeds(text, dev)
             step = max(1, self.window_batch_size)
             maps = torch.cat(
                 [
-                    self.head_scores(feats.dense[s : s + step], embeds)
+                    self.head_scores(
+                        feats.dense[s : s + step],
+                        embeds,
+                        self._window_intermediates(feats, s, s + step)
+                        if self.head_layers
+                        else None,
+                    )
                     for s in self._window_chunks(feats)
                 ],
                 dim=0,
