@@ -51,8 +51,21 @@ __all__ = [
 ]
 
 
+def check_head_exportable(seg: Segmentor) -> None:
+    """Raise ``ValueError`` for a head that takes more than ``(dense, embeds [N, D])`` (e.g.
+    CAT-Seg's: per-template embeddings and intermediate blocks), which these graphs do not
+    feed; such a head exports on its own with ``torch.export`` (tensor in / tensor out)."""
+    if seg.head_per_template or seg.head_layers:
+        raise ValueError(
+            f"The head {type(seg.head).__name__} takes per-template embeddings or intermediate "
+            "block outputs, which the ONNX graphs of ovdense do not feed yet; export the head "
+            "on its own (torch.export) or use a head taking (dense, embeds [N, D])."
+        )
+
+
 def check_exportable(seg: Segmentor) -> None:
     """Raise ``ValueError`` naming the first option of ``seg`` the ONNX graph cannot hold."""
+    check_head_exportable(seg)
     problems = []
     if seg.pamr is not None:
         problems.append("PAMR (pamr=None)")
@@ -150,6 +163,7 @@ class TextConditionedBackbone(nn.Module):
 
     def __init__(self, seg: Segmentor) -> None:
         super().__init__()
+        check_head_exportable(seg)
         self.seg = seg
 
     def forward(self, images: Tensor, text_embeds: Tensor) -> Tensor:

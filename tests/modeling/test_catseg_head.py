@@ -309,3 +309,15 @@ def test_head_under_bf16_autocast():
             got = head(dense, embeds, inter)
     assert torch.isfinite(got).all()
     assert (got.float() - want).abs().mean() < 0.05 * want.abs().mean()
+
+
+def test_onnx_export_refuses_the_head_in_one_sentence(tiny_clip):
+    from ovdense.modeling.onnx_export import FixedVocabularySegmentor, TextConditionedBackbone
+
+    seg = tiny_catseg_segmentor(tiny_clip)
+    for build in (
+        lambda: FixedVocabularySegmentor(seg, ["cat", "dog"], (40, 56)),
+        lambda: TextConditionedBackbone(seg),
+    ):
+        with pytest.raises(ValueError, match="per-template embeddings or intermediate"):
+            build()
