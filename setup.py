@@ -29,6 +29,7 @@ setup(
         "ovdense": [
             "py.typed",
             "configs/**/*.py",
+            "integrations/mmseg/configs/**/*.py",
             "data/classnames/*.txt",
             "assets/model_configs/*.json",
             "assets/weights/*.pt",

@@ -217,6 +217,20 @@ def test_cycle_finder_finds_a_cycle():
     ]
 
 
+def test_core_never_imports_the_integrations(graph):
+    """``ovdense.integrations`` (adapters to mmseg, ...) is imported only by users who have the
+    framework: no module outside it imports it, so the core never needs mmcv & co."""
+    bad = [
+        f"{a} imports {b}"
+        for a, targets in sorted(graph.items())
+        if not _matches(a, ("ovdense.integrations",))
+        for b in sorted(targets)
+        if _matches(b, ("ovdense.integrations",))
+    ]
+    assert not bad, "The core imports an integration:\n" + "\n".join(bad)
+    assert any(m.startswith("ovdense.integrations.mmseg") for m in graph)
+
+
 def test_one_import_style():
     """Inside the package, ovdense's own modules are imported relatively (``from ..utils import
     x``); absolute ``ovdense.`` imports are for configs (files executed as data), tests and

@@ -1,0 +1,4 @@
+# ClearCLIP (ovdense preset "clearclip") on coco_object, paper protocol: the settings of
+# ovdense/configs/eval/clearclip.py for this benchmark and its class-name rule.
+_base_ = ["../_base_/default_runtime.py", "../_base_/datasets/coco_object.py"]
+model = dict(type="OVDenseSegmentor", preset="clearclip", benchmark="coco_object", protocol="paper")

@@ -1,0 +1,4 @@
+# NACLIP (ovdense preset "naclip") on context60, paper protocol: the settings of
+# ovdense/configs/eval/naclip.py for this benchmark and its class-name rule.
+_base_ = ["../_base_/default_runtime.py", "../_base_/datasets/context60.py"]
+model = dict(type="OVDenseSegmentor", preset="naclip", benchmark="context60", protocol="paper")
