@@ -251,3 +251,19 @@ def test_backbone_gives_mmseg_feature_maps():
     feats = bb(torch.randn(2, 3, 32, 48))
     assert [tuple(f.shape) for f in feats] == [(2, 64, 4, 6), (2, 32, 4, 6)]
     assert not any(p.requires_grad for p in bb.parameters())
+
+
+def test_mmseg_test_script_wraps_the_runner():
+    import importlib.util
+
+    import ovdense.integrations.mmseg.runner as runner
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "mmseg_test.py"
+    spec = importlib.util.spec_from_file_location("wrapper_mmseg_test", path)
+    assert spec is not None and spec.loader is not None
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)  # importing must not run the tool
+    assert wrapper.main is runner.main
+    with pytest.raises(SystemExit) as err:
+        runner.main(["--help"])
+    assert err.value.code == 0
