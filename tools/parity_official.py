@@ -1,0 +1,482 @@
+"""Parity of ovdense's presets with the official SCLIP-family code, both run through mmseg.
+
+The official repositories are the reference: their segmentors (SCLIP, NACLIP, ClearCLIP,
+ProxyCLIP) are imported as they are from a checkout given on the command line (never copied
+into ovdense) and run on identical random weights next to ovdense's ``OVDenseSegmentor``, on the
+same synthetic images, with each repository's own ``configs/cfg_<benchmark>.py`` settings and
+class-name files. Reported per method and benchmark setting: the largest absolute difference of
+the final class-probability maps (``seg_logits``, what each repository stores there) and the
+share of pixels whose label (``pred_sem_seg``) agrees.
+
+    python tools/parity_official.py --sclip DIR --naclip DIR --clearclip DIR \\
+        --proxyclip DIR --dino DIR --out docs/parity_mmseg.md
+
+A ``DIR`` is a checkout or a git directory (e.g. what the ``fetch`` tool returns: it is
+exported with ``git archive HEAD`` into a temporary folder). ``--dino`` is
+facebookresearch/dino (ProxyCLIP loads its ViT with ``torch.hub``; here from that checkout).
+Needs the mmseg stack (README.md#mmsegmentation) and, for ProxyCLIP, ``einops`` and
+``openpyxl``. Runs on a CPU in a few minutes.
+
+How the weights are made identical:
+
+- CLIP: a small ViT-B/16-shaped model (patch 16, 224 pixels, width 128, 2 heads of 64, 4
+  blocks; text width 128) with random weights rounded to fp16 (OpenAI's ``build_model`` casts to
+  fp16 and back), QuickGELU, saved in OpenAI's layout. SCLIP and NACLIP read it with their
+  ``clip.load(path)``; ClearCLIP and ProxyCLIP with their own ``open_clip`` copy's
+  ``create_model`` (the architecture added with its ``add_model_config``; the call's model name
+  and weight tag are replaced, nothing else). ovdense loads the same file with ``load_clip``.
+- DINO (ProxyCLIP): a small ViT/8 (width 128, 3 blocks, 2 heads) built by DINO's own
+  ``vision_transformer.py`` in place of ``torch.hub.load(..., 'dino_vitb8')``; ovdense builds the
+  same size through timm and loads the same state dict.
+
+Each official segmentor is built from its config with ``device='cpu'`` and runs in its own
+process (the repositories' top-level ``clip`` / ``open_clip`` packages would clash). ovdense runs
+twice: with the official pipeline's ``Resize`` (mmseg resizes the 8-bit image, ovdense then
+keeps that size; the official order) and with ovdense's own resize (the shipped configs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PARITY_NAME = "ovdense-parity-ViT-tiny-16"
+CLIP_CFG = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": 4, "width": 128, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
+}
+DINO_SIZE = {"embed_dim": 128, "depth": 3, "num_heads": 2}
+
+#: method -> (module of the official segmentor, CLIP loader, extra model settings)
+METHODS: dict[str, dict[str, Any]] = {
+    "sclip": {"module": "clip_segmentor", "loader": "openai"},
+    "naclip": {"module": "naclip", "loader": "openai"},
+    # the released base config says model_type='vanilla' (q-k attention); the paper's method,
+    # per the authors (mc-lan/ClearCLIP#12), is model_type='ClearCLIP'
+    "clearclip": {
+        "module": "clearclip_segmentor",
+        "loader": "open_clip",
+        "model": {"model_type": "ClearCLIP"},
+    },
+    "proxyclip": {"module": "proxyclip_segmentor", "loader": "open_clip"},
+}
+#: official config -> ovdense benchmark
+SETTINGS = {"voc21": "voc21", "ade20k": "ade20k_150"}
+IMAGE_SIZES = [(250, 330), (300, 270)]
+
+
+# -- shared set-up ------------------------------------------------------------------------------
+def _checkout(src: str, dest: Path) -> Path:
+    """A work tree of ``src``: itself when it has one, else its ``HEAD`` tree exported file by
+    file (a mirror may lack some large blobs, e.g. figures: those are skipped and listed)."""
+    path = Path(src)
+    if (path / ".git").exists() or not _is_git_dir(path):
+        return path.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    tree = subprocess.run(
+        ["git", "-C", str(path), "ls-tree", "-r", "-z", "HEAD"],
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    missing = []
+    for entry in filter(None, tree.split("\0")):
+        meta, name = entry.split("\t", 1)
+        mode, kind, sha = meta.split()
+        if kind != "blob":
+            continue
+        blob = subprocess.run(["git", "-C", str(path), "cat-file", "blob", sha], capture_output=True)
+        if blob.returncode != 0:
+            missing.append(name)
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob.stdout)
+    if missing:
+        print(f"{src}: {len(missing)} files absent from the mirror, skipped: {missing[:5]}")
+    return dest
+
+
+def _is_git_dir(path: Path) -> bool:
+    out = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--is-bare-repository"],
+        capture_output=True,
+        text=True,
+    )
+    return out.returncode == 0 and out.stdout.strip() == "true"
+
+
+def _revision(src: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "?"
+
+
+def make_weights(work: Path) -> dict[str, Path]:
+    """The random CLIP (OpenAI layout, fp16-representable values), its open_clip config file,
+    and a random DINO ViT/8 state dict."""
+    import timm
+    import torch
+
+    from ovdense.modeling.clip import load_clip
+
+    cfg_dir = work / "model_configs"
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    (cfg_dir / f"{PARITY_NAME}.json").write_text(json.dumps(CLIP_CFG))
+    gen = torch.Generator().manual_seed(0)
+    clip = load_clip(config={k: v for k, v in CLIP_CFG.items() if k != "quick_gelu"}, seed=0)
+    state = {}
+    for name, p in clip.state_dict().items():
+        if name == "logit_scale":
+            value = p.clone()
+        elif p.ndim == 1 and ("ln" in name or "norm" in name) and name.endswith("weight"):
+            value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
+        elif name.endswith("positional_embedding") or name.endswith("class_embedding"):
+            value = 0.5 * torch.randn(p.shape, generator=gen)
+        else:
+            fan_in = p.shape[-1] if p.ndim > 1 else 16
+            value = torch.randn(p.shape, generator=gen) * (1.5 / fan_in**0.5)
+        state[name] = value.half().float()
+    clip_file = work / "clip_tiny_openai_layout.pt"
+    torch.save(state, clip_file)
+
+    torch.manual_seed(1)
+    dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, **DINO_SIZE)
+    dstate = {}
+    for name, p in dino.state_dict().items():
+        if p.ndim == 1 and "norm" in name and name.endswith("weight"):
+            value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
+        else:
+            fan_in = p.shape[-1] if p.ndim > 1 else 16
+            value = torch.randn(p.shape, generator=gen) * (1.0 / fan_in**0.5)
+        dstate[name] = value.half().float()
+    dino_file = work / "dino_tiny_vit8.pt"
+    torch.save(dstate, dino_file)
+    return {"clip": clip_file, "config_dir": cfg_dir, "dino": dino_file}
+
+
+def make_images(work: Path) -> list[Path]:
+    """Smooth random RGB images (bilinearly upsampled noise), PNG."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(2)
+    paths = []
+    for i, (h, w) in enumerate(IMAGE_SIZES):
+        low = torch.rand((1, 3, h // 24, w // 24), generator=gen)
+        img = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0]
+        img = (img + 0.15 * torch.rand((3, h, w), generator=gen)).clamp(0, 1)
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        path = work / "images" / f"img{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+def _pipeline(cfg: Any, resize: bool) -> list[dict]:
+    steps = [dict(s) for s in cfg.test_pipeline if s["type"] != "LoadAnnotations"]
+    return steps if resize else [s for s in steps if s["type"] != "Resize"]
+
+
+def _run(model: Any, pipeline: list[dict], images: list[Path]) -> list[dict[str, np.ndarray]]:
+    import torch
+    from mmengine.dataset import Compose, pseudo_collate
+
+    compose = Compose(pipeline)
+    out = []
+    for path in images:
+        data = pseudo_collate([compose(dict(img_path=str(path)))])
+        with torch.no_grad():
+            sample = model.test_step(data)[0]
+        out.append(
+            {
+                "probs": sample.seg_logits.data.float().cpu().numpy(),
+                "labels": sample.pred_sem_seg.data[0].cpu().numpy(),
+            }
+        )
+    return out
+
+
+# -- the official side (one process per method) -----------------------------------------------
+def worker(args: argparse.Namespace) -> None:
+    repo = Path(args.repo)
+    os.chdir(repo)
+    sys.path.insert(0, str(repo))
+    import importlib
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    import mmseg.models  # noqa: F401
+
+    init_default_scope("mmseg")
+    spec = METHODS[args.method]
+    weights = json.loads(args.weights)
+    if spec["loader"] == "open_clip":
+        import open_clip  # the repository's own copy (its folder comes first on sys.path)
+
+        assert Path(open_clip.__file__).resolve().is_relative_to(repo.resolve())
+        open_clip.add_model_config(weights["config_dir"])
+    if args.method == "proxyclip":
+        sys.path.insert(1, args.dino)
+        from functools import partial
+
+        import vision_transformer as dino_vits  # facebookresearch/dino
+
+        def hub_load(repo_or_dir: str, model: str, *a: Any, **kw: Any) -> Any:
+            assert model == "dino_vitb8", model
+            vit = dino_vits.VisionTransformer(
+                patch_size=8,
+                qkv_bias=True,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                **DINO_SIZE,
+            )
+            state = torch.load(weights["dino"], map_location="cpu")
+            missing, unexpected = vit.load_state_dict(state, strict=False)
+            assert not missing and not [k for k in unexpected if not k.startswith("head")]
+            return vit
+
+        torch.hub.load = hub_load
+    module = importlib.import_module(spec["module"])
+    if spec["loader"] == "open_clip":
+        original = module.create_model
+        precision = "fp16" if args.method == "proxyclip" else "fp32"
+
+        def create_model(name: str, pretrained: str | None = None, **kw: Any) -> Any:
+            # the same factory, our architecture and weight file; ClearCLIP asks fp16 (a GPU
+            # setting): fp32 on this CPU; ProxyCLIP casts its inputs to fp16 itself: kept
+            kw["precision"] = precision
+            return original(PARITY_NAME, pretrained=weights["clip"], **kw)
+
+        module.create_model = create_model
+    cfg = Config.fromfile(str(repo / "configs" / f"cfg_{args.setting}.py"))
+    model_cfg = dict(cfg.model)
+    model_cfg.update(spec.get("model", {}))
+    model_cfg["device"] = "cpu"
+    if spec["loader"] == "openai":
+        model_cfg["clip_path"] = weights["clip"]
+    from mmseg.registry import MODELS
+
+    model = MODELS.build(model_cfg).eval()
+    results = _run(model, _pipeline(cfg, resize=True), [Path(p) for p in args.images])
+    np.savez(
+        args.output,
+        **{f"{k}{i}": r[k] for i, r in enumerate(results) for k in ("probs", "labels")},
+        settings=json.dumps({k: v for k, v in model_cfg.items() if k not in ("device",)}),
+    )
+
+
+def run_official(method: str, repo: Path, setting: str, weights: dict, images: list[Path],
+                 out: Path) -> tuple[list[dict[str, np.ndarray]], dict]:  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        method,
+        "--repo",
+        str(repo),
+        "--setting",
+        setting,
+        "--weights",
+        json.dumps({k: str(v) for k, v in weights.items()}),
+        "--output",
+        str(out),
+        "--dino",
+        str(weights.get("dino_repo", "")),
+        "--images",
+        *map(str, images),
+    ]
+    env = {**os.environ, "PYTHONPATH": ""}  # the official repository, not ovdense, first
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"official {method} ({setting}) failed:\n{proc.stderr[-4000:]}")
+    data = np.load(out)
+    n = len(images)
+    results = [{"probs": data[f"probs{i}"], "labels": data[f"labels{i}"]} for i in range(n)]
+    return results, json.loads(str(data["settings"]))
+
+
+# -- the ovdense side -------------------------------------------------------------------------
+def build_ovdense(method: str, repo: Path, setting: str, weights: dict, work: Path) -> Any:
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import ovdense.integrations.mmseg  # noqa: F401
+
+    init_default_scope("mmseg")
+    overrides = [f"model.text_cache_dir={str(work / 'text_cache')!r}"]
+    if method == "proxyclip":
+        vfm = {"checkpoint": str(weights["dino"]), "pretrained": False, **DINO_SIZE}
+        overrides.append(f"model.strategy_kwargs.vfm_kwargs={json.dumps(vfm)}")
+    return MODELS.build(
+        dict(
+            type="OVDenseSegmentor",
+            preset=method,
+            benchmark=SETTINGS[setting],
+            classnames=str(repo / "configs" / f"cls_{setting}.txt"),
+            clip=dict(model_name=PARITY_NAME, checkpoint=str(weights["clip"]), quick_gelu=True),
+            overrides=overrides,
+        )
+    ).eval()
+
+
+def run_ovdense(model: Any, repo: Path, setting: str, images: list[Path],
+                resize: bool) -> list[dict[str, np.ndarray]]:  # fmt: skip
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(repo / "configs" / f"cfg_{setting}.py"))
+    return _run(model, _pipeline(cfg, resize=resize), images)
+
+
+def compare(method: str, official: list[dict], ours: list[dict]) -> dict[str, float]:
+    diffs, agree, total, suppressed = [], 0, 0, 0
+    for o, v in zip(official, ours):
+        po, pv = o["probs"].astype(np.float64), v["probs"].astype(np.float64)
+        if method == "naclip":  # NACLIP stores the class probabilities renormalised to sum 1
+            pv = pv / pv.sum(0, keepdims=True)
+        # SCLIP's area rule zeroes suppressed classes in its stored maps: leave those out
+        keep = po.reshape(po.shape[0], -1).max(1) > 0
+        suppressed += int((~keep).sum())
+        diffs.append(float(np.abs(po[keep] - pv[keep]).max()))
+        agree += int((o["labels"] == v["labels"]).sum())
+        total += o["labels"].size
+    return {
+        "max_abs_diff": max(diffs),
+        "agreement": 100.0 * agree / total,
+        "suppressed": suppressed,
+    }
+
+
+def _settings_text(method: str, official: dict, model: Any) -> str:
+    seg = model.seg
+    keys = ("logit_scale", "prob_thd", "area_thd", "slide_crop", "slide_stride", "pamr_steps")
+    off = ", ".join(f"{k}={official[k]}" for k in keys if k in official)
+    ours = (
+        f"logit_scale={seg.logit_scale:g}, prob_thd={seg.prob_thd:g}, area_thd={seg.area_thd}, "
+        f"window={seg.window}, stride={seg.stride}, short_side={seg.short_side}, "
+        f"pamr={'on' if seg.pamr is not None else 'off'}, rule={model.class_rule}"
+    )
+    return f"official: {off or 'defaults'}; ovdense: {ours}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for m in METHODS:
+        p.add_argument(f"--{m}", metavar="DIR", help=f"the official {m} repository")
+    p.add_argument("--dino", metavar="DIR", help="facebookresearch/dino (for ProxyCLIP)")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--out", default="docs/parity_mmseg.md", help="markdown table")
+    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--keep", default=None, help="work folder to keep (default: temporary)")
+    # worker mode (internal)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repo", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--setting", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--weights", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--output", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--images", nargs="*", default=[], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        args.method = args.worker
+        worker(args)
+        return 0
+
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    chosen = [m for m in METHODS if getattr(args, m)]
+    if not chosen:
+        p.error("give at least one official repository (--sclip DIR, ...)")
+    if "proxyclip" in chosen and not args.dino:
+        p.error("--proxyclip needs --dino DIR (facebookresearch/dino)")
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ovdense_parity_"))
+    work.mkdir(parents=True, exist_ok=True)
+    import open_clip
+
+    weights: dict[str, Any] = make_weights(work)
+    open_clip.add_model_config(weights["config_dir"])
+    images = make_images(work)
+    dino_repo = _checkout(args.dino, work / "src" / "dino") if args.dino else None
+    weights["dino_repo"] = dino_repo or ""
+    rows = []
+    for method in chosen:
+        src = getattr(args, method)
+        repo = _checkout(src, work / "src" / method)
+        for setting in args.settings:
+            t0 = time.time()
+            out = work / f"{method}_{setting}.npz"
+            official, off_settings = run_official(method, repo, setting, weights, images, out)
+            row: dict[str, Any] = {
+                "method": method,
+                "setting": setting,
+                "revision": _revision(src),
+            }
+            model = build_ovdense(method, repo, setting, weights, work)
+            for mode, resize in (("mmseg_resize", True), ("ovdense_resize", False)):
+                ours = run_ovdense(model, repo, setting, images, resize)
+                row[mode] = compare(method, official, ours)
+            row["settings"] = _settings_text(method, off_settings, model)
+            row["seconds"] = round(time.time() - t0, 1)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    Path(args.out).write_text(render(rows))
+    print(f"wrote {args.out}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def render(rows: list[dict]) -> str:
+    import mmseg
+    import torch
+
+    lines = [
+        "| method | official config | revision | max abs diff (mmseg resize) | labels agree "
+        "(mmseg resize) | max abs diff (ovdense resize) | labels agree (ovdense resize) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, b = r["mmseg_resize"], r["ovdense_resize"]
+        lines.append(
+            f"| {r['method']} | `cfg_{r['setting']}.py` | {r['revision']} | "
+            f"{a['max_abs_diff']:.2e} | {a['agreement']:.3f} % | {b['max_abs_diff']:.2e} | "
+            f"{b['agreement']:.3f} % |"
+        )
+    settings = [f"- {r['method']} / {r['setting']}: {r['settings']}" for r in rows]
+    return "\n".join(
+        [
+            "<!-- generated by tools/parity_official.py; edit the text around the table there -->",
+            f"Produced with torch {torch.__version__}, mmseg {mmseg.__version__}, "
+            f"{len(IMAGE_SIZES)} synthetic images {IMAGE_SIZES}, CPU.",
+            "",
+            *lines,
+            "",
+            "Settings each side resolved:",
+            "",
+            *settings,
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
