@@ -97,7 +97,9 @@ def _checkout(src: str, dest: Path) -> Path:
         mode, kind, sha = meta.split()
         if kind != "blob":
             continue
-        blob = subprocess.run(["git", "-C", str(path), "cat-file", "blob", sha], capture_output=True)
+        blob = subprocess.run(
+            ["git", "-C", str(path), "cat-file", "blob", sha], capture_output=True
+        )
         if blob.returncode != 0:
             missing.append(name)
             continue
@@ -254,10 +256,15 @@ def worker(args: argparse.Namespace) -> None:
             return vit
 
         torch.hub.load = hub_load
+    if args.fp32:
+        # ProxyCLIP casts the CLIP, the VFM and its inputs to fp16 (a GPU setting); for an fp32
+        # reference those casts are made no-ops in this process (nothing else changes)
+        torch.Tensor.half = lambda self, *a, **kw: self  # type: ignore[method-assign]
+        torch.nn.Module.half = lambda self: self  # type: ignore[method-assign]
     module = importlib.import_module(spec["module"])
     if spec["loader"] == "open_clip":
         original = module.create_model
-        precision = "fp16" if args.method == "proxyclip" else "fp32"
+        precision = "fp16" if args.method == "proxyclip" and not args.fp32 else "fp32"
 
         def create_model(name: str, pretrained: str | None = None, **kw: Any) -> Any:
             # the same factory, our architecture and weight file; ClearCLIP asks fp16 (a GPU
@@ -283,8 +290,15 @@ def worker(args: argparse.Namespace) -> None:
     )
 
 
-def run_official(method: str, repo: Path, setting: str, weights: dict, images: list[Path],
-                 out: Path) -> tuple[list[dict[str, np.ndarray]], dict]:  # fmt: skip
+def run_official(
+    method: str,
+    repo: Path,
+    setting: str,
+    weights: dict,
+    images: list[Path],
+    out: Path,
+    fp32: bool = False,
+) -> tuple[list[dict[str, np.ndarray]], dict]:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -300,6 +314,7 @@ def run_official(method: str, repo: Path, setting: str, weights: dict, images: l
         str(out),
         "--dino",
         str(weights.get("dino_repo", "")),
+        *(["--fp32"] if fp32 else []),
         "--images",
         *map(str, images),
     ]
@@ -392,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=None, help=argparse.SUPPRESS)
     p.add_argument("--output", default=None, help=argparse.SUPPRESS)
     p.add_argument("--images", nargs="*", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         args.method = args.worker
@@ -419,12 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     for method in chosen:
         src = getattr(args, method)
         repo = _checkout(src, work / "src" / method)
-        for setting in args.settings:
+        # ProxyCLIP runs in fp16 as released, and in fp32 (its .half() casts made no-ops)
+        variants = [False, True] if method == "proxyclip" else [False]
+        for setting, fp32 in [(s, v) for s in args.settings for v in variants]:
             t0 = time.time()
-            out = work / f"{method}_{setting}.npz"
-            official, off_settings = run_official(method, repo, setting, weights, images, out)
+            out = work / f"{method}_{setting}{'_fp32' if fp32 else ''}.npz"
+            official, off_settings = run_official(method, repo, setting, weights, images, out, fp32)
             row: dict[str, Any] = {
-                "method": method,
+                "method": method + (" (official in fp32)" if fp32 else ""),
                 "setting": setting,
                 "revision": _revision(src),
             }
@@ -438,11 +456,27 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    Path(args.out).write_text(render(rows))
+    write_table(Path(args.out), render(rows))
     print(f"wrote {args.out}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+BEGIN, END = "<!-- parity:begin -->", "<!-- parity:end -->"
+
+
+def write_table(path: Path, table: str) -> None:
+    """Replace what lies between the markers of ``path`` (the text around them is kept), or
+    write the table alone to a new file."""
+    block = f"{BEGIN}\n{table}{END}\n"
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = text + block
+    path.write_text(text)
 
 
 def render(rows: list[dict]) -> str:
@@ -464,7 +498,7 @@ def render(rows: list[dict]) -> str:
     settings = [f"- {r['method']} / {r['setting']}: {r['settings']}" for r in rows]
     return "\n".join(
         [
-            "<!-- generated by tools/parity_official.py; edit the text around the table there -->",
+            "<!-- generated by tools/parity_official.py: edit around the markers, not inside -->",
             f"Produced with torch {torch.__version__}, mmseg {mmseg.__version__}, "
             f"{len(IMAGE_SIZES)} synthetic images {IMAGE_SIZES}, CPU.",
             "",
