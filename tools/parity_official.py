@@ -15,7 +15,10 @@ A ``DIR`` is a checkout or a git directory (e.g. what the ``fetch`` tool returns
 exported with ``git archive HEAD`` into a temporary folder). ``--dino`` is
 facebookresearch/dino (ProxyCLIP loads its ViT with ``torch.hub``; here from that checkout).
 Needs the mmseg stack (README.md#mmsegmentation) and, for ProxyCLIP, ``einops`` and
-``openpyxl``. Runs on a CPU in a few minutes.
+``openpyxl``. ClearCLIP's segmentor module also imports BLIP (``transformers``) and GEM for other
+``clip_type`` / ``model_type`` values; those branches are not compared, and placeholders that
+raise if called stand in for the two modules. Runs on a 2-core CPU in about half an hour (most
+of it encoding ADE20K's 150 classes x 80 templates on each side).
 
 How the weights are made identical:
 
@@ -261,6 +264,23 @@ def worker(args: argparse.Namespace) -> None:
         # reference those casts are made no-ops in this process (nothing else changes)
         torch.Tensor.half = lambda self, *a, **kw: self  # type: ignore[method-assign]
         torch.nn.Module.half = lambda self: self  # type: ignore[method-assign]
+    if args.method == "clearclip":
+        # ClearCLIP's segmentor imports BLIP (transformers) and GEM for other clip_type /
+        # model_type values; this comparison never takes those branches: placeholders that
+        # fail if called stand in for the two modules
+        import types
+
+        def unused(*a: Any, **kw: Any) -> Any:
+            raise RuntimeError("BLIP / GEM are not part of this comparison")
+
+        blip = types.ModuleType("BLIP.models.blip_retrieval")
+        blip.blip_retrieval = unused  # type: ignore[attr-defined]
+        gem = types.ModuleType("gem")
+        gem.create_gem_model = unused  # type: ignore[attr-defined]
+        for name in ("BLIP", "BLIP.models"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["BLIP.models.blip_retrieval"] = blip
+        sys.modules["gem"] = gem
     module = importlib.import_module(spec["module"])
     if spec["loader"] == "open_clip":
         original = module.create_model
@@ -338,8 +358,10 @@ def build_ovdense(method: str, repo: Path, setting: str, weights: dict, work: Pa
     init_default_scope("mmseg")
     overrides = [f"model.text_cache_dir={str(work / 'text_cache')!r}"]
     if method == "proxyclip":
-        vfm = {"checkpoint": str(weights["dino"]), "pretrained": False, **DINO_SIZE}
-        overrides.append(f"model.strategy_kwargs.vfm_kwargs={json.dumps(vfm)}")
+        # the preset's VFM settings kept (feature, ...); weights and size replaced
+        key = "model.strategy_kwargs.vfm_kwargs"
+        overrides.append(f"{key}.checkpoint={str(weights['dino'])!r}")
+        overrides += [f"+{key}.{k}={v}" for k, v in {"pretrained": False, **DINO_SIZE}.items()]
     return MODELS.build(
         dict(
             type="OVDenseSegmentor",
