@@ -73,8 +73,9 @@ METHODS: dict[str, dict[str, Any]] = {
         "module": "clearclip_segmentor",
         "loader": "open_clip",
         "model": {"model_type": "ClearCLIP"},
+        "fp16": True,
     },
-    "proxyclip": {"module": "proxyclip_segmentor", "loader": "open_clip"},
+    "proxyclip": {"module": "proxyclip_segmentor", "loader": "open_clip", "fp16": True},
 }
 #: official config -> ovdense benchmark
 SETTINGS = {"voc21": "voc21", "ade20k": "ade20k_150"}
@@ -260,8 +261,8 @@ def worker(args: argparse.Namespace) -> None:
 
         torch.hub.load = hub_load
     if args.fp32:
-        # ProxyCLIP casts the CLIP, the VFM and its inputs to fp16 (a GPU setting); for an fp32
-        # reference those casts are made no-ops in this process (nothing else changes)
+        # ClearCLIP and ProxyCLIP cast their models and inputs to fp16 (a GPU setting); for an
+        # fp32 reference those casts are made no-ops in this process (nothing else changes)
         torch.Tensor.half = lambda self, *a, **kw: self  # type: ignore[method-assign]
         torch.nn.Module.half = lambda self: self  # type: ignore[method-assign]
     if args.method == "clearclip":
@@ -284,11 +285,10 @@ def worker(args: argparse.Namespace) -> None:
     module = importlib.import_module(spec["module"])
     if spec["loader"] == "open_clip":
         original = module.create_model
-        precision = "fp16" if args.method == "proxyclip" and not args.fp32 else "fp32"
+        precision = "fp16" if spec.get("fp16") and not args.fp32 else "fp32"
 
         def create_model(name: str, pretrained: str | None = None, **kw: Any) -> Any:
-            # the same factory, our architecture and weight file; ClearCLIP asks fp16 (a GPU
-            # setting): fp32 on this CPU; ProxyCLIP casts its inputs to fp16 itself: kept
+            # the same factory and precision, our architecture and weight file
             kw["precision"] = precision
             return original(PARITY_NAME, pretrained=weights["clip"], **kw)
 
@@ -383,7 +383,8 @@ def run_ovdense(model: Any, repo: Path, setting: str, images: list[Path],
 
 
 def compare(method: str, official: list[dict], ours: list[dict]) -> dict[str, float]:
-    diffs, agree, total, suppressed = [], 0, 0, 0
+    diffs, agree, argmax_agree, total, suppressed, zero = [], 0, 0, 0, 0, 0
+    classes: set[int] = set()
     for o, v in zip(official, ours):
         po, pv = o["probs"].astype(np.float64), v["probs"].astype(np.float64)
         if method == "naclip":  # NACLIP stores the class probabilities renormalised to sum 1
@@ -393,11 +394,21 @@ def compare(method: str, official: list[dict], ours: list[dict]) -> dict[str, fl
         suppressed += int((~keep).sum())
         diffs.append(float(np.abs(po[keep] - pv[keep]).max()))
         agree += int((o["labels"] == v["labels"]).sum())
+        # the argmax of the stored maps, before the thresholds (classes SCLIP's area rule
+        # dropped left out on both sides)
+        argmax_agree += int((po[keep].argmax(0) == pv[keep].argmax(0)).sum())
         total += o["labels"].size
+        zero += int((o["labels"] == 0).sum())
+        classes.update(int(c) for c in np.unique(o["labels"]))
     return {
         "max_abs_diff": max(diffs),
         "agreement": 100.0 * agree / total,
+        "argmax_agreement": 100.0 * argmax_agree / total,
         "suppressed": suppressed,
+        # how much the labels say: distinct classes the official code predicted, and its share
+        # of class 0 (the background the thresholds assign on VOC21)
+        "official_classes": len(classes),
+        "official_class0": 100.0 * zero / total,
     }
 
 
@@ -422,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/parity_mmseg.md", help="markdown table")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--keep", default=None, help="work folder to keep (default: temporary)")
+    p.add_argument(
+        "--rows-from",
+        nargs="*",
+        default=[],
+        metavar="JSON",
+        help="rows of earlier runs (their --json) to put in the table too, before this run's",
+    )
     # worker mode (internal)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--repo", default=None, help=argparse.SUPPRESS)
@@ -440,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     chosen = [m for m in METHODS if getattr(args, m)]
-    if not chosen:
+    if not chosen and not args.rows_from:
         p.error("give at least one official repository (--sclip DIR, ...)")
     if "proxyclip" in chosen and not args.dino:
         p.error("--proxyclip needs --dino DIR (facebookresearch/dino)")
@@ -453,12 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     images = make_images(work)
     dino_repo = _checkout(args.dino, work / "src" / "dino") if args.dino else None
     weights["dino_repo"] = dino_repo or ""
-    rows = []
+    rows = [row for f in args.rows_from for row in json.loads(Path(f).read_text())]
     for method in chosen:
         src = getattr(args, method)
         repo = _checkout(src, work / "src" / method)
-        # ProxyCLIP runs in fp16 as released, and in fp32 (its .half() casts made no-ops)
-        variants = [False, True] if method == "proxyclip" else [False]
+        # ClearCLIP and ProxyCLIP run in fp16 as released, and in fp32 (.half() made a no-op)
+        variants = [False, True] if METHODS[method].get("fp16") else [False]
         for setting, fp32 in [(s, v) for s in args.settings for v in variants]:
             t0 = time.time()
             out = work / f"{method}_{setting}{'_fp32' if fp32 else ''}.npz"
@@ -506,16 +524,18 @@ def render(rows: list[dict]) -> str:
     import torch
 
     lines = [
-        "| method | official config | revision | max abs diff (mmseg resize) | labels agree "
-        "(mmseg resize) | max abs diff (ovdense resize) | labels agree (ovdense resize) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | official config | revision | classes predicted (class 0 share) | max abs diff "
+        "(mmseg resize) | labels agree (mmseg resize) | argmax agree (mmseg resize) | max abs "
+        "diff (ovdense resize) | labels agree (ovdense resize) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a, b = r["mmseg_resize"], r["ovdense_resize"]
         lines.append(
             f"| {r['method']} | `cfg_{r['setting']}.py` | {r['revision']} | "
-            f"{a['max_abs_diff']:.2e} | {a['agreement']:.3f} % | {b['max_abs_diff']:.2e} | "
-            f"{b['agreement']:.3f} % |"
+            f"{a['official_classes']} ({a['official_class0']:.1f} %) | "
+            f"{a['max_abs_diff']:.2e} | {a['agreement']:.3f} % | {a['argmax_agreement']:.3f} % | "
+            f"{b['max_abs_diff']:.2e} | {b['agreement']:.3f} % |"
         )
     settings = [f"- {r['method']} / {r['setting']}: {r['settings']}" for r in rows]
     return "\n".join(
