@@ -262,3 +262,17 @@ def test_presets_build_and_run_with_tiny_models(tiny_clip_config):
         instantiate(sam.model)
     ev = get_config("eval/proxyclip")
     assert ev.class_rule == "proxyclip" and ev.benchmarks["voc21"]["prob_thd"] == 0.2
+
+
+def test_proxyclip_preset_uses_dino_output_tokens_as_the_official_code():
+    """ProxyCLIP's code takes DINO's ``get_intermediate_layers(x)[0]`` (the last block's output
+    after the final norm), not the keys: docs/parity_mmseg.md measured the difference."""
+    from ovdense.modeling.vfm import build_vfm
+
+    cfg = get_config("proxyclip")
+    assert cfg.model.strategy_kwargs.vfm_kwargs.feature == "tokens"
+    assert get_config("seg/proxyclip_vitb16_dinov2").model.strategy_kwargs.vfm_kwargs.feature == (
+        "tokens"
+    )
+    vfm = build_vfm("dino_vitb8", pretrained=False, feature="tokens", **TINY_VIT)
+    assert vfm.feature == "tokens"
