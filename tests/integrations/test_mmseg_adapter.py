@@ -267,3 +267,36 @@ def test_mmseg_test_script_wraps_the_runner():
     with pytest.raises(SystemExit) as err:
         runner.main(["--help"])
     assert err.value.code == 0
+
+
+def test_shipped_config_runs_on_the_ovdense_layout(tmp_path):
+    """``run_test("naclip_voc21", data_root=...)``: the shipped config, its dataset under
+    ``dataset_subdir`` of the data root, the paper protocol's VOC21 settings and class names,
+    both metrics in the result."""
+    from ovdense.integrations.mmseg import run_test
+
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    rng = np.random.default_rng(3)
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "SegmentationClass").mkdir()
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(
+            voc / "JPEGImages" / f"{name}.jpg"
+        )
+        Image.fromarray(rng.integers(0, 21, (40, 52)).astype(np.uint8)).save(
+            voc / "SegmentationClass" / f"{name}.png"
+        )
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("a\nb\n")
+    metrics = run_test(
+        "naclip_voc21",
+        work_dir=tmp_path / "work",
+        data_root=tmp_path / "data",
+        cfg_options={
+            "model.clip": dict(config=TINY_CLIP, seed=0),
+            "model.overrides": [*TINY, "model.pamr=None"],
+            "test_dataloader.num_workers": 0,
+        },
+    )
+    assert {"mIoU", "aAcc", "ovdense/mIoU", "ovdense/pAcc"} <= set(metrics)
+    assert abs(metrics["mIoU"] - metrics["ovdense/mIoU"]) <= 0.005 + 1e-9
