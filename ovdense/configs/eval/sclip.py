@@ -8,8 +8,8 @@ method = "sclip"
 class_rule = "sclip"
 benchmarks = {
     "voc21": {"logit_scale": 65.0, "prob_thd": 0.1, "area_thd": 0.1},
-    "context60": {"logit_scale": 50.0},
-    "coco_object": {"logit_scale": 50.0},
+    "context60": {"logit_scale": 50.0, "prob_thd": 0.1},
+    "coco_object": {"logit_scale": 50.0, "prob_thd": 0.1},
     "coco_stuff171": {"short_side": 448},
     "cityscapes": {"short_side": 560},
 }
