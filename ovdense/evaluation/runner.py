@@ -709,7 +709,12 @@ def run_eval(
                 resumed += 1
             else:
                 image = torch.from_numpy(np.array(item["image"])).permute(2, 0, 1)[None].float()
-                out = seg.decode(seg.encode_image(image / 255.0), text, return_probs=False)
+                # a strategy whose features depend on the vocabulary (ResCLIP) gets the text
+                needs_text = getattr(seg, "_strategy_needs_text", lambda: False)()
+                feats = seg.encode_image(image / 255.0, text) if needs_text else None
+                if feats is None:
+                    feats = seg.encode_image(image / 255.0)
+                out = seg.decode(feats, text, return_probs=False)
                 pred = out.labels[0].cpu().numpy()
                 _atomic_save_label(pred, path)
             evaluator.process(pred, item["label"])

@@ -109,6 +109,7 @@ class DenseCLIPBackbone(DenseTowerBackbone):
     def forward_trunk(self, x: Tensor, ctx: TokenContext) -> tuple[Tensor, dict[str, Tensor]]:
         """open_clip's blocks but the last, batch first in and out."""
         blocks = self.blocks
+        taps = self.open_trunk(ctx)
         batch_first = getattr(self.visual.transformer, "batch_first", True)
         inter: dict[str, Tensor] = {}
         if not batch_first:
@@ -118,6 +119,8 @@ class DenseCLIPBackbone(DenseTowerBackbone):
             # uses unfused bmm; the same block through scaled_dot_product_attention is ~1.2x
             # faster end to end and equal to float precision.
             x = _FAST_BLOCK(blk, x, ctx) if batch_first and _is_standard(blk) else blk(x)
+            if i in taps:
+                ctx.block_outputs[i] = x if batch_first else x.transpose(0, 1)
             if i in self.out_indices:
                 inter[f"block{i}"] = self._to_nchw(
                     x if batch_first else x.transpose(0, 1), ctx.grid

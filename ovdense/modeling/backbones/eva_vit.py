@@ -315,9 +315,12 @@ class DenseEVABackbone(DenseTowerBackbone):
     def forward_trunk(self, x: Tensor, ctx: TokenContext) -> tuple[Tensor, dict[str, Tensor]]:
         """timm's EVA blocks but the last, with the grid's rotary embedding."""
         rope = self.rope(ctx.grid, x.device)
+        taps = self.open_trunk(ctx)
         inter: dict[str, Tensor] = {}
         for i, blk in enumerate(self.blocks[:-1]):
             x = blk(x, rope=rope)
+            if i in taps:
+                ctx.block_outputs[i] = x
             if i in self.out_indices:
                 inter[f"block{i}"] = self._to_nchw(x, ctx.grid)
         return x, inter
@@ -326,6 +329,11 @@ class DenseEVABackbone(DenseTowerBackbone):
         """An :class:`EvaBlockView` of the last block for ``ctx.grid``."""
         rope = self.rope(ctx.grid, x.device)
         return EvaBlockView(self.blocks[-1], rope, self.visual.trunk.num_prefix_tokens)
+
+    def block_view(self, index: int, ctx: TokenContext) -> Any:
+        """An :class:`EvaBlockView` of block ``index`` for ``ctx.grid``."""
+        rope = self.rope(ctx.grid, next(self.blocks[index].parameters()).device)
+        return EvaBlockView(self.blocks[index], rope, self.visual.trunk.num_prefix_tokens)
 
     def project(self, tokens: Tensor) -> Tensor:
         """Trunk ``norm``, ``fc_norm``, ``head`` and open_clip's ``head``: ``[..., C]`` ->

@@ -119,7 +119,29 @@ class DenseTowerBackbone(DenseBackbone):
         """Final norm and projection: ``[..., C]`` -> ``[..., D]`` (the joint text space)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def block_view(self, index: int, ctx: TokenContext) -> Any:
+        """Block ``index`` with the interface the strategies use (see :meth:`last_block`);
+        open_clip's blocks are their own view."""
+        return self.blocks[index]
+
     # -- shared -----------------------------------------------------------------------------------
+    def open_trunk(self, ctx: TokenContext) -> frozenset[int]:
+        """Prepare ``ctx`` for the strategy before the trunk runs (``ctx.project``,
+        ``ctx.block_view``) and return the block indices whose outputs the trunk must record
+        into ``ctx.block_outputs`` (the strategy's :meth:`~AttentionStrategy.trunk_taps`)."""
+        ctx.project = self.project
+        ctx.extras.setdefault("patch_size", self.patch_size)
+        ctx.block_view = lambda i: self.block_view(i, ctx)
+        taps = frozenset(int(i) for i in self.strategy.trunk_taps(self.num_blocks))
+        bad = sorted(i for i in taps if not 0 <= i < self.num_blocks - 1)
+        if bad:
+            raise ValueError(
+                f"The strategy {self.strategy.name!r} reads blocks {bad}, but this tower has "
+                f"{self.num_blocks} blocks (earlier blocks are 0..{self.num_blocks - 2}); set its "
+                "layer indices for this tower."
+            )
+        return taps
+
     @property
     def num_blocks(self) -> int:
         return len(self.blocks)

@@ -42,6 +42,7 @@ from ...utils.validation import check_fraction, check_int, check_real
 from ..backbones import DenseBackbone
 from ..backbones.base import DenseFeatures
 from ..heads import build_seg_head, max_over_synonyms
+from ..strategies import TEXT_EMBEDS
 from ..text import BACKGROUND_NAMES, ClassEmbeddings, TextEncoder, Vocabulary, is_background_class
 from .tiled import DEFAULT_TILE_PIXELS, StripMaps, strip_bounds
 
@@ -593,7 +594,25 @@ class Segmentor(nn.Module):
         bb = self.backbone
         return pad_to_multiple(images, bb.patch_size, bb.mean, bb.std)
 
-    def forward_features(self, images: Tensor) -> tuple[DenseFeatures, dict[str, Tensor]]:
+    def _strategy_needs_text(self) -> bool:
+        """Whether the backbone's last-block strategy needs the vocabulary (ResCLIP's SFR)."""
+        return bool(getattr(getattr(self.backbone, "strategy", None), "needs_text", False))
+
+    def _text_extras(self, text: ClassEmbeddings | None) -> dict[str, Any] | None:
+        """The backbone extras carrying the name embeddings for a strategy that needs them."""
+        if not self._strategy_needs_text():
+            return None
+        if text is None:
+            raise ValueError(
+                f"The strategy {self.backbone.strategy.name!r} needs the vocabulary to compute "
+                "image features (ResCLIP's semantic feedback): call encode_image(images, "
+                "text=segmentor.encode_text(vocabulary)), or use forward / segment_batch."
+            )
+        return {TEXT_EMBEDS: text.embeds.to(self.device)}
+
+    def forward_features(
+        self, images: Tensor, extras: dict[str, Any] | None = None
+    ) -> tuple[DenseFeatures, dict[str, Tensor]]:
         """The image side of one batch of crops: ``backbone``, then ``refiner`` if any.
 
         Args:
@@ -604,8 +623,9 @@ class Segmentor(nn.Module):
             ``(features, aux)``: the (refined) :class:`DenseFeatures` and the refiner's
             auxiliary maps (``{}`` without a refiner). Use this, not ``backbone`` alone, for
             the dense features a segmentor classifies (e.g. region classification).
+            ``extras`` go to the backbone's strategy (``TokenContext.extras``) when given.
         """
-        out = self.backbone(images)
+        out = self.backbone(images) if extras is None else self.backbone(images, extras)
         if self.refiner is None:
             return out, {}
         return self.refiner(out, images)
@@ -635,11 +655,14 @@ class Segmentor(nn.Module):
         crops = torch.cat([x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
         return images, crops, windows, (hr, wr)
 
-    def _forward_crops(self, crops: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    def _forward_crops(
+        self, crops: Tensor, extras: dict[str, Any] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """Same-size normalised crops ``[n, 3, h, w]`` -> dense features ``[n, D, gh, gw]``,
         auxiliary maps ``{name: [n, K, gh, gw]}`` and the block outputs the head needs
         ``{"block{i}": [n, W, gh, gw]}`` (float32), ``window_batch_size`` crops per backbone
-        call (padded to whole patches in the ``"paper"`` order)."""
+        call (padded to whole patches in the ``"paper"`` order); ``extras`` go to the
+        backbone's strategy."""
         feats: list[Tensor] = []
         aux: dict[str, list[Tensor]] = {}
         inter: dict[str, list[Tensor]] = {}
@@ -652,7 +675,7 @@ class Segmentor(nn.Module):
                 batch = crops[start : start + self.window_batch_size]
                 if self.pad_to_patch:
                     batch = self.pad_images(batch)
-                out, maps = self.forward_features(batch)
+                out, maps = self.forward_features(batch, extras)
                 for name, m in maps.items():
                     aux.setdefault(name, []).append(m.float())
                 for key in keys:
@@ -670,7 +693,7 @@ class Segmentor(nn.Module):
         )
 
     @torch.no_grad()
-    def encode_image(self, images: Tensor) -> ImageFeatures:
+    def encode_image(self, images: Tensor, text: ClassEmbeddings | None = None) -> ImageFeatures:
         """Dense features (and the refiner's auxiliary maps) of every window of a batch of
         same-size images.
 
@@ -678,9 +701,12 @@ class Segmentor(nn.Module):
             images: ``[B, 3, H, W]`` RGB in ``[0, 1]`` (float), or ``uint8`` in ``[0, 255]``
                 (divided by 255). Float values outside ``[0, 1]`` are refused: see
                 :func:`check_unit_images`.
+            text: the vocabulary's embeddings, needed (and only used) when the strategy's
+                features depend on the vocabulary (``strategy.needs_text``, ResCLIP).
         """
+        extras = self._text_extras(text)
         images, crops, windows, resized = self._resize_and_window(images)
-        dense, aux, inter = self._forward_crops(crops)
+        dense, aux, inter = self._forward_crops(crops, extras)
         return ImageFeatures(
             dense=dense,
             windows=windows,
@@ -693,7 +719,9 @@ class Segmentor(nn.Module):
         )
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Tensor]) -> list[ImageFeatures]:
+    def encode_images(
+        self, images: Sequence[Tensor], text: ClassEmbeddings | None = None
+    ) -> list[ImageFeatures]:
         """:meth:`encode_image` of images of different sizes, one :class:`ImageFeatures`
         (``batch_size`` 1) per image.
 
@@ -711,6 +739,7 @@ class Segmentor(nn.Module):
         Raises:
             ValueError: an empty sequence, or a bad image (the message names its index).
         """
+        extras = self._text_extras(text)
         if isinstance(images, Tensor) and images.ndim == 4:
             images = list(images)
         if len(images) == 0:
@@ -737,7 +766,7 @@ class Segmentor(nn.Module):
         inter: list[dict[str, Tensor]] = [{} for _ in prepared]
         for members in groups.values():
             out, maps, blocks = self._forward_crops(
-                torch.cat([prepared[i][1] for i in members], dim=0)
+                torch.cat([prepared[i][1] for i in members], dim=0), extras
             )
             start = 0
             for i in members:
@@ -1255,7 +1284,8 @@ class Segmentor(nn.Module):
         self, images: Tensor, vocabulary: Vocabulary | Sequence[str | Sequence[str]]
     ) -> SegmentationOutput:
         """Segment a batch of same-size images ``[B, 3, H, W]`` (RGB in ``[0, 1]``)."""
-        return self.decode(self.encode_image(images), self.encode_text(vocabulary))
+        text = self.encode_text(vocabulary)
+        return self.decode(self.encode_image(images, text), text)
 
     @torch.no_grad()
     def segment_batch(
@@ -1278,6 +1308,6 @@ class Segmentor(nn.Module):
             vocabulary: the classes, as for :meth:`forward`.
             prob_thd, return_probs: as for :meth:`decode`.
         """
-        feats = self.encode_images(images)
         text = self.encode_text(vocabulary)
+        feats = self.encode_images(images, text)
         return [self.decode(f, text, prob_thd, return_probs) for f in feats]

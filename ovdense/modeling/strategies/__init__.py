@@ -25,6 +25,7 @@ tests (``tests/modeling/test_registries.py``) then run it on every tower.
 
 from .base import (
     STRATEGIES,
+    TEXT_EMBEDS,
     AttentionBlock,
     AttentionStrategy,
     TokenContext,
@@ -38,11 +39,13 @@ from .clearclip import ClearCLIPAttention
 from .maskclip import MaskCLIPAttention
 from .naclip import NACLIPAttention, gaussian_window_bias
 from .proxy import ProxyAttention, proxy_affinity
+from .resclip import ResCLIPAttention
 from .sclip import SCLIPAttention
 from .vanilla import VanillaAttention
 
 __all__ = [
     "STRATEGIES",
+    "TEXT_EMBEDS",
     "AttentionBlock",
     "AttentionStrategy",
     "CATSegAttention",
@@ -50,6 +53,7 @@ __all__ = [
     "MaskCLIPAttention",
     "NACLIPAttention",
     "ProxyAttention",
+    "ResCLIPAttention",
     "SCLIPAttention",
     "TokenContext",
     "VanillaAttention",

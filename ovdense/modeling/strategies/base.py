@@ -19,6 +19,7 @@ from ...utils.registry import Registry
 
 __all__ = [
     "STRATEGIES",
+    "TEXT_EMBEDS",
     "AttentionBlock",
     "AttentionStrategy",
     "TokenContext",
@@ -34,6 +35,10 @@ __all__ = [
 #: :class:`~ovdense.modeling.backbones.eva_vit.EvaBlockView`, which is not an ``nn.Module``.
 #: Read by attribute name (open_clip is untyped), hence ``Any``.
 AttentionBlock = Any
+
+#: ``TokenContext.extras`` key of the vocabulary's name embeddings ``[N, D]`` (L2-normalised),
+#: passed by the segmentor to a strategy whose ``needs_text`` is true.
+TEXT_EMBEDS = "text_embeds"
 
 STRATEGIES: Registry[type[AttentionStrategy]] = Registry("attention strategy")
 STRATEGIES.__doc__ = """Registered objects are AttentionStrategy subclasses; calling one with
@@ -51,12 +56,24 @@ class TokenContext:
             ``(i, j)``); a strategy that outputs tokens on another grid updates it.
         images: the normalised input images ``[B, 3, H, W]`` (for strategies that consult another
             model, e.g. ProxyCLIP's vision foundation model).
-        extras: free-form values a caller passes through to a strategy.
+        extras: free-form values a caller passes through to a strategy (e.g.
+            :data:`TEXT_EMBEDS` for strategies with :attr:`AttentionStrategy.needs_text`).
+        block_outputs: output tokens ``[B, 1 + N, C]`` (batch first) of the earlier blocks a
+            strategy asked for (:meth:`AttentionStrategy.trunk_taps`), by 0-based block index;
+            filled by the backbone's trunk.
+        block_view: block index -> that block with the interface of :data:`AttentionBlock`
+            (set by the backbone's trunk; for strategies that read earlier blocks' attention).
+        project: the tower's final norm and projection into the joint space, ``[..., C] ->
+            [..., D]`` (set by the backbone's trunk; for strategies that classify an
+            intermediate result, e.g. ResCLIP's semantic feedback).
     """
 
     grid: tuple[int, int]
     images: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    block_outputs: dict[int, Tensor] = field(default_factory=dict)
+    block_view: Callable[[int], AttentionBlock] | None = None
+    project: Callable[[Tensor], Tensor] | None = None
 
 
 def _attn_params(
@@ -123,6 +140,9 @@ class AttentionStrategy(nn.Module):
 
     name: str = ""
     default_keep_residual: bool = True
+    #: whether the strategy needs the vocabulary's name embeddings (``ctx.extras[TEXT_EMBEDS]``):
+    #: its dense features then depend on the vocabulary (ResCLIP's semantic feedback).
+    needs_text: bool = False
 
     def __init__(self, keep_residual: bool | None = None) -> None:
         super().__init__()
@@ -133,6 +153,24 @@ class AttentionStrategy(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, ctx: TokenContext) -> Tensor:
         """Per-head attention output ``[B, heads, L, hd]`` from ``q, k, v`` of the same shape."""
         raise NotImplementedError
+
+    def attention_terms(
+        self, q: Tensor, k: Tensor, ctx: TokenContext
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """The attention weights as ``[(S_i, bias_i)]`` with ``A = sum_i softmax(S_i + bias_i)``:
+        ``S_i`` ``[B, heads, L, L]`` the similarity logits, ``bias_i`` an additive prior
+        broadcastable to them (or ``None``). For plug-ins that reshape a strategy's logits
+        before its softmax (ResCLIP); strategies whose weights are not of this form raise
+        ``NotImplementedError``."""
+        raise NotImplementedError(
+            f"The strategy {self.name or type(self).__name__!r} does not expose its attention "
+            "as softmax terms."
+        )
+
+    def trunk_taps(self, num_blocks: int) -> tuple[int, ...]:
+        """0-based indices of the earlier blocks (``< num_blocks - 1``) whose output tokens the
+        strategy reads from ``ctx.block_outputs``; none by default."""
+        return ()
 
     def output_grid(self, grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
         """The patch grid of the tokens :meth:`forward` returns for images of ``image_size``
@@ -147,7 +185,13 @@ class AttentionStrategy(nn.Module):
         foundation model's grid); it then sets ``ctx.grid`` to that grid.
         """
         q, k, v = split_qkv(block, block.ln_1(x))
-        out = merge_heads(block, self.attend(q, k, v, ctx))
+        return self.finish_block(block, x, self.attend(q, k, v, ctx))
+
+    def finish_block(self, block: AttentionBlock, x: Tensor, o: Tensor) -> Tensor:
+        """The block's output from the per-head attention output ``o`` ``[B, heads, L, hd]``:
+        ``out_proj`` and, when ``keep_residual``, the residual and FFN of the block input
+        ``x``."""
+        out = merge_heads(block, o)
         if not self.keep_residual:
             return out
         y = x + block.ls_1(out)

@@ -19,3 +19,6 @@ class ClearCLIPAttention(AttentionStrategy):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, ctx: TokenContext) -> Tensor:
         return F.scaled_dot_product_attention(q, q, v)
+
+    def attention_terms(self, q: Tensor, k: Tensor, ctx: TokenContext) -> list:
+        return [(q @ q.transpose(-1, -2) * q.shape[-1] ** -0.5, None)]

@@ -72,5 +72,9 @@ class NACLIPAttention(AttentionStrategy):
         omega = self.bias(ctx.grid, k.device, k.dtype)
         return F.scaled_dot_product_attention(k, k, v, attn_mask=omega)
 
+    def attention_terms(self, q: Tensor, k: Tensor, ctx: TokenContext) -> list:
+        omega = self.bias(ctx.grid, k.device, k.dtype)
+        return [(k @ k.transpose(-1, -2) * k.shape[-1] ** -0.5, omega)]
+
     def extra_repr(self) -> str:
         return f"std={self.std}, keep_residual={self.keep_residual}"

@@ -17,3 +17,7 @@ class SCLIPAttention(AttentionStrategy):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, ctx: TokenContext) -> Tensor:
         return F.scaled_dot_product_attention(q, q, v) + F.scaled_dot_product_attention(k, k, v)
+
+    def attention_terms(self, q: Tensor, k: Tensor, ctx: TokenContext) -> list:
+        s = q.shape[-1] ** -0.5
+        return [(q @ q.transpose(-1, -2) * s, None), (k @ k.transpose(-1, -2) * s, None)]

@@ -16,3 +16,6 @@ class VanillaAttention(AttentionStrategy):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, ctx: TokenContext) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v)
+
+    def attention_terms(self, q: Tensor, k: Tensor, ctx: TokenContext) -> list:
+        return [(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, None)]
