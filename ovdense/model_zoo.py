@@ -40,6 +40,8 @@ ALIASES = {
     "proxyclip": "seg/proxyclip_vitb16.py",
     "clip_dinoiser": "seg/clip_dinoiser_vitb16.py",
     "catseg": "seg/catseg_vitb16.py",
+    "resclip": "seg/resclip_vitb16.py",
+    "scclip": "seg/scclip_vitb16.py",
 }
 
 

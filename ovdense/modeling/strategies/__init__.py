@@ -16,9 +16,13 @@ sclip       softmax(q qᵀ s) + softmax(k kᵀ s)              yes
 clearclip   softmax(q qᵀ s)                                no: output = out_proj(A v)
 naclip      softmax(k kᵀ s + Ω), Ω Gaussian                no
 proxy       softmax of a VFM's thresholded patch affinity  no (output on the VFM grid)
+resclip     a base's terms reshaped by intermediate q-k    the base's
+            attention (RCS) and semantic feedback (SFR)
+scclip      (softmax of mid-layer similarity + softmax(k   no (anomaly tokens resolved,
+            kᵀ s)) / 2                                     mid-layer aggregation, fusion)
 =========== ============================================== =========================
 
-Adding a method (GEM, SC-CLIP, ...) is one subclass implementing :meth:`AttentionStrategy.attend`
+Adding a method (GEM, ...) is one subclass implementing :meth:`AttentionStrategy.attend`
 registered with ``@STRATEGIES.register("name")`` (which also sets its ``name``); the contract
 tests (``tests/modeling/test_registries.py``) then run it on every tower.
 """
@@ -40,6 +44,7 @@ from .maskclip import MaskCLIPAttention
 from .naclip import NACLIPAttention, gaussian_window_bias
 from .proxy import ProxyAttention, proxy_affinity
 from .resclip import ResCLIPAttention
+from .scclip import SCCLIPAttention
 from .sclip import SCLIPAttention
 from .vanilla import VanillaAttention
 
@@ -54,6 +59,7 @@ __all__ = [
     "NACLIPAttention",
     "ProxyAttention",
     "ResCLIPAttention",
+    "SCCLIPAttention",
     "SCLIPAttention",
     "TokenContext",
     "VanillaAttention",
