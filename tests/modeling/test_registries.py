@@ -145,6 +145,12 @@ OFFLINE_STRATEGY_KWARGS: dict[str, Callable[[], dict]] = {
         "temp_thd": 0.0,
         "text_embeds": F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(5))),
     },
+    "scclip": lambda: {
+        "pre_adjust_idx": 1,
+        "post_adjust_idx": 0,
+        "multi_start_idx": 0,
+        "multi_end_idx": 2,
+    },
 }
 
 
@@ -192,6 +198,7 @@ FORMULAS = {
     "proxy": None,  # its own reference below (weights from the VFM, output on its grid)
     # plug-ins reading earlier blocks / the vocabulary: a reference in their own test file
     "resclip": "tests/modeling/test_resclip.py",
+    "scclip": "tests/modeling/test_scclip.py",
 }
 
 

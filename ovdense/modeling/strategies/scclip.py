@@ -143,7 +143,11 @@ class SCCLIPAttention(AttentionStrategy):
     def similarity_attention(self, block: AttentionBlock, patches: Tensor, sim: Tensor) -> Tensor:
         """``out_proj(A v)`` of the last block on ``patches`` ``[B, N, C]`` (no CLS), with
         ``A = (softmax(γ (Σ − mean Σ)), entries < 0 dropped, + softmax(k kᵀ s)) / 2``."""
-        _, k, v = split_qkv(block, block.ln_1(patches))
+        # a placeholder prefix token keeps the token layout towers expect (EVA's rotary
+        # embedding skips the prefix); projections are per token, so it changes nothing else
+        pad = patches.new_zeros(patches.shape[0], 1, patches.shape[-1])
+        _, k, v = split_qkv(block, block.ln_1(torch.cat([pad, patches], dim=1)))
+        k, v = k[:, :, 1:], v[:, :, 1:]
         logits = (sim - sim.mean(dim=(1, 2), keepdim=True)) * self.gamma
         logits = logits.masked_fill(logits < 0, float("-inf"))
         kk = torch.softmax(k @ k.transpose(-1, -2) * k.shape[-1] ** -0.5, dim=-1)
