@@ -88,7 +88,11 @@ def _feedback_ref(labels, std, dse=True):
         for j in range(n):
             out[a, j] = max(
                 0.0,
-                sum(m[a, j + t - size // 2] * g[t] for t in range(size) if 0 <= j + t - size // 2 < n),
+                sum(
+                    m[a, j + t - size // 2] * g[t]
+                    for t in range(size)
+                    if 0 <= j + t - size // 2 < n
+                ),
             )
         out[a] /= out[a].sum() + 1e-8
     return out
@@ -119,7 +123,10 @@ def test_feedback_affinity_equals_its_formula(dse):
     # a kernel as wide as the row (std 5 on 9 patches)
     small = torch.randint(0, 2, (1, 3, 3), generator=_gen(3))
     torch.testing.assert_close(
-        feedback_affinity(small, 5.0)[0].double(), _feedback_ref(small[0], 5.0), atol=1e-6, rtol=1e-5
+        feedback_affinity(small, 5.0)[0].double(),
+        _feedback_ref(small[0], 5.0),
+        atol=1e-6,
+        rtol=1e-5,
     )
 
 
@@ -265,13 +272,17 @@ def test_segmentor_passes_the_vocabulary(tiny_clip):
     assert torch.equal(batch[0].labels, out.labels)
     # the features depend on the vocabulary (semantic feedback)
     other = seg.encode_text(["tree", "road", "person", "car"])
-    assert not torch.allclose(seg.encode_image(images, other).dense, seg.encode_image(images, text).dense)
+    assert not torch.allclose(
+        seg.encode_image(images, other).dense, seg.encode_image(images, text).dense
+    )
 
 
 def test_presets_build_and_run_with_a_tiny_clip(tiny_clip_config):
     cfg = get_config("resclip")
     kw = cfg.model.strategy_kwargs
-    assert cfg.model.strategy == "resclip" and kw.base == "naclip" and kw.base_kwargs == {"std": 5.0}
+    assert (
+        cfg.model.strategy == "resclip" and kw.base == "naclip" and kw.base_kwargs == {"std": 5.0}
+    )
     assert tuple(kw.rcs_layers) == (5, 6, 7, 8) and tuple(kw.rcs_weights) == (2.0, 0.4)
     assert tuple(kw.sfr_weights) == (1.8, 0.7) and kw.temp_thd == 0.25 and kw.pamr_iters == 10
     assert cfg.model.pamr is None and cfg.model.pos_interp == "scale_factor"
@@ -287,4 +298,7 @@ def test_presets_build_and_run_with_a_tiny_clip(tiny_clip_config):
     assert voc.model.strategy_kwargs["temp_thd"] == 0.5
     assert tuple(voc.model.strategy_kwargs["sfr_weights"]) == (2.2, 0.7)
     city = resolve_eval_config("resclip", "cityscapes")
-    assert city.model.short_side == 560 and tuple(city.model.strategy_kwargs["rcs_weights"]) == (2.0, 0.2)
+    assert city.model.short_side == 560 and tuple(city.model.strategy_kwargs["rcs_weights"]) == (
+        2.0,
+        0.2,
+    )

@@ -72,10 +72,17 @@ def test_resolve_anomalies_equals_its_formula():
 def test_aggregate_equals_its_formula():
     t = torch.randn(2, 6, 3, generator=_gen(3))
     corr = torch.rand(2, 6, 6, generator=_gen(4))
-    want = torch.stack([
-        torch.stack([sum(corr[b, i, j] * t[b, j] for j in range(6)) / (corr[b, i].sum() + 1e-6) for i in range(6)])
-        for b in range(2)
-    ])
+    want = torch.stack(
+        [
+            torch.stack(
+                [
+                    sum(corr[b, i, j] * t[b, j] for j in range(6)) / (corr[b, i].sum() + 1e-6)
+                    for i in range(6)
+                ]
+            )
+            for b in range(2)
+        ]
+    )
     torch.testing.assert_close(aggregate(t, corr), want)
 
 
@@ -93,7 +100,10 @@ def _heads(blk, x):
 
 def _out(blk, o):
     b, h, n, hd = o.shape
-    return o.transpose(1, 2).reshape(b, n, h * hd) @ blk.attn.out_proj.weight.T + blk.attn.out_proj.bias
+    return (
+        o.transpose(1, 2).reshape(b, n, h * hd) @ blk.attn.out_proj.weight.T
+        + blk.attn.out_proj.bias
+    )
 
 
 @pytest.mark.parametrize("size", [(48, 48), (40, 56)])
@@ -130,7 +140,12 @@ def test_scclip_block_equals_its_formula(tiny_clip, size):
             post = torch.where(post < 0.4, torch.zeros(()), post)
 
             def agg(t, corr):
-                return torch.stack([(corr[i, :, None] * t).sum(0) / (corr[i].sum() + 1e-6) for i in range(t.shape[0])])
+                return torch.stack(
+                    [
+                        (corr[i, :, None] * t).sum(0) / (corr[i].sum() + 1e-6)
+                        for i in range(t.shape[0])
+                    ]
+                )
 
             def attn(p, sim=sim):
                 _, k, v = _heads(blk, p[None])
@@ -141,11 +156,15 @@ def test_scclip_block_equals_its_formula(tiny_clip, size):
                 return _out(blk, (a + kk) / 2 @ v)[0]
 
             p = resolved(x[b])
-            o = agg(attn(agg(p, torch.where(sim < 0.4, torch.zeros(()), sim))) + 0.3 * x[b, :1], post)
+            o = agg(
+                attn(agg(p, torch.where(sim < 0.4, torch.zeros(()), sim))) + 0.3 * x[b, :1], post
+            )
             fused = outs[0][b] + outs[1][b]
             o = o + agg(attn(fused[1:]) + 0.3 * fused[:1], post)
             q, k, v = _heads(blk, x[b : b + 1])
-            cls = _out(blk, torch.softmax(q[:, :, :1] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ v)
+            cls = _out(
+                blk, torch.softmax(q[:, :, :1] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ v
+            )
             cls = x[b : b + 1, :1] + cls
             cls = cls + blk.mlp(blk.ln_2(cls))
             expected.append(torch.cat([cls[0], o]))
@@ -164,7 +183,12 @@ def test_presets_build_and_run_with_a_tiny_clip(tiny_clip_config):
     cfg = get_config("scclip")
     kw = cfg.model.strategy_kwargs
     assert cfg.model.strategy == "scclip"
-    assert (kw.pre_adjust_idx, kw.post_adjust_idx, kw.multi_start_idx, kw.multi_end_idx) == (8, 3, 3, 10)
+    assert (kw.pre_adjust_idx, kw.post_adjust_idx, kw.multi_start_idx, kw.multi_end_idx) == (
+        8,
+        3,
+        3,
+        10,
+    )
     assert kw.res_cls == 0.3 and kw.beta == 0.4 and kw.lof_neighbors == 30
     assert (cfg.model.short_side, cfg.model.window, cfg.model.stride) == (336, 224, 112)
     assert cfg.model.logit_scale == 40.0 and cfg.model.pamr is None

@@ -603,8 +603,9 @@ class Segmentor(nn.Module):
         if not self._strategy_needs_text():
             return None
         if text is None:
+            name = getattr(getattr(self.backbone, "strategy", None), "name", "?")
             raise ValueError(
-                f"The strategy {self.backbone.strategy.name!r} needs the vocabulary to compute "
+                f"The strategy {name!r} needs the vocabulary to compute "
                 "image features (ResCLIP's semantic feedback): call encode_image(images, "
                 "text=segmentor.encode_text(vocabulary)), or use forward / segment_batch."
             )

@@ -195,9 +195,7 @@ class ResCLIPAttention(AttentionStrategy):
         base_strategy = build_strategy(base, **(base_kwargs or {}))
         if isinstance(base_strategy, ResCLIPAttention):
             raise ValueError("ResCLIP's base must be another strategy, not ResCLIP.")
-        super().__init__(
-            base_strategy.keep_residual if keep_residual is None else keep_residual
-        )
+        super().__init__(base_strategy.keep_residual if keep_residual is None else keep_residual)
         if type(base_strategy).attention_terms is AttentionStrategy.attention_terms:
             raise ValueError(
                 f"ResCLIP needs a base whose attention is a sum of softmax terms (naclip, sclip, "

@@ -116,7 +116,8 @@ class SCCLIPAttention(AttentionStrategy):
         super().__init__(keep_residual=False)
         if not 0 <= multi_start_idx < multi_end_idx:
             raise ValueError(
-                f"Need 0 <= multi_start_idx < multi_end_idx, got {multi_start_idx}, {multi_end_idx}."
+                "Need 0 <= multi_start_idx < multi_end_idx, got "
+                f"{multi_start_idx}, {multi_end_idx}."
             )
         if not 0 < lof_contamination < 1:
             raise ValueError(f"lof_contamination must be in (0, 1), got {lof_contamination}.")
@@ -176,11 +177,13 @@ class SCCLIPAttention(AttentionStrategy):
             t = F.normalize(t, dim=-1)
             return t @ t.transpose(1, 2)
 
-        anomalies = torch.stack([
-            lof_outliers(x[i, 1:], self.lof_neighbors, self.lof_contamination) for i in range(b)
-        ]).reshape(b, gh, gw)
+        anomalies = torch.stack(
+            [lof_outliers(x[i, 1:], self.lof_neighbors, self.lof_contamination) for i in range(b)]
+        ).reshape(b, gh, gw)
         patches = from_map(resolve_anomalies(to_map(x[:, 1:]), anomalies))
-        sim = cos_sim(from_map(resolve_anomalies(to_map(outs[self.pre_adjust_idx][:, 1:]), anomalies)))
+        sim = cos_sim(
+            from_map(resolve_anomalies(to_map(outs[self.pre_adjust_idx][:, 1:]), anomalies))
+        )
         post = cos_sim(outs[self.post_adjust_idx][:, 1:])
         post = post.masked_fill(post < self.beta, 0.0)
 
