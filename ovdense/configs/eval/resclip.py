@@ -46,4 +46,5 @@ del _kwargs
 #: not available offline when this preset was written, so none are listed (``eval-all`` then
 #: prints no published row): TODO, copy them from that table.
 published: dict[str, float] = {}
-published_source = "ResCLIP paper (CVPR 2025), main results table, NACLIP + ResCLIP, ViT-B/16"
+#: (source, with the figures: "ResCLIP paper (CVPR 2025), main table, NACLIP + ResCLIP, B/16")
+published_source = ""

@@ -20,4 +20,5 @@ benchmarks = {
 #: preset was written, so none are listed (``eval-all`` then prints no published row): TODO, copy
 #: them from the paper's main table.
 published: dict[str, float] = {}
-published_source = "SC-CLIP paper (arXiv 2411.15869), main results table, ViT-B/16"
+#: (source, with the figures: "SC-CLIP paper (arXiv 2411.15869), main results table, ViT-B/16")
+published_source = ""
