@@ -73,7 +73,12 @@ class Predictor:
 
     @property
     def is_image_set(self) -> bool:
-        return self._features is not None
+        return self._image is not None
+
+    def _needs_text(self) -> bool:
+        """Whether the segmentor's image features depend on the vocabulary (ResCLIP): they are
+        then computed in :meth:`predict`, with the vocabulary, not cached by :meth:`set_image`."""
+        return bool(getattr(self.segmentor, "_strategy_needs_text", lambda: False)())
 
     @property
     def image(self) -> np.ndarray:
@@ -83,7 +88,8 @@ class Predictor:
         return self._image
 
     def set_image(self, image: ImageLike) -> None:
-        """Compute and cache the dense features of ``image``.
+        """Compute and cache the dense features of ``image`` (for a strategy whose features
+        depend on the vocabulary, ResCLIP, they are computed by :meth:`predict`).
 
         Args:
             image: a path, a PIL image, an ``[H, W(, C)]`` numpy array or tensor (grayscale, RGB,
@@ -91,7 +97,8 @@ class Predictor:
         """
         rgb = load_image(image)
         self._features = self._image = None  # free the previous image's memory first
-        self._features = self.segmentor.encode_image(_to_unit_tensor(rgb))
+        if not self._needs_text():
+            self._features = self.segmentor.encode_image(_to_unit_tensor(rgb))
         self._image = rgb
 
     def name_chunk_for(self, height: int, width: int) -> int:
@@ -128,15 +135,17 @@ class Predictor:
                 labels are then computed a chunk of names at a time (see
                 :attr:`labels_only_chunk_bytes`), never as a ``[C, H, W]`` array.
         """
-        if self._features is None:
+        if self._image is None:
             raise RuntimeError("An image must be set with .set_image(...) before prediction.")
         vocab = Vocabulary.coerce(vocabulary)
         kwargs = {}
         if not return_probs and self._decode_takes_name_chunk():
             kwargs["name_chunk"] = self.name_chunk_for(*self.image.shape[:2])
-        out = self.segmentor.decode(
-            self._features, self.segmentor.encode_text(vocab), prob_thd, return_probs, **kwargs
-        )
+        text = self.segmentor.encode_text(vocab)
+        feats = self._features
+        if feats is None:  # features that depend on the vocabulary
+            feats = self.segmentor.encode_image(_to_unit_tensor(self._image), text)
+        out = self.segmentor.decode(feats, text, prob_thd, return_probs, **kwargs)
         return _prediction(out, vocab)
 
     def predict_batch(
@@ -177,13 +186,14 @@ class Predictor:
             except (OSError, ValueError, TypeError) as e:
                 raise _with_index(e, i) from e
             tensors.append(_to_unit_tensor(rgb)[0])
-        encode_images = getattr(self.segmentor, "encode_images", None)
-        if encode_images is not None:
-            feats = encode_images(tensors)
-        else:  # a segmentor-like object without the batch API: one image at a time
-            feats = [self.segmentor.encode_image(t[None]) for t in tensors]
         vocab = Vocabulary.coerce(vocabulary)
         text = self.segmentor.encode_text(vocab)
+        extra = (text,) if self._needs_text() else ()
+        encode_images = getattr(self.segmentor, "encode_images", None)
+        if encode_images is not None:
+            feats = encode_images(tensors, *extra)
+        else:  # a segmentor-like object without the batch API: one image at a time
+            feats = [self.segmentor.encode_image(t[None], *extra) for t in tensors]
         out = []
         for t, f in zip(tensors, feats, strict=True):
             kwargs = {}

@@ -302,3 +302,18 @@ def test_presets_build_and_run_with_a_tiny_clip(tiny_clip_config):
         2.0,
         0.2,
     )
+
+
+def test_predictor_computes_resclip_features_with_the_vocabulary(tiny_clip):
+    from ovdense.predictor import Predictor
+
+    seg = _tiny_segmentor(tiny_clip)
+    rgb = (torch.rand(40, 56, 3, generator=_gen(8)) * 255).to(torch.uint8).numpy()
+    vocab = ["cat", "dog", "sky"]
+    want = seg(torch.from_numpy(rgb).permute(2, 0, 1)[None], vocab).labels[0]
+    pred = Predictor(seg)
+    pred.set_image(rgb)
+    assert pred.is_image_set
+    assert torch.equal(torch.as_tensor(pred.predict(vocab).labels), want)
+    batch = pred.predict_batch([rgb, rgb[:32, :40]], vocab)
+    assert torch.equal(torch.as_tensor(batch[0].labels), want)
