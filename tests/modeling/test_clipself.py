@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
+from tiny_strategies import tiny_strategy_kwargs
 
 from ovdense.config import L, LazyConfig
 from ovdense.data.images import (
@@ -172,8 +173,9 @@ def test_saved_checkpoint_reloads_for_every_strategy(
         assert torch.equal(state[k], v), k
     images = torch.rand(1, 3, 40, 48)
     for strategy in [s for s in list_strategies() if s != "proxy"]:
-        ref = DenseCLIPBackbone(model.clip, strategy).eval()
-        new = DenseCLIPBackbone(reloaded, strategy).eval()
+        kwargs = tiny_strategy_kwargs(strategy)
+        ref = DenseCLIPBackbone(model.clip, strategy, kwargs).eval()
+        new = DenseCLIPBackbone(reloaded, strategy, kwargs).eval()
         with torch.no_grad():
             a, b = ref(ref.normalize(images)), new(new.normalize(images))
         assert torch.equal(a.dense, b.dense), strategy

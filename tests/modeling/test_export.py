@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_eva import make_eva
+from tiny_strategies import TINY_STRATEGY_KWARGS
 from torch import Tensor, nn
 
 from ovdense.modeling.backbones import DenseFeatures, DenseTowerBackbone, dense_backbone_for
@@ -26,6 +27,7 @@ TINY_DINO = {"img_size": 32, "embed_dim": 24, "depth": 2, "num_heads": 2}
 # its VFM inside the graph)
 OFFLINE_STRATEGY_KWARGS = {
     "proxy": lambda: {"vfm": build_vfm("dino_vitb8", pretrained=False, **TINY_DINO)},
+    **TINY_STRATEGY_KWARGS,
 }
 
 

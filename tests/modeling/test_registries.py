@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_eva import make_eva
+from tiny_strategies import TINY_STRATEGY_KWARGS
 
 from ovdense.modeling.backbones import DenseTowerBackbone, dense_backbone_for
 from ovdense.modeling.strategies import (
@@ -136,21 +137,10 @@ def tiny_vfm(seed: int = 7) -> VisionFoundationModel:
 
 
 # strategies whose defaults need downloaded weights: offline arguments
-# (the tiny towers have 3 blocks and a 32-d joint space: ResCLIP reads block 1's attention and
-# gets a fixed random vocabulary for its semantic feedback; SC-CLIP's levels are set to fit)
+# (strategies that read earlier blocks or a vocabulary: arguments fitting the tiny towers)
 OFFLINE_STRATEGY_KWARGS: dict[str, Callable[[], dict]] = {
     "proxy": lambda: {"vfm": tiny_vfm()},
-    "resclip": lambda: {
-        "rcs_layers": (1,),
-        "temp_thd": 0.0,
-        "text_embeds": F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(5))),
-    },
-    "scclip": lambda: {
-        "pre_adjust_idx": 1,
-        "post_adjust_idx": 0,
-        "multi_start_idx": 0,
-        "multi_end_idx": 2,
-    },
+    **TINY_STRATEGY_KWARGS,
 }
 
 

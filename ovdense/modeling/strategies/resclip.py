@@ -93,7 +93,7 @@ def path_is_clear(labels: Tensor) -> Tensor:
     steps = torch.maximum(
         (rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs()
     )
-    d_max = int(steps.max())
+    d_max = max(gh, gw) - 1  # the largest Chebyshev distance on the grid
     flat = labels.flatten()
     start = flat[:, None]
     clear = torch.ones(gh * gw, gh * gw, dtype=torch.bool, device=dev)
@@ -130,7 +130,7 @@ def feedback_affinity(labels: Tensor, std: float, delete_same_entity: bool = Tru
     steps = torch.maximum(
         (rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs()
     ).float()
-    d_max = max(float(steps.max()), 1.0)
+    d_max = float(max(gh, gw, 2) - 1)  # the largest distance (1 on a 1 x 1 grid: unused)
     size = min(n, int(6 * std + 1))
     size = size if size % 2 == 1 else size + 1
     offsets = torch.arange(size, device=dev) - size // 2
