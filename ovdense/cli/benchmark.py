@@ -198,6 +198,11 @@ def make_strategy(name: str, args: argparse.Namespace) -> str | AttentionStrateg
     return name
 
 
+#: The vocabulary of strategies that need one to encode an image (ResCLIP's semantic feedback):
+#: as many names as VOC21.
+_VOCABULARY = [f"class {i}" for i in range(21)]
+
+
 def make_segmentor(
     clip: Any, name: str, args: argparse.Namespace, **kwargs: Any
 ) -> TrainingFreeSegmentor | CLIPDINOiserSegmentor:
@@ -229,12 +234,15 @@ def bench_image(
     crop = windows[0]
     one = torch.randn(1, 3, crop[1] - crop[0], crop[3] - crop[2], device=device)
     extra = _EXTRA_FLOP_FORMULAS if device.type == "cpu" else {}
+    # a strategy whose features depend on the vocabulary (ResCLIP) gets a 21-class one
+    text = seg.encode_text(_VOCABULARY) if seg._strategy_needs_text() else None
+    extras = seg._text_extras(text)
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as counter:
-        seg.backbone(one)
+        seg.backbone(one) if extras is None else seg.backbone(one, extras)
     flops_window = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t = _best_time(lambda: seg.encode_image(image), device, args.repeats)
+    t = _best_time(lambda: seg.encode_image(image, text), device, args.repeats)
     total_flops = flops_window * len(windows)
     bound = total_flops / rate
     return {
