@@ -43,8 +43,8 @@ del _kwargs
 
 #: mIoU (%) published per benchmark of ``suite``. The paper's 8-benchmark mean is 41.4 (ResCLIP on
 #: NACLIP, CLIP ViT-B/16, no post-processing; main results table). Its per-benchmark figures were
-#: not available offline when this preset was written, so none are listed (``eval-all`` then
-#: prints no published row): TODO, copy them from that table.
+#: could not be read offline, so none are listed and ``eval-all`` prints no published row for
+#: this method (a known gap, see the README's methods table).
 published: dict[str, float] = {}
 #: (source, with the figures: "ResCLIP paper (CVPR 2025), main table, NACLIP + ResCLIP, B/16")
 published_source = ""

@@ -16,9 +16,9 @@ benchmarks = {
 }
 
 #: mIoU (%) published per benchmark of ``suite``. The paper's 8-benchmark mean is 43.9 (CLIP
-#: ViT-B/16; 45.2 with ViT-L/14). Its per-benchmark figures were not available offline when this
-#: preset was written, so none are listed (``eval-all`` then prints no published row): TODO, copy
-#: them from the paper's main table.
+#: ViT-B/16; 45.2 with ViT-L/14). Its per-benchmark figures could not be read offline, so none
+#: are listed and ``eval-all`` prints no published row for this method (a known gap, see the
+#: README's methods table).
 published: dict[str, float] = {}
 #: (source, with the figures: "SC-CLIP paper (arXiv 2411.15869), main results table, ViT-B/16")
 published_source = ""
