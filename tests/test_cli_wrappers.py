@@ -21,6 +21,7 @@ WRAPPERS = {
     "tools/eval_seg.py": "ovdense.cli.eval_seg",
     "tools/eval_all.py": "ovdense.cli.eval_all",
     "tools/eval_regions.py": "ovdense.cli.eval_regions",
+    "tools/eval_det.py": "ovdense.cli.eval_det",
     "tools/eval_shapes.py": "ovdense.cli.eval_shapes",
     "tools/train.py": "ovdense.cli.train",
     "tools/train_tiny_clip.py": "ovdense.cli.train_tiny_clip",

@@ -52,6 +52,10 @@ COMMANDS: dict[str, Command] = {
         "ovdense.cli.eval_regions",
         "classify ground-truth boxes and masks zero-shot (CLIPSelf's benchmark)",
     ),
+    "eval-det": Command(
+        "ovdense.cli.eval_det",
+        "evaluate an open-vocabulary detector: COCO box AP, AP50 novel / base / all",
+    ),
     "eval-shapes": Command(
         "ovdense.cli.eval_shapes", "the offline shapes-world report of every strategy"
     ),

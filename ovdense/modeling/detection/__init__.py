@@ -1,0 +1,25 @@
+"""Open-vocabulary detection: text-embedding box classifiers (a library of heads that any
+torchvision detector can mount) and the F-ViT detector on a frozen dense CLIP ViT."""
+
+from .classifier import (
+    TextBoxPredictor,
+    TextEmbeddingClassifier,
+    class_embedding_matrix,
+    clip_region_probs,
+    geometric_ensemble,
+)
+from .fvit import FViTBoxHead, FViTDetector, OVRoIHeads, build_fvit
+from .pyramid import SimpleFeaturePyramid
+
+__all__ = [
+    "FViTBoxHead",
+    "FViTDetector",
+    "OVRoIHeads",
+    "SimpleFeaturePyramid",
+    "TextBoxPredictor",
+    "TextEmbeddingClassifier",
+    "build_fvit",
+    "class_embedding_matrix",
+    "clip_region_probs",
+    "geometric_ensemble",
+]

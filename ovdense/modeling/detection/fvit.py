@@ -1,0 +1,513 @@
+"""F-ViT-style open-vocabulary detector: frozen dense CLIP ViT -> pyramid -> Faster R-CNN whose
+classifier is the vocabulary's text embeddings, ensembled at test time with the frozen CLIP's
+own RoI score.
+
+Read from the CLIPSelf repository (``F-ViT/models/{fvit,fvit_head,evaclip_vit}.py``, OV-COCO
+configs) and re-implemented on torchvision's detection components:
+
+- the CLIP image tower is frozen (no gradient, always in eval mode); four blocks are tapped
+  (ViT-B/16: 3, 5, 7, 11), the last one *through the dense last block* (F-ViT runs it without
+  attention, i.e. the ``maskclip`` strategy), and feed :class:`SimpleFeaturePyramid`;
+- the RPN and the RoI sampling are torchvision's (F-ViT's OV-COCO settings: anchors ``8 x
+  stride`` with ratios 0.5/1/2 on strides 4..64, 256 anchors per image at 0.7/0.3 IoU, 512
+  RoIs per image with 25 % positives at 0.5 IoU, 1000 proposals, test NMS 0.4, score 0.01,
+  100 detections);
+- the RoI box head (4 convs + 2 FCs shared, one FC per branch, ReLU after each, also on the
+  class branch as F-ViT does) regresses class-agnostic deltas (L1, target stds
+  0.1/0.1/0.2/0.2) and classifies by cosine with the text embeddings times a learned
+  temperature (cross-entropy whose background term weighs 0.6 (OV-COCO); novel classes never
+  enter training: the training vocabulary is the base classes);
+- at test time the detector's softmax is combined with the softmax of ``75 x cosine`` between
+  the 1x1 RoIAlign of the dense CLIP map (stride = patch) and the same embeddings:
+  :func:`~ovdense.modeling.detection.classifier.geometric_ensemble` with alpha = 0.1 for base
+  classes and the background, beta = 0.8 for the novel ones.
+
+Differences from F-ViT: torchvision's RPN losses (binary cross-entropy + smooth L1) instead of
+mmdet's L1; no mask head yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
+
+from ..backbones.tower import DenseTowerBackbone
+from ..heads.region import box_features
+from ..text.encoder import ClassEmbeddings, TextEncoder
+from .classifier import (
+    TextEmbeddingClassifier,
+    class_embedding_matrix,
+    clip_region_probs,
+    geometric_ensemble,
+)
+from .pyramid import SimpleFeaturePyramid
+
+__all__ = ["FViTBoxHead", "FViTDetector", "OVRoIHeads", "build_fvit"]
+
+logger = logging.getLogger(__name__)
+
+
+class FViTBoxHead(nn.Module):
+    """RoI features ``[N, C, s, s]`` -> class features ``[N, D]`` and class-agnostic deltas
+    ``[N, 4]`` (F-ViT's ``FViTBBoxHead`` trunk: shared convs + FCs, one FC per branch).
+
+    Args:
+        in_channels: pyramid channels ``C``.
+        roi_size: RoIAlign output side ``s``.
+        embed_dim: text-embedding dimension ``D`` (the class branch's output).
+        conv_dim, num_convs: shared 3x3 convolutions (F-ViT: 4 of 256, batch-normed).
+        fc_dim, num_fcs: shared FCs (F-ViT: 2 of 512).
+        cls_relu: ReLU on the class features before the cosine (F-ViT does; its code marks it
+            "FIXME").
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        roi_size: int,
+        embed_dim: int,
+        conv_dim: int = 256,
+        num_convs: int = 4,
+        fc_dim: int = 512,
+        num_fcs: int = 2,
+        cls_relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.shared = FastRCNNConvFCHead(
+            (in_channels, roi_size, roi_size),
+            [conv_dim] * num_convs,
+            [fc_dim] * num_fcs,
+            norm_layer=nn.BatchNorm2d,
+        )
+        self.cls_fc = nn.Linear(fc_dim, embed_dim)
+        self.reg_fc = nn.Linear(fc_dim, fc_dim)
+        self.bbox_pred = nn.Linear(fc_dim, 4)
+        self.cls_relu = cls_relu
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.shared(x)
+        cls = self.cls_fc(x)
+        if self.cls_relu:
+            cls = F.relu(cls)
+        return cls, self.bbox_pred(F.relu(self.reg_fc(x)))
+
+
+class OVRoIHeads(RoIHeads):
+    """torchvision's RoI heads (sampling, box coding) with an open-vocabulary box branch.
+
+    Args:
+        box_roi_pool: ``MultiScaleRoIAlign`` over the pyramid levels.
+        box_head: :class:`FViTBoxHead` (or any module ``[N, C, s, s] -> ([N, D], [N, 4])``).
+        classifier: :class:`TextEmbeddingClassifier`.
+        background_weight: weight of the background term of the classification loss
+            (F-ViT: 0.6 OV-COCO, 0.9 OV-LVIS).
+        clip_temperature, alpha, beta: the test-time ensemble (see
+            :func:`~ovdense.modeling.detection.classifier.geometric_ensemble`).
+        Other arguments: torchvision's ``RoIHeads``.
+    """
+
+    def __init__(
+        self,
+        box_roi_pool: nn.Module,
+        box_head: nn.Module,
+        classifier: TextEmbeddingClassifier,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.4,
+        detections_per_img: int = 100,
+        background_weight: float = 0.6,
+        clip_temperature: float = 75.0,
+        alpha: float = 0.1,
+        beta: float = 0.8,
+    ) -> None:
+        super().__init__(
+            box_roi_pool,
+            box_head,
+            classifier,
+            fg_iou_thresh,
+            bg_iou_thresh,
+            batch_size_per_image,
+            positive_fraction,
+            bbox_reg_weights,
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
+        )
+        self.background_weight = float(background_weight)
+        self.clip_temperature = float(clip_temperature)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def losses(
+        self, logits: Tensor, deltas: Tensor, labels: Tensor, regression_targets: Tensor
+    ) -> dict[str, Tensor]:
+        """Weighted cross-entropy (background weight) and L1 on the positives' deltas, both
+        divided by the number of sampled RoIs (mmdet's ``avg_factor``)."""
+        n = max(labels.numel(), 1)
+        weight = logits.new_ones(logits.shape[1])
+        weight[0] = self.background_weight
+        ce = F.cross_entropy(logits, labels, weight=weight, reduction="none").sum() / n
+        pos = labels > 0
+        l1 = (deltas[pos] - regression_targets[pos]).abs().sum() / n
+        return {"loss_cls": ce, "loss_box_reg": l1}
+
+    def forward(  # type: ignore[override]
+        self,
+        features: Mapping[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        class_embeds: Tensor,
+        targets: list[dict[str, Tensor]] | None = None,
+        clip_dense: Tensor | None = None,
+        clip_stride: int | None = None,
+        is_base: Tensor | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """Training (``targets`` with labels ``1..K``): ``([], losses)``. Inference: one dict per
+        image with ``boxes`` ``[M, 4]`` XYXY (in ``image_shapes`` coordinates), ``scores``
+        ``[M]`` and ``labels`` ``[M]`` (class index ``0..K-1``); with ``clip_dense`` the scores
+        are the ensemble (``is_base`` ``[K]`` bool; default: every class novel)."""
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are needed in training mode.")
+            proposals, _, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+        roi_feats = self.box_roi_pool(features, proposals, image_shapes)
+        cls_feats, deltas = self.box_head(roi_feats)
+        classifier: TextEmbeddingClassifier = self.box_predictor
+        logits = classifier(cls_feats, class_embeds)
+        if self.training:
+            return [], self.losses(logits, deltas, torch.cat(labels), torch.cat(regression_targets))
+        probs = logits.float().softmax(dim=-1)
+        if clip_dense is not None:
+            if clip_stride is None:
+                raise ValueError("clip_stride is needed with clip_dense.")
+            region = box_features(clip_dense, proposals, clip_stride, output_size=1)
+            clip_probs = clip_region_probs(
+                region, classifier.weights(class_embeds), self.clip_temperature
+            )
+            base = (
+                torch.zeros(probs.shape[1] - 1, dtype=torch.bool)
+                if is_base is None
+                else is_base.bool()
+            )
+            probs = geometric_ensemble(probs, clip_probs, base, self.alpha, self.beta)
+        boxes = self.box_coder.decode(deltas, proposals)[:, 0]  # [N, 4]
+        return self.postprocess(boxes, probs, proposals, image_shapes), {}
+
+    def postprocess(
+        self,
+        boxes: Tensor,
+        probs: Tensor,
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Per image: clip boxes, every (box, class) above ``score_thresh``, class-wise NMS,
+        the ``detections_per_img`` best."""
+        out = []
+        counts = [p.shape[0] for p in proposals]
+        for b, s, shape in zip(boxes.split(counts), probs.split(counts), image_shapes):
+            b = clip_boxes_to_image(b, shape)
+            k = s.shape[1] - 1
+            scores = s[:, 1:].reshape(-1)
+            labels = torch.arange(k, device=s.device).repeat(s.shape[0])
+            bb = b[:, None].expand(-1, k, 4).reshape(-1, 4)
+            keep = scores > self.score_thresh
+            bb, scores, labels = bb[keep], scores[keep], labels[keep]
+            keep = remove_small_boxes(bb, 1e-2)
+            bb, scores, labels = bb[keep], scores[keep], labels[keep]
+            keep = batched_nms(bb, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out.append({"boxes": bb[keep], "scores": scores[keep], "labels": labels[keep]})
+        return out
+
+
+class FViTDetector(nn.Module):
+    """Open-vocabulary two-stage detector on a frozen dense CLIP ViT (F-ViT).
+
+    Args:
+        backbone: a dense CLIP backbone whose ``out_indices`` are the four tapped blocks
+            (frozen here: no gradient, always in eval mode).
+        pyramid: :class:`SimpleFeaturePyramid` over the tapped blocks' width.
+        rpn: torchvision ``RegionProposalNetwork`` over the pyramid levels.
+        roi_heads: :class:`OVRoIHeads`.
+        transform: torchvision ``GeneralizedRCNNTransform`` (resize, the backbone's mean/std,
+            padding to a multiple of ``2 x patch``).
+        train_class_embeds: ``[K, D]`` embeddings of the training vocabulary (the base classes;
+            training labels index it).
+        train_classes: the names of that vocabulary (kept for reports).
+        text_encoder: the CLIP's text side (frozen), to detect vocabularies given by name.
+
+    ``forward(batch)`` in training mode takes ``{"images": [3, H, W] floats in [0, 1] (list),
+    "targets": [{"boxes": [M, 4] XYXY pixels, "labels": [M] indices into the training
+    vocabulary}]}`` and returns the losses (``loss_objectness``, ``loss_rpn_box_reg``,
+    ``loss_cls``, ``loss_box_reg``). :meth:`predict` detects any vocabulary.
+    """
+
+    def __init__(
+        self,
+        backbone: DenseTowerBackbone,
+        pyramid: SimpleFeaturePyramid,
+        rpn: RegionProposalNetwork,
+        roi_heads: OVRoIHeads,
+        transform: GeneralizedRCNNTransform,
+        train_class_embeds: Tensor,
+        train_classes: Sequence[str] = (),
+        text_encoder: TextEncoder | None = None,
+    ) -> None:
+        super().__init__()
+        if len(backbone.out_indices) != len(pyramid.scales):
+            raise ValueError(
+                f"The backbone taps {len(backbone.out_indices)} blocks "
+                f"({list(backbone.out_indices)}); the pyramid takes {len(pyramid.scales)}."
+            )
+        self.backbone = backbone.requires_grad_(False).eval()
+        self.pyramid = pyramid
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.transform = transform
+        self.register_buffer("train_class_embeds", class_embedding_matrix(train_class_embeds))
+        self.train_classes = list(train_classes)
+        # frozen too: the vocabulary is free at test time, its embeddings come from here
+        self.text_encoder = None if text_encoder is None else text_encoder.requires_grad_(False)
+
+    def encode(self, vocabulary: Sequence[str | Sequence[str]]) -> Tensor:
+        """``[K, D]`` class embeddings of a vocabulary (synonyms averaged) with the CLIP's text
+        tower (the one given as ``text_encoder``)."""
+        if self.text_encoder is None:
+            raise RuntimeError(
+                "This detector has no text encoder: pass class embeddings ([K, D]) instead of "
+                "names, or build it with text_encoder=TextEncoder(clip)."
+            )
+        return class_embedding_matrix(self.text_encoder(vocabulary))
+
+    def train(self, mode: bool = True) -> FViTDetector:
+        super().train(mode)
+        self.backbone.eval()  # frozen CLIP: dropout / batch statistics never change
+        return self
+
+    def _features(self, images: Tensor) -> tuple[OrderedDict[str, Tensor], Tensor, int]:
+        with torch.no_grad():
+            feats = self.backbone(images)
+        taps = [feats.intermediates[f"block{i}"].detach() for i in self.backbone.out_indices]
+        return self.pyramid(taps), feats.dense, feats.stride
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Training losses for a batch (see the class docstring)."""
+        if not self.training:
+            raise RuntimeError("forward(batch) computes training losses; use .predict(...).")
+        images = list(batch["images"])
+        targets = [
+            {"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1}
+            for t in batch["targets"]
+        ]
+        k = self.train_class_embeds.shape[0]
+        for t in targets:
+            if t["labels"].numel() and int(t["labels"].max()) > k:
+                raise ValueError(
+                    f"A training label is {int(t['labels'].max()) - 1}, but the training "
+                    f"vocabulary has {k} classes."
+                )
+        image_list, targets_t = self.transform(images, targets)
+        feats, _, _ = self._features(image_list.tensors)
+        proposals, rpn_losses = self.rpn(image_list, feats, targets_t)
+        _, roi_losses = self.roi_heads(
+            feats, proposals, image_list.image_sizes, self.train_class_embeds, targets_t
+        )
+        return {**rpn_losses, **roi_losses}
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Sequence[Tensor],
+        vocabulary: ClassEmbeddings | Tensor | Sequence[str | Sequence[str]],
+        is_base: Tensor | Sequence[bool] | None = None,
+        ensemble: bool = True,
+    ) -> list[dict[str, Tensor]]:
+        """Detect a vocabulary.
+
+        Args:
+            images: ``[3, H, W]`` float images in ``[0, 1]``, any sizes.
+            vocabulary: class names (a list; a class's synonyms as a list or ``"a|b"``),
+                ``[K, D]`` class embeddings, or ClassEmbeddings (synonyms averaged).
+            is_base: ``[K]`` which classes the detector was trained on (ensemble weight
+                ``alpha``); the others get ``beta``. Default: all novel.
+            ensemble: combine with the frozen CLIP's RoI score (F-ViT); ``False``: the
+                detector's softmax alone.
+
+        Returns:
+            One dict per image: ``boxes`` ``[M, 4]`` XYXY in the input image's pixels,
+            ``scores`` ``[M]``, ``labels`` ``[M]`` (class index ``0..K-1``).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            images = list(images)
+            sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+            image_list, _ = self.transform(images)
+            feats, dense, stride = self._features(image_list.tensors)
+            proposals, _ = self.rpn(image_list, feats)
+            base = None
+            if is_base is not None:
+                base = torch.as_tensor(
+                    list(is_base) if not isinstance(is_base, Tensor) else is_base
+                )
+            if isinstance(vocabulary, Tensor | ClassEmbeddings):
+                emb = class_embedding_matrix(vocabulary)
+            else:
+                emb = self.encode(vocabulary)
+            emb = emb.to(dense.device)
+            dets, _ = self.roi_heads(
+                feats,
+                proposals,
+                image_list.image_sizes,
+                emb,
+                clip_dense=dense if ensemble else None,
+                clip_stride=stride,
+                is_base=base,
+            )
+            return self.transform.postprocess(dets, image_list.image_sizes, sizes)
+        finally:
+            self.train(was_training)
+
+
+def _default_taps(num_blocks: int) -> tuple[int, ...]:
+    """F-ViT's taps for 12 blocks (3, 5, 7, 11), spread the same way over other depths."""
+    if num_blocks >= 4:
+        return tuple(round(f * num_blocks) - 1 for f in (1 / 3, 1 / 2, 2 / 3)) + (num_blocks - 1,)
+    return (num_blocks - 1,) * 4
+
+
+def build_fvit(
+    clip: nn.Module,
+    train_classes: Sequence[str],
+    strategy: str = "maskclip",
+    out_indices: Sequence[int] | None = None,
+    scales: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
+    templates: str | Sequence[str] = "openai_imagenet",
+    pyramid_channels: int = 256,
+    pyramid_norm: bool = True,
+    min_size: int = 640,
+    max_size: int = 640,
+    anchor_scale: float = 8.0,
+    box_convs: int = 4,
+    box_conv_dim: int = 256,
+    box_fc_dim: int = 512,
+    roi_size: int = 7,
+    rpn_batch_size_per_image: int = 256,
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
+    rpn_post_nms_top_n: tuple[int, int] = (1000, 1000),
+    roi_batch_size_per_image: int = 512,
+    temperature: float = 50.0,
+    learn_background: bool = True,
+    background_weight: float = 0.6,
+    clip_temperature: float = 75.0,
+    alpha: float = 0.1,
+    beta: float = 0.8,
+    score_thresh: float = 0.01,
+    nms_thresh: float = 0.4,
+    detections_per_img: int = 100,
+) -> FViTDetector:
+    """An F-ViT detector on an open_clip model (defaults: F-ViT's OV-COCO ViT-B/16 settings).
+
+    Args:
+        clip: the open_clip model (frozen; its text tower embeds ``train_classes`` and
+            ``"background"``, the initial background embedding).
+        train_classes: the training vocabulary (base classes), one name per class.
+        strategy: the dense last block (F-ViT: ``maskclip``, its last block without attention).
+        out_indices: the tapped blocks, one per pyramid scale (default: F-ViT's 3, 5, 7, 11
+            for 12 blocks, spread alike for other depths, the last ones for fewer scales; the
+            last block's tap goes through ``strategy``).
+        scales: the pyramid's resampling of each tap (F-ViT: 4, 2, 1, 0.5 -> strides p/4 to
+            2p; a subset such as ``(2, 1, 0.5)`` drops the finest level).
+        templates: prompt templates of the text embeddings.
+        pyramid_channels, pyramid_norm: :class:`SimpleFeaturePyramid`.
+        min_size, max_size: torchvision's resize (F-ViT: 640).
+        anchor_scale: anchor side per level = ``anchor_scale x stride`` (F-ViT: 8).
+        box_convs, box_conv_dim, box_fc_dim, roi_size: :class:`FViTBoxHead`.
+        rpn_*, roi_batch_size_per_image: torchvision's RPN / sampling settings.
+        temperature, learn_background: :class:`TextEmbeddingClassifier`.
+        background_weight, clip_temperature, alpha, beta, score_thresh, nms_thresh,
+            detections_per_img: :class:`OVRoIHeads`.
+    """
+    from ..backbones.clip_vit import dense_backbone_for
+
+    visual = getattr(clip, "visual", clip)
+    probe = dense_backbone_for(visual, strategy=strategy)
+    taps = (
+        tuple(out_indices)
+        if out_indices is not None
+        else _default_taps(probe.num_blocks)[-len(scales) :]
+    )
+    if len(taps) != len(scales):
+        raise ValueError(
+            f"out_indices must name one block per scale ({len(scales)}), got {list(taps)}."
+        )
+    backbone = dense_backbone_for(visual, strategy=strategy, out_indices=taps)
+    # repeated taps (ViTDet-style: the last block four times) are one intermediate
+    backbone.out_indices = tuple(i if i >= 0 else i + backbone.num_blocks for i in taps)
+    encoder = TextEncoder(clip, templates=templates, progress=False)
+    embeds = encoder.encode_names(list(train_classes)).float()
+    background = encoder.encode_names(["background"])[0].float()
+    d = embeds.shape[1]
+    pyramid = SimpleFeaturePyramid(backbone.width, pyramid_channels, scales, norm=pyramid_norm)
+    strides = pyramid.strides(backbone.patch_size)
+    anchors = AnchorGenerator(
+        tuple((anchor_scale * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides)
+    )
+    rpn = RegionProposalNetwork(
+        anchors,
+        RPNHead(pyramid_channels, 3, conv_depth=2),
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=rpn_batch_size_per_image,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": rpn_pre_nms_top_n[0], "testing": rpn_pre_nms_top_n[1]},
+        post_nms_top_n={"training": rpn_post_nms_top_n[0], "testing": rpn_post_nms_top_n[1]},
+        nms_thresh=0.7,
+    )
+    roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(scales))], roi_size, sampling_ratio=0)
+    head = FViTBoxHead(
+        pyramid_channels, roi_size, d, box_conv_dim, box_convs, box_fc_dim, num_fcs=2
+    )
+    classifier = TextEmbeddingClassifier(
+        d, temperature=temperature, background_embed=background, learn_background=learn_background
+    )
+    roi_heads = OVRoIHeads(
+        roi_pool,
+        head,
+        classifier,
+        batch_size_per_image=roi_batch_size_per_image,
+        score_thresh=score_thresh,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+        background_weight=background_weight,
+        clip_temperature=clip_temperature,
+        alpha=alpha,
+        beta=beta,
+    )
+    transform = GeneralizedRCNNTransform(
+        min_size,
+        max_size,
+        list(backbone.mean),
+        list(backbone.std),
+        size_divisible=4 * backbone.patch_size,
+    )
+    return FViTDetector(
+        backbone, pyramid, rpn, roi_heads, transform, embeds, train_classes, encoder
+    )
