@@ -164,4 +164,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(" | ".join(format_metric(bbox[k]) for k in keys))
     print(f"results: {out / 'results.json'}")
     return 0
-

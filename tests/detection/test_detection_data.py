@@ -57,7 +57,9 @@ def test_boxes_are_xyxy_of_the_json(det_set):
         ds = CocoDetection(det_set / "instances.json", det_set / "images", limit=1)
     x, y, w, h = data["annotations"][0]["bbox"]
     item = ds[0]
-    assert item["image"].shape == (3, 64, 64) and 0 <= item["image"].min() <= item["image"].max() <= 1
+    assert (
+        item["image"].shape == (3, 64, 64) and 0 <= item["image"].min() <= item["image"].max() <= 1
+    )
     assert item["targets"]["boxes"][0].tolist() == pytest.approx([x, y, x + w, y + h])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,7 +90,13 @@ def test_pyramid_strides_and_shapes():
     maps = [torch.randn(2, 12, 4, 6) for _ in range(4)]
     out = pyr(maps)
     assert list(out) == ["0", "1", "2", "3", "pool"]
-    assert [tuple(v.shape[-2:]) for v in out.values()] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
+    assert [tuple(v.shape[-2:]) for v in out.values()] == [
+        (16, 24),
+        (8, 12),
+        (4, 6),
+        (2, 3),
+        (1, 2),
+    ]
     assert pyr.strides(16) == [4, 8, 16, 32, 64]
     three = SimpleFeaturePyramid(12, 8, scales=(2.0, 1.0, 0.5))
     assert three.strides(8) == [4, 8, 16, 32]

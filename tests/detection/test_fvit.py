@@ -12,7 +12,6 @@ import torch
 
 from ovdense.data import synthetic
 from ovdense.data.detection import CocoDetection, detection_collate
-from ovdense.evaluation.detection import COCODetectionEvaluator
 from ovdense.modeling.detection import build_fvit, clip_region_probs, geometric_ensemble
 from ovdense.modeling.heads import box_features
 
@@ -100,8 +99,15 @@ def test_roi_scores_are_the_ensemble(trained):
             proposals = [torch.tensor([[2.0, 3.0, 30.0, 40.0], [10.0, 10.0, 50.0, 60.0]])]
             emb = det.encode(["red circle", "blue star", "green cross"])
             is_base = torch.tensor([True, False, False])
-            dets, _ = heads(feats, proposals, image_list.image_sizes, emb, clip_dense=dense,
-                            clip_stride=stride, is_base=is_base)
+            dets, _ = heads(
+                feats,
+                proposals,
+                image_list.image_sizes,
+                emb,
+                clip_dense=dense,
+                clip_stride=stride,
+                is_base=is_base,
+            )
             roi = heads.box_roi_pool(feats, proposals, image_list.image_sizes)
             cls_feats, deltas = heads.box_head(roi)
             clf = heads.box_predictor

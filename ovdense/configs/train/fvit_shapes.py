@@ -44,8 +44,9 @@ model = L(build_fvit)(
 )
 
 dataloader = dict(
-    dataset=L(ShapesDetection)(length=_MAX_ITER * _BATCH, seed=0, size=128, split="train",
-                               classes=SEEN),
+    dataset=L(ShapesDetection)(
+        length=_MAX_ITER * _BATCH, seed=0, size=128, split="train", classes=SEEN
+    ),
     batch_size=_BATCH,
     num_workers=0,
     shuffle=True,

@@ -167,7 +167,7 @@ class OVRoIHeads(RoIHeads):
         l1 = (deltas[pos] - regression_targets[pos]).abs().sum() / n
         return {"loss_cls": ce, "loss_box_reg": l1}
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         features: Mapping[str, Tensor],
         proposals: list[Tensor],
@@ -259,6 +259,8 @@ class FViTDetector(nn.Module):
     ``loss_cls``, ``loss_box_reg``). :meth:`predict` detects any vocabulary.
     """
 
+    train_class_embeds: Tensor
+
     def __init__(
         self,
         backbone: DenseTowerBackbone,
@@ -312,11 +314,11 @@ class FViTDetector(nn.Module):
         if not self.training:
             raise RuntimeError("forward(batch) computes training losses; use .predict(...).")
         images = list(batch["images"])
-        targets = [
+        targets: list[dict[str, Tensor]] = [
             {"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1}
             for t in batch["targets"]
         ]
-        k = self.train_class_embeds.shape[0]
+        k = int(self.train_class_embeds.shape[0])
         for t in targets:
             if t["labels"].numel() and int(t["labels"].max()) > k:
                 raise ValueError(
