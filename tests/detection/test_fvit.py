@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from det_threads import one_thread
 
 from ovdense.data import synthetic
 from ovdense.data.detection import CocoDetection, detection_collate
@@ -48,13 +49,14 @@ def trained(tiny_clip_factory, det_set):
     opt = torch.optim.AdamW([p for p in det.parameters() if p.requires_grad], lr=2e-3)
     det.train()
     losses = []
-    for _ in range(20):
-        out = det(batch)
-        loss = sum(out.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    with one_thread():
+        for _ in range(20):
+            out = det(batch)
+            loss = sum(out.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
     return det, losses, frozen, ds
 
 

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from det_threads import one_thread
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -82,6 +83,11 @@ def train(model: FasterRCNN, steps: int, seed: int = 0) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
     losses = []
+    with one_thread():
+        return _train_steps(model, opt, rng, steps, losses)
+
+
+def _train_steps(model, opt, rng, steps, losses):
     for _ in range(steps):
         images, targets = [], []
         for _ in range(4):
