@@ -76,6 +76,11 @@ class COCODetectionEvaluator(DatasetEvaluator):
             boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
             scores = out["scores"].detach().float().cpu().numpy().reshape(-1)
             labels = out["labels"].detach().cpu().numpy().reshape(-1)
+            if labels.size and (labels.min() < 0 or labels.max() >= len(self.classes)):
+                raise ValueError(
+                    f"Detection labels must index the {len(self.classes)} classes, got values "
+                    f"in [{labels.min()}, {labels.max()}]."
+                )
             for (x1, y1, x2, y2), s, k in zip(boxes, scores, labels):
                 self._results.append(
                     {

@@ -140,5 +140,8 @@ def test_perfect_and_empty_detections():
     ev.process([1, 2, 3], [empty] * 3)
     got = ev.evaluate()["bbox"]
     assert got["AP50"] == 0.0 and got["per_class_AP50"]["cat"] == 0.0
+    bad = {**empty, "boxes": torch.ones(1, 4), "scores": torch.ones(1), "labels": torch.tensor([3])}
+    with pytest.raises(ValueError, match="index the 3 classes"):
+        ev.process([1], [bad])
     with pytest.raises(ValueError, match="categories"):
         COCODetectionEvaluator(coco, ["cat", "horse"])

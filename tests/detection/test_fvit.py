@@ -71,6 +71,19 @@ def test_training_lowers_the_loss_and_keeps_clip_frozen(trained):
     assert det.roi_heads.box_predictor.temperature.requires_grad
 
 
+def test_degenerate_target_boxes_are_dropped_with_a_count(trained):
+    det, _, _, ds = trained
+    targets = [
+        {
+            "boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0], [5.0, 5.0, 5.5, 20.0], [9, 9, 2, 2.0]]),
+            "labels": torch.tensor([0, 1, 2]),
+        }
+    ]
+    with pytest.warns(UserWarning, match="2 degenerate target boxes"), one_thread():
+        losses = det({"images": [ds[0]["image"]], "targets": targets})
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_predict_any_vocabulary(trained):
     det, _, _, ds = trained
     images = [ds[0]["image"], ds[1]["image"][:, :48, :56]]  # any size

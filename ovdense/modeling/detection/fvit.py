@@ -29,6 +29,7 @@ mmdet's L1; no mask head yet.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -318,6 +319,19 @@ class FViTDetector(nn.Module):
             {"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1}
             for t in batch["targets"]
         ]
+        dropped = 0
+        for t in targets:  # degenerate boxes would give infinite regression targets
+            keep = (t["boxes"][:, 2] - t["boxes"][:, 0] >= 1) & (
+                t["boxes"][:, 3] - t["boxes"][:, 1] >= 1
+            )
+            dropped += int((~keep).sum())
+            t["boxes"], t["labels"] = t["boxes"][keep], t["labels"][keep]
+        if dropped:
+            warnings.warn(
+                f"{dropped} degenerate target boxes (under 1 px wide or high) left out of this "
+                "batch.",
+                stacklevel=2,
+            )
         k = int(self.train_class_embeds.shape[0])
         for t in targets:
             if t["labels"].numel() and int(t["labels"].max()) > k:
