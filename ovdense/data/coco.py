@@ -13,6 +13,8 @@ Category names come from the JSON; COCO's stuff names are cleaned for the prompt
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -218,6 +220,30 @@ class CocoPanoptic:
         )
 
 
+def load_coco_instances(json_path: str | os.PathLike) -> Any:
+    """A ``pycocotools.coco.COCO`` index of a COCO instances JSON (without pycocotools'
+    progress prints).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the JSON is not COCO instances (no ``images``/``annotations``/``categories``).
+    """
+    from pycocotools.coco import COCO
+
+    path = Path(json_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Instances JSON not found: '{path}'.")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+        raise ValueError(f"'{path}' is not a COCO instances file: no {missing} key(s).")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
 class CocoInstances:
     """A COCO-format *instance* set (``instances.json`` + images) as region-annotated images:
     iterating yields :class:`PanopticImage` items whose segments are the annotations (mask
@@ -241,20 +267,12 @@ class CocoInstances:
     def __init__(
         self, json_path: str | os.PathLike, image_dir: str | os.PathLike, limit: int | None = None
     ) -> None:
-        from pycocotools.coco import COCO
 
-        json_path, self.image_dir = Path(json_path), Path(image_dir)
-        if not json_path.is_file():
-            raise FileNotFoundError(f"Instances JSON not found: '{json_path}'.")
+        self.image_dir = Path(image_dir)
+        self.coco = load_coco_instances(json_path)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"Image folder not found: '{self.image_dir}'.")
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        missing = [k for k in ("images", "annotations", "categories") if k not in data]
-        if missing:
-            raise ValueError(f"'{json_path}' is not a COCO instances file: no {missing} key(s).")
-        self.coco = COCO()
-        self.coco.dataset = data
-        self.coco.createIndex()
+        data = self.coco.dataset
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         self.categories = [PanopticCategory(int(c["id"]), str(c["name"]), True) for c in cats]
         self._cat_index = {c.id: i for i, c in enumerate(self.categories)}

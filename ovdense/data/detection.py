@@ -13,9 +13,6 @@ split: the novel classes never become training targets).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import warnings
 from collections import Counter
@@ -29,6 +26,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import synthetic
+from .coco import load_coco_instances
 
 __all__ = ["CocoDetection", "ShapesDetection", "detection_collate"]
 
@@ -71,19 +69,9 @@ class CocoDetection(torch.utils.data.Dataset):
         limit: int | None = None,
         keep_empty: bool = True,
     ) -> None:
-        from pycocotools.coco import COCO
-
-        json_path, self.image_dir = Path(json_path), Path(image_dir)
-        if not json_path.is_file():
-            raise FileNotFoundError(f"Instances JSON not found: '{json_path}'.")
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        missing = [k for k in ("images", "annotations", "categories") if k not in data]
-        if missing:
-            raise ValueError(f"'{json_path}' is not a COCO instances file: no {missing} key(s).")
-        self.coco = COCO()
-        self.coco.dataset = data
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco.createIndex()
+        self.image_dir = Path(image_dir)
+        self.coco = load_coco_instances(json_path)
+        data = self.coco.dataset
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         self.classes = [str(c["name"]) for c in cats] if classes is None else list(classes)
         if len(set(self.classes)) != len(self.classes):
@@ -97,7 +85,7 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes, labels = self._parse(img, self.coco.imgToAnns.get(int(img["id"]), []))
             if keep_empty or len(labels):
                 self.records.append((int(img["id"]), str(img["file_name"]), boxes, labels))
-        _warn_skipped(f"'{json_path.name}'", self.skipped, self.skipped_category_ids)
+        _warn_skipped(f"'{Path(json_path).name}'", self.skipped, self.skipped_category_ids)
 
     def _parse(self, img: dict[str, Any], anns: list[dict[str, Any]]) -> tuple[Tensor, Tensor]:
         boxes, labels = [], []
