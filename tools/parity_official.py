@@ -221,8 +221,7 @@ def _run(model: Any, pipeline: list[dict], images: list[Path]) -> list[dict[str,
 # -- the official side (one process per method) -----------------------------------------------
 def worker(args: argparse.Namespace) -> None:
     repo = Path(args.repo)
-    os.chdir(repo)
-    sys.path.insert(0, str(repo))
+    os.chdir(repo)  # the repository is on PYTHONPATH (set by the parent, see _official)
     import importlib
 
     import torch
@@ -240,8 +239,7 @@ def worker(args: argparse.Namespace) -> None:
 
         assert Path(open_clip.__file__).resolve().is_relative_to(repo.resolve())
         open_clip.add_model_config(weights["config_dir"])
-    if args.method == "proxyclip":
-        sys.path.insert(1, args.dino)
+    if args.method == "proxyclip":  # facebookresearch/dino is on PYTHONPATH too
         from functools import partial
 
         import vision_transformer as dino_vits  # facebookresearch/dino
@@ -254,7 +252,7 @@ def worker(args: argparse.Namespace) -> None:
                 norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
                 **DINO_SIZE,
             )
-            state = torch.load(weights["dino"], map_location="cpu")
+            state = torch.load(weights["dino"], map_location="cpu", weights_only=True)
             missing, unexpected = vit.load_state_dict(state, strict=False)
             assert not missing and not [k for k in unexpected if not k.startswith("head")]
             return vit
@@ -338,7 +336,9 @@ def run_official(
         "--images",
         *map(str, images),
     ]
-    env = {**os.environ, "PYTHONPATH": ""}  # the official repository, not ovdense, first
+    # the official repository (and DINO's) first on the path, before the installed packages
+    paths = [str(repo), *([str(weights["dino_repo"])] if weights.get("dino_repo") else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"official {method} ({setting}) failed:\n{proc.stderr[-4000:]}")

@@ -42,20 +42,25 @@ def _read(repo: Path, path: str) -> str:
     ).stdout
 
 
+def _load_file(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _import_official(repo: Path, files: list[str], module: str, tag: str) -> types.ModuleType:
+    """``module`` of the official files, its sibling imports (``from pamr import PAMR``)
+    served from the same files by name; nothing is added to ``sys.path``."""
     tmp = Path(tempfile.mkdtemp(prefix=f"official_{tag}_"))
     for f in files:
         (tmp / Path(f).name).write_text(_read(repo, f))
     sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # used outside the forward pass
-    sys.path.insert(0, str(tmp))
-    try:
-        spec = importlib.util.spec_from_file_location(f"{tag}_model", tmp / module)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(tmp))
-    return mod
+    for f in files:
+        if Path(f).name != module:
+            sys.modules[Path(f).stem] = _load_file(Path(f).stem, tmp / Path(f).name)
+    return _load_file(f"{tag}_model", tmp / module)
 
 
 def _random_clip(seed: int):
