@@ -8,12 +8,29 @@ from .classifier import (
     clip_region_probs,
     geometric_ensemble,
 )
-from .fvit import FViTBoxHead, FViTDetector, OVRoIHeads, build_fvit
+from .fvit import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FViTBoxHead,
+    FViTDetector,
+    FViTMaskHead,
+    FViTTransform,
+    LevelRoIAlign,
+    MMDetAnchorGenerator,
+    OVRoIHeads,
+    build_fvit,
+)
 from .pyramid import SimpleFeaturePyramid
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "FViTBoxHead",
     "FViTDetector",
+    "FViTMaskHead",
+    "FViTTransform",
+    "LevelRoIAlign",
+    "MMDetAnchorGenerator",
     "OVRoIHeads",
     "SimpleFeaturePyramid",
     "TextBoxPredictor",

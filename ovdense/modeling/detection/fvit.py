@@ -23,7 +23,13 @@ configs) and re-implemented on torchvision's detection components:
   classes and the background, beta = 0.8 for the novel ones.
 
 Differences from F-ViT: torchvision's RPN losses (binary cross-entropy + smooth L1) instead of
-mmdet's L1; no mask head yet.
+mmdet's L1. By default the anchors, RoI pooling and resizing are torchvision's; with
+``mmdet_ops=True`` (what :mod:`ovdense.modeling.convert.fvit` builds for F-ViT's released
+checkpoints) they are mmdet 2.x's: unrounded anchors on possibly fractional strides
+(:class:`MMDetAnchorGenerator`), half-pixel-aligned RoIAlign with mmdet's level rule
+(:class:`LevelRoIAlign`), no small-box filter after the box head, images padded to a square.
+The optional mask head (:class:`FViTMaskHead`, F-ViT's OV-LVIS Mask R-CNN configs) is mmdet's
+class-agnostic ``FCNMaskHead``.
 """
 
 from __future__ import annotations
@@ -39,10 +45,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import (
+    MultiScaleRoIAlign,
+    batched_nms,
+    clip_boxes_to_image,
+    remove_small_boxes,
+    roi_align,
+)
+from torchvision.ops.misc import Conv2dNormActivation
 
 from ..backbones.tower import DenseTowerBackbone
 from ..heads.region import box_features
@@ -55,7 +68,19 @@ from .classifier import (
 )
 from .pyramid import SimpleFeaturePyramid
 
-__all__ = ["FViTBoxHead", "FViTDetector", "OVRoIHeads", "build_fvit"]
+__all__ = [
+    "FViTBoxHead",
+    "FViTDetector",
+    "FViTMaskHead",
+    "FViTTransform",
+    "LevelRoIAlign",
+    "MMDetAnchorGenerator",
+    "OVRoIHeads",
+    "build_fvit",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +130,160 @@ class FViTBoxHead(nn.Module):
         return cls, self.bbox_pred(F.relu(self.reg_fc(x)))
 
 
+class FViTMaskHead(nn.Module):
+    """Class-agnostic mask head, mmdet's ``FCNMaskHead`` as F-ViT's OV-LVIS configs set it:
+    ``num_convs`` 3x3 convolutions (batch-normed, ReLU), a 2x transposed convolution + ReLU and
+    a 1x1 convolution to one mask logit.
+
+    ``forward(x [N, C, s, s]) -> [N, 1, 2s, 2s]`` logits (F-ViT: ``s = 14``, 28x28 masks).
+    """
+
+    def __init__(self, in_channels: int, conv_dim: int = 256, num_convs: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(num_convs):
+            layers.append(Conv2dNormActivation(c, conv_dim, 3, norm_layer=nn.BatchNorm2d))
+            c = conv_dim
+        self.convs = nn.Sequential(*layers)
+        self.upsample = nn.ConvTranspose2d(c, c, 2, stride=2)
+        self.logits = nn.Conv2d(c, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(F.relu(self.upsample(self.convs(x))))
+
+
+class MMDetAnchorGenerator(AnchorGenerator):
+    """Anchors as mmdet 2.x's ``AnchorGenerator`` makes them (F-ViT's RPN): per level one base
+    size ``scale x stride`` at each aspect ratio ``h / w``, centred on ``(0, 0)`` and *not*
+    rounded (torchvision rounds), shifted by ``stride`` per cell; strides may be fractional
+    (ViT-L/14: 3.5, 7, 14, 28, 56), they are not inferred from the map sizes.
+
+    Same contract as torchvision's ``AnchorGenerator``: ``forward(image_list, feature_maps)``
+    -> one ``[sum_l(h_l w_l A), 4]`` tensor per image, cell-major then anchor (ratio) order.
+    """
+
+    def __init__(
+        self,
+        strides: Sequence[float],
+        scale: float = 8.0,
+        ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    ) -> None:
+        super().__init__(
+            tuple((scale * s,) for s in strides), (tuple(float(r) for r in ratios),) * len(strides)
+        )
+        self.level_strides = [float(s) for s in strides]
+        r = torch.as_tensor(list(ratios), dtype=torch.float32)
+        h, w = r.sqrt(), 1.0 / r.sqrt()
+        self.cell_anchors = [
+            torch.stack([-w * scale * s, -h * scale * s, w * scale * s, h * scale * s], 1) / 2
+            for s in self.level_strides
+        ]
+
+    def grid_anchors(
+        self, grid_sizes: list[list[int]], strides: list[list[Tensor]]
+    ) -> list[Tensor]:
+        if len(grid_sizes) != len(self.level_strides):
+            raise ValueError(
+                f"{len(grid_sizes)} feature maps, but anchors were set up for "
+                f"{len(self.level_strides)} strides ({self.level_strides})."
+            )
+        device = self.cell_anchors[0].device
+        own = [[torch.tensor(s, device=device)] * 2 for s in self.level_strides]
+        return super().grid_anchors(grid_sizes, own)
+
+
+class LevelRoIAlign(nn.Module):
+    """RoIAlign over pyramid levels as mmdet's ``SingleRoIExtractor`` does it (F-ViT).
+
+    A box of side ``sqrt(w h)`` goes to level ``floor(log2(side / finest_scale + 1e-6))``
+    (clamped to the levels given), pooled with the half-pixel-aligned RoIAlign
+    (``aligned=True``, mmcv's default; torchvision's ``MultiScaleRoIAlign`` is not aligned)
+    at that level's ``1 / stride``.
+
+    Args:
+        featmap_names: the pyramid levels used, finest first.
+        output_size: RoIAlign output side.
+        strides: the levels' strides in input pixels (may be fractional).
+        sampling_ratio: RoIAlign's samples per bin (0: adaptive).
+        finest_scale: mmdet's ``finest_scale`` (56).
+
+    ``forward(features, boxes [M_i, 4] per image, image_shapes) -> [sum M_i, C, s, s]``, the
+    same call as torchvision's ``MultiScaleRoIAlign``.
+    """
+
+    def __init__(
+        self,
+        featmap_names: Sequence[str],
+        output_size: int,
+        strides: Sequence[float],
+        sampling_ratio: int = 0,
+        finest_scale: float = 56.0,
+    ) -> None:
+        super().__init__()
+        if len(featmap_names) != len(strides):
+            raise ValueError(
+                f"{len(featmap_names)} levels ({list(featmap_names)}) but {len(strides)} strides."
+            )
+        self.featmap_names = list(featmap_names)
+        self.output_size = int(output_size)
+        self.strides = [float(s) for s in strides]
+        self.sampling_ratio = int(sampling_ratio)
+        self.finest_scale = float(finest_scale)
+
+    def levels(self, rois: Tensor) -> Tensor:
+        """``[N]`` level index of ``[N, 5]`` RoIs (batch index, XYXY)."""
+        side = ((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])).sqrt()
+        lvl = torch.floor(torch.log2(side / self.finest_scale + 1e-6))
+        return lvl.clamp(min=0, max=len(self.strides) - 1).long()
+
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        boxes: list[Tensor],
+        image_shapes: list[tuple[int, int]] | None = None,
+    ) -> Tensor:
+        feats = [features[n] for n in self.featmap_names]
+        rois = torch.cat(
+            [torch.cat([b.new_full((b.shape[0], 1), i), b], 1) for i, b in enumerate(boxes)]
+        )
+        s = self.output_size
+        out = feats[0].new_zeros(rois.shape[0], feats[0].shape[1], s, s)
+        if rois.shape[0] == 0:
+            return out
+        if len(feats) == 1:
+            lvl = torch.zeros(rois.shape[0], dtype=torch.long, device=rois.device)
+        else:
+            lvl = self.levels(rois)
+        for i, (f, stride) in enumerate(zip(feats, self.strides, strict=True)):
+            idx = torch.nonzero(lvl == i).squeeze(1)
+            if idx.numel():
+                out[idx] = roi_align(
+                    f, rois[idx].to(f.dtype), s, 1.0 / stride, self.sampling_ratio, aligned=True
+                ).to(out.dtype)
+        return out
+
+
+class FViTTransform(GeneralizedRCNNTransform):
+    """torchvision's resize / normalise / batch, optionally padding the batch to a square
+    (mmdet's ``Pad(pad_to_square=True)`` in F-ViT's test pipeline: the ViT then sees the same
+    padded grid as F-ViT's), still a multiple of ``size_divisible``."""
+
+    def __init__(self, *args: Any, pad_square: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pad_square = bool(pad_square)
+
+    def batch_images(self, images: list[Tensor], size_divisible: int = 32) -> Tensor:
+        if not self.pad_square:
+            return super().batch_images(images, size_divisible)
+        side = max(max(int(im.shape[-2]), int(im.shape[-1])) for im in images)
+        side = -(-side // size_divisible) * size_divisible
+        out = images[0].new_zeros(len(images), images[0].shape[0], side, side)
+        for im, o in zip(images, out):
+            o[:, : im.shape[-2], : im.shape[-1]].copy_(im)
+        return out
+
+
 class OVRoIHeads(RoIHeads):
     """torchvision's RoI heads (sampling, box coding) with an open-vocabulary box branch.
 
@@ -116,6 +295,11 @@ class OVRoIHeads(RoIHeads):
             (F-ViT: 0.6 OV-COCO, 0.9 OV-LVIS).
         clip_temperature, alpha, beta: the test-time ensemble (see
             :func:`~ovdense.modeling.detection.classifier.geometric_ensemble`).
+        min_box_size: detections narrower or lower than this (pixels) are dropped before the
+            NMS (torchvision: 0.01; 0 keeps every box, as mmdet / F-ViT).
+        mask_roi_pool, mask_head: the optional mask branch (F-ViT's OV-LVIS configs): RoI
+            features of the final boxes -> :class:`FViTMaskHead` -> ``masks`` ``[M, 1, 2s, 2s]``
+            probabilities at inference; in training ``loss_mask`` (targets need ``masks``).
         Other arguments: torchvision's ``RoIHeads``.
     """
 
@@ -136,6 +320,9 @@ class OVRoIHeads(RoIHeads):
         clip_temperature: float = 75.0,
         alpha: float = 0.1,
         beta: float = 0.8,
+        min_box_size: float = 1e-2,
+        mask_roi_pool: nn.Module | None = None,
+        mask_head: nn.Module | None = None,
     ) -> None:
         super().__init__(
             box_roi_pool,
@@ -154,6 +341,12 @@ class OVRoIHeads(RoIHeads):
         self.clip_temperature = float(clip_temperature)
         self.alpha = float(alpha)
         self.beta = float(beta)
+        self.min_box_size = float(min_box_size)
+        if (mask_roi_pool is None) != (mask_head is None):
+            raise ValueError("mask_roi_pool and mask_head go together (both or neither).")
+        # torchvision's attribute names, so that ``has_mask()`` reports the branch
+        self.mask_roi_pool = mask_roi_pool
+        self.mask_head = mask_head
 
     def losses(
         self, logits: Tensor, deltas: Tensor, labels: Tensor, regression_targets: Tensor
@@ -186,7 +379,7 @@ class OVRoIHeads(RoIHeads):
         if self.training:
             if targets is None:
                 raise ValueError("targets are needed in training mode.")
-            proposals, _, labels, regression_targets = self.select_training_samples(
+            proposals, matched, labels, regression_targets = self.select_training_samples(
                 proposals, targets
             )
         roi_feats = self.box_roi_pool(features, proposals, image_shapes)
@@ -194,7 +387,13 @@ class OVRoIHeads(RoIHeads):
         classifier: TextEmbeddingClassifier = self.box_predictor
         logits = classifier(cls_feats, class_embeds)
         if self.training:
-            return [], self.losses(logits, deltas, torch.cat(labels), torch.cat(regression_targets))
+            assert targets is not None
+            losses = self.losses(logits, deltas, torch.cat(labels), torch.cat(regression_targets))
+            if self.mask_head is not None:
+                losses["loss_mask"] = self._mask_loss(
+                    features, proposals, image_shapes, targets, matched, labels
+                )
+            return [], losses
         probs = logits.float().softmax(dim=-1)
         if clip_dense is not None:
             if clip_stride is None:
@@ -210,7 +409,44 @@ class OVRoIHeads(RoIHeads):
             )
             probs = geometric_ensemble(probs, clip_probs, base, self.alpha, self.beta)
         boxes = self.box_coder.decode(deltas, proposals)[:, 0]  # [N, 4]
-        return self.postprocess(boxes, probs, proposals, image_shapes), {}
+        dets = self.postprocess(boxes, probs, proposals, image_shapes)
+        if self.mask_head is not None and self.mask_roi_pool is not None:
+            det_boxes = [d["boxes"] for d in dets]
+            probs_m = self.mask_head(
+                self.mask_roi_pool(features, det_boxes, image_shapes)
+            ).sigmoid()
+            for d, m in zip(dets, probs_m.split([b.shape[0] for b in det_boxes]), strict=True):
+                d["masks"] = m
+        return dets, {}
+
+    def _mask_loss(
+        self,
+        features: Mapping[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]],
+        matched: list[Tensor],
+        labels: list[Tensor],
+    ) -> Tensor:
+        """torchvision's Mask R-CNN loss on the positive RoIs, one class-agnostic channel."""
+        if any("masks" not in t for t in targets):
+            raise ValueError(
+                "This detector has a mask head: every training target needs 'masks' "
+                "([M, H, W] per image), or build it with mask_head=False."
+            )
+        pos = [torch.nonzero(lab > 0).squeeze(1) for lab in labels]
+        pos_props = [p[i] for p, i in zip(proposals, pos, strict=True)]
+        assert self.mask_roi_pool is not None and self.mask_head is not None
+        mask_logits = self.mask_head(self.mask_roi_pool(features, pos_props, image_shapes))
+        if mask_logits.shape[0] == 0:
+            return mask_logits.sum() * 0.0
+        return maskrcnn_loss(
+            mask_logits,
+            pos_props,
+            [t["masks"] for t in targets],
+            [torch.zeros_like(t["labels"]) for t in targets],  # one class-agnostic channel
+            [m[i] for m, i in zip(matched, pos, strict=True)],
+        )
 
     def postprocess(
         self,
@@ -219,8 +455,8 @@ class OVRoIHeads(RoIHeads):
         proposals: list[Tensor],
         image_shapes: list[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
-        """Per image: clip boxes, every (box, class) above ``score_thresh``, class-wise NMS,
-        the ``detections_per_img`` best."""
+        """Per image: clip boxes, every (box, class) above ``score_thresh``, boxes under
+        ``min_box_size`` dropped, class-wise NMS, the ``detections_per_img`` best."""
         out = []
         counts = [p.shape[0] for p in proposals]
         for b, s, shape in zip(boxes.split(counts), probs.split(counts), image_shapes):
@@ -231,8 +467,9 @@ class OVRoIHeads(RoIHeads):
             bb = b[:, None].expand(-1, k, 4).reshape(-1, 4)
             keep = scores > self.score_thresh
             bb, scores, labels = bb[keep], scores[keep], labels[keep]
-            keep = remove_small_boxes(bb, 1e-2)
-            bb, scores, labels = bb[keep], scores[keep], labels[keep]
+            if self.min_box_size > 0:
+                keep = remove_small_boxes(bb, self.min_box_size)
+                bb, scores, labels = bb[keep], scores[keep], labels[keep]
             keep = batched_nms(bb, scores, labels, self.nms_thresh)[: self.detections_per_img]
             out.append({"boxes": bb[keep], "scores": scores[keep], "labels": labels[keep]})
         return out
@@ -428,6 +665,7 @@ def build_fvit(
     rpn_batch_size_per_image: int = 256,
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
     rpn_post_nms_top_n: tuple[int, int] = (1000, 1000),
+    rpn_norm: bool = False,
     roi_batch_size_per_image: int = 512,
     temperature: float = 50.0,
     learn_background: bool = True,
@@ -438,12 +676,21 @@ def build_fvit(
     score_thresh: float = 0.01,
     nms_thresh: float = 0.4,
     detections_per_img: int = 100,
+    mask_head: bool = False,
+    mask_roi_size: int = 14,
+    mask_convs: int = 4,
+    mmdet_ops: bool = False,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    train_class_embeds: Tensor | None = None,
+    background_embed: Tensor | None = None,
 ) -> FViTDetector:
     """An F-ViT detector on an open_clip model (defaults: F-ViT's OV-COCO ViT-B/16 settings).
 
     Args:
         clip: the open_clip model (frozen; its text tower embeds ``train_classes`` and
-            ``"background"``, the initial background embedding).
+            ``"background"``, the initial background embedding), or its image tower alone
+            together with ``train_class_embeds`` and ``background_embed``.
         train_classes: the training vocabulary (base classes), one name per class.
         strategy: the dense last block (F-ViT: ``maskclip``, its last block without attention).
         out_indices: the tapped blocks, one per pyramid scale (default: F-ViT's 3, 5, 7, 11
@@ -453,13 +700,25 @@ def build_fvit(
             2p; a subset such as ``(2, 1, 0.5)`` drops the finest level).
         templates: prompt templates of the text embeddings.
         pyramid_channels, pyramid_norm: :class:`SimpleFeaturePyramid`.
-        min_size, max_size: torchvision's resize (F-ViT: 640).
+        min_size, max_size: torchvision's resize (F-ViT: 640 for ViT-B/16 OV-COCO).
         anchor_scale: anchor side per level = ``anchor_scale x stride`` (F-ViT: 8).
         box_convs, box_conv_dim, box_fc_dim, roi_size: :class:`FViTBoxHead`.
-        rpn_*, roi_batch_size_per_image: torchvision's RPN / sampling settings.
+        rpn_*, roi_batch_size_per_image: torchvision's RPN / sampling settings;
+            ``rpn_norm`` batch-normalises the RPN convolutions (F-ViT's OV-LVIS
+            ``CustomRPNHead``).
         temperature, learn_background: :class:`TextEmbeddingClassifier`.
         background_weight, clip_temperature, alpha, beta, score_thresh, nms_thresh,
             detections_per_img: :class:`OVRoIHeads`.
+        mask_head, mask_roi_size, mask_convs: add :class:`FViTMaskHead` (``mask_convs``
+            convolutions of ``box_conv_dim``) on ``mask_roi_size`` RoIs (F-ViT's OV-LVIS
+            configs: 4 convolutions, 14).
+        mmdet_ops: mmdet 2.x's anchors, RoI pooling and post-processing and a square-padded
+            batch (see the module doc), to run F-ViT's released weights as F-ViT does.
+        image_mean, image_std: input normalisation (default the CLIP's; F-ViT's configs use
+            ImageNet's, :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`).
+        train_class_embeds, background_embed: ``[K, D]`` / ``[D]`` embeddings to use instead of
+            encoding ``train_classes`` / ``"background"`` (the detector then has no text
+            encoder unless ``clip`` has a text tower; e.g. F-ViT's released embeddings).
     """
     from ..backbones.clip_vit import dense_backbone_for
 
@@ -477,18 +736,58 @@ def build_fvit(
     backbone = dense_backbone_for(visual, strategy=strategy, out_indices=taps)
     # repeated taps (ViTDet-style: the last block four times) are one intermediate
     backbone.out_indices = tuple(i if i >= 0 else i + backbone.num_blocks for i in taps)
-    encoder = TextEncoder(clip, templates=templates, progress=False)
-    embeds = encoder.encode_names(list(train_classes)).float()
-    background = encoder.encode_names(["background"])[0].float()
+    has_text = visual is not clip
+    encoder = TextEncoder(clip, templates=templates, progress=False) if has_text else None
+    if train_class_embeds is None or background_embed is None:
+        if encoder is None:
+            raise ValueError(
+                "clip is an image tower only: pass train_class_embeds and background_embed, or "
+                "an open_clip model with its text tower."
+            )
+    if train_class_embeds is None:
+        assert encoder is not None
+        embeds = encoder.encode_names(list(train_classes)).float()
+    else:
+        embeds = train_class_embeds.detach().float()
+        if embeds.ndim != 2 or embeds.shape[0] != len(train_classes):
+            raise ValueError(
+                f"train_class_embeds must be [K, D] with K = {len(train_classes)} "
+                f"(train_classes), got {tuple(embeds.shape)}."
+            )
+    if background_embed is None:
+        assert encoder is not None
+        background = encoder.encode_names(["background"])[0].float()
+    else:
+        background = background_embed.detach().float().reshape(-1)
     d = embeds.shape[1]
     pyramid = SimpleFeaturePyramid(backbone.width, pyramid_channels, scales, norm=pyramid_norm)
-    strides = pyramid.strides(backbone.patch_size)
-    anchors = AnchorGenerator(
-        tuple((anchor_scale * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides)
-    )
+    levels = [str(i) for i in range(len(scales))]
+    if mmdet_ops:
+        strides = [backbone.patch_size / float(sc) for sc in pyramid.scales]
+        strides.append(strides[-1] * 2)
+        anchors: AnchorGenerator = MMDetAnchorGenerator(strides, anchor_scale)
+        roi_pool: nn.Module = LevelRoIAlign(levels, roi_size, strides[: len(levels)])
+        mask_pool: nn.Module = LevelRoIAlign(levels, mask_roi_size, strides[: len(levels)])
+    else:
+        int_strides = pyramid.strides(backbone.patch_size)
+        anchors = AnchorGenerator(
+            tuple((anchor_scale * s,) for s in int_strides), ((0.5, 1.0, 2.0),) * len(int_strides)
+        )
+        roi_pool = MultiScaleRoIAlign(levels, roi_size, sampling_ratio=0)
+        mask_pool = MultiScaleRoIAlign(levels, mask_roi_size, sampling_ratio=0)
+    rpn_head = RPNHead(pyramid_channels, 3, conv_depth=2)
+    if rpn_norm:
+        rpn_head.conv = nn.Sequential(
+            *(
+                Conv2dNormActivation(
+                    pyramid_channels, pyramid_channels, 3, norm_layer=nn.BatchNorm2d
+                )
+                for _ in range(2)
+            )
+        )
     rpn = RegionProposalNetwork(
         anchors,
-        RPNHead(pyramid_channels, 3, conv_depth=2),
+        rpn_head,
         fg_iou_thresh=0.7,
         bg_iou_thresh=0.3,
         batch_size_per_image=rpn_batch_size_per_image,
@@ -497,7 +796,8 @@ def build_fvit(
         post_nms_top_n={"training": rpn_post_nms_top_n[0], "testing": rpn_post_nms_top_n[1]},
         nms_thresh=0.7,
     )
-    roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(scales))], roi_size, sampling_ratio=0)
+    if mmdet_ops:
+        rpn.min_size = 1e-12  # mmdet keeps proposals wider and higher than 0
     head = FViTBoxHead(
         pyramid_channels, roi_size, d, box_conv_dim, box_convs, box_fc_dim, num_fcs=2
     )
@@ -516,13 +816,17 @@ def build_fvit(
         clip_temperature=clip_temperature,
         alpha=alpha,
         beta=beta,
+        min_box_size=0.0 if mmdet_ops else 1e-2,
+        mask_roi_pool=mask_pool if mask_head else None,
+        mask_head=FViTMaskHead(pyramid_channels, box_conv_dim, mask_convs) if mask_head else None,
     )
-    transform = GeneralizedRCNNTransform(
+    transform = FViTTransform(
         min_size,
         max_size,
-        list(backbone.mean),
-        list(backbone.std),
+        list(backbone.mean if image_mean is None else image_mean),
+        list(backbone.std if image_std is None else image_std),
         size_divisible=4 * backbone.patch_size,
+        pad_square=mmdet_ops,
     )
     return FViTDetector(
         backbone, pyramid, rpn, roi_heads, transform, embeds, train_classes, encoder
