@@ -80,7 +80,6 @@ OVD_TIMM_NAME = "ovdense_parity_eva02_tiny16"
 # ----------------------------------------------------------------------------- official side
 def _fake_mmcv_ext() -> types.ModuleType:
     """``mmcv._ext`` with the two ops F-ViT's test path calls, from torchvision."""
-    import torch
     import torchvision
 
     ext = types.ModuleType("mmcv._ext")
@@ -132,12 +131,11 @@ def _bn_only(obj: Any) -> Any:
 def official(args: argparse.Namespace) -> None:
     """Runs in the venv with mmdet 2.x, cwd = the exported ``F-ViT`` folder."""
     sys.modules["mmcv._ext"] = _fake_mmcv_ext()
+    import models  # noqa: F401  (F-ViT/models: registers FViT, EvaCLIPViT, FViTRoIHead ...)
     import open_clip  # CLIPSelf's fork (src/ on PYTHONPATH)
     import torch
     from mmcv import Config, ConfigDict
     from mmdet.models import build_detector
-
-    import models  # noqa: F401  (F-ViT/models: registers FViT, EvaCLIPViT, FViTRoIHead ...)
 
     out = Path(args.workdir)
     torch.manual_seed(args.seed)
@@ -231,7 +229,7 @@ def official(args: argparse.Namespace) -> None:
     }
     if isinstance(res, tuple):
         masks = []
-        for k, per_class in enumerate(res[1]):
+        for per_class in res[1]:
             masks += [np.asarray(m, dtype=bool) for m in per_class]
         np.save(out / "masks.npy", np.stack(masks) if masks else np.zeros((0, h, w), bool))
     (out / "official.json").write_text(json.dumps(record))
@@ -276,8 +274,13 @@ def _register_tiny_eva() -> None:
                 "timm_pool": "token",
                 "timm_proj": None,
             },
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                         "layers": 1},
+            "text_cfg": {
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": 64,
+                "heads": 2,
+                "layers": 1,
+            },
             "custom_text": True,
         }
         f = Path(tempfile.mkdtemp(prefix="ovdense_parity_eva_")) / f"{OVD_TINY_NAME}.json"
@@ -345,7 +348,10 @@ def ovdense_side(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "same_label_at_rank": rank_same,
         "max_box_diff_px": box_err,
         "max_score_diff": score_err,
-        "score_range": [float(os_.min()) if len(os_) else 0.0, float(os_.max()) if len(os_) else 0.0],
+        "score_range": [
+            float(os_.min()) if len(os_) else 0.0,
+            float(os_.max()) if len(os_) else 0.0,
+        ],
         "official_seconds": round(off["seconds"], 2),
         "ovdense_seconds": round(seconds, 2),
     }
@@ -368,19 +374,25 @@ def _export(src: Path) -> tuple[Path, Path | None]:
         return src, None
     tmp = Path(tempfile.mkdtemp(prefix="clipself_"))
     archive = subprocess.run(
-        ["git", f"--git-dir={src}", "archive", "HEAD", "src", "F-ViT"], check=True, capture_output=True
+        ["git", f"--git-dir={src}", "archive", "HEAD", "src", "F-ViT"],
+        check=True,
+        capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
     return tmp, tmp
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--clipself", help="CLIPSelf checkout or git directory")
     p.add_argument("--python", help="Python with mmcv 1.7 (pure) + mmdet 2.28")
     p.add_argument("--config", default="ovcoco_vitb16", choices=sorted(CONFIGS))
     p.add_argument("--size", default="tiny", choices=("tiny", "full"))
-    p.add_argument("--image-size", type=int, default=None, help="long side (default 128 / config's)")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="long side (default 128 / config's)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-std", type=float, default=0.05)
     p.add_argument("--out", default=None, help="write the figures here (markdown table row)")
@@ -405,9 +417,21 @@ def main() -> int:
         np.save(work / "image.npy", img.astype(np.uint8))  # blocky: boxes with some structure
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), str(repo / "F-ViT")])
-        cmd = [args.python, str(Path(__file__).resolve()), "--child", "--workdir", str(work),
-               "--config", args.config, "--size", args.size, "--seed", str(args.seed),
-               "--weight-std", str(args.weight_std)]
+        cmd = [
+            args.python,
+            str(Path(__file__).resolve()),
+            "--child",
+            "--workdir",
+            str(work),
+            "--config",
+            args.config,
+            "--size",
+            args.size,
+            "--seed",
+            str(args.seed),
+            "--weight-std",
+            str(args.weight_std),
+        ]
         subprocess.run(cmd, check=True, cwd=repo / "F-ViT", env=env)
         result = ovdense_side(args, work)
     finally:
