@@ -79,6 +79,10 @@ COMMANDS: dict[str, Command] = {
         "ovdense.cli.convert_eva_clip",
         "convert an EVA-CLIP / CLIPSelf EVA02 checkpoint to open_clip's format",
     ),
+    "convert-fvit": Command(
+        "ovdense.cli.convert_fvit",
+        "check F-ViT's released detectors (MMDetection checkpoints) load into ovdense",
+    ),
     "prepare": Command(
         "ovdense.cli.prepare",
         "convert official dataset archives (coco, pascal_context, cityscapes, ade20k_847)",

@@ -10,6 +10,12 @@ OV-COCO (48 base / 17 novel; ``instances_val2017.json`` or the OV val JSON)::
     ovdense eval-det --config train/fvit_vitb16_ovcoco --checkpoint output/fvit_ovcoco \\
         --json coco/annotations/instances_val2017.json --images coco/val2017 --split coco_ov
 
+F-ViT's released checkpoints (CLIPSelf, MMDetection format) with their official test settings,
+no config needed (the vocabulary's embeddings are the checkpoint's own)::
+
+    ovdense eval-det --fvit fvit_eva_vitb16_ovcoco_clipself_proposals.pth \\
+        --json coco/zero-shot/instances_val2017_all_2.json --images coco/val2017 --split coco_ov
+
 The vocabulary is every category of the ground truth (``--split coco_ov``: the 65 OV-COCO
 classes); ``--split`` names the base / novel groups (``shapes``: the categories' ``held_out``
 flag; ``coco_ov``: :mod:`ovdense.data.ov_splits`; ``none``: no groups, every class novel for the
@@ -55,7 +61,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", required=True, help="detector training config (name or file)")
+    p.add_argument("--config", default=None, help="detector training config (name or file)")
+    p.add_argument(
+        "--fvit", default=None, help="an F-ViT released checkpoint (instead of --config)"
+    )
+    p.add_argument("--fvit-preset", default=None, help="F-ViT preset (default: detected)")
     p.add_argument("--checkpoint", default=None, help="training run folder or checkpoint file")
     p.add_argument("--dataset", default=None, help="instances dataset of the catalog (shapes_det)")
     p.add_argument("--data-root", default=None, help="data root for --dataset")
@@ -102,12 +112,15 @@ def evaluate_detector(
     batch_size: int = 4,
     ensemble: bool = True,
     device: str = "cpu",
+    embeds: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Detect ``classes`` on every image of ``dataset`` and return the evaluator's results."""
+    """Detect ``classes`` on every image of ``dataset`` and return the evaluator's results
+    (``embeds``: their ``[K, D]`` embeddings; default ``model.encode(classes)``)."""
     evaluator = COCODetectionEvaluator(dataset.coco, classes, groups)
     base = set(groups.get("base", []))
     is_base = [c in base for c in classes]
-    embeds = model.encode(list(classes))
+    if embeds is None:
+        embeds = model.encode(list(classes))
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
         images = [it["image"].to(device) for it in items]
@@ -128,9 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         json_path, image_dir = get_instances_files(args.dataset, args.data_root)
     device = resolve_device(args.device)
-    cfg = get_config(args.config, args.opts)
-    model = instantiate(cfg.model)
-    if args.checkpoint is not None:
+    if (args.config is None) == (args.fvit is None):
+        raise UserError("give exactly one of --config or --fvit (an F-ViT checkpoint).")
+    fvit = None
+    if args.fvit is not None:
+        from ..modeling.convert.fvit import load_fvit
+
+        fvit = load_fvit(args.fvit, preset=args.fvit_preset)
+        model = fvit.detector
+    else:
+        cfg = get_config(args.config, args.opts)
+        model = instantiate(cfg.model)
+    if args.checkpoint is not None and fvit is None:
         ckpt = Path(args.checkpoint)
         if ckpt.is_dir():
             found = read_last_checkpoint(ckpt)
@@ -141,17 +163,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(device).eval()
     dataset = CocoDetection(json_path, image_dir, limit=args.limit)
     classes, groups = _groups(args.split, dataset)
+    embeds = None
+    if fvit is not None:
+        try:
+            embeds = fvit.embeds_for(classes).to(device)
+        except (KeyError, ValueError) as e:
+            raise UserError(f"{e}") from e
     start = time.time()
     with torch.no_grad():
         results = evaluate_detector(
-            model, dataset, classes, groups, args.batch_size, not args.no_ensemble, device
+            model, dataset, classes, groups, args.batch_size, not args.no_ensemble, device, embeds
         )
     bbox = results["bbox"]
-    name = Path(str(args.config)).with_suffix("").name
+    name = Path(str(args.config or args.fvit)).with_suffix("").name
     out = Path(args.output) if args.output else Path("output/det") / name
     out.mkdir(parents=True, exist_ok=True)
     record = {
-        "config": str(args.config),
+        "config": str(args.config or args.fvit),
         "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
         "images": len(dataset),
         "ensemble": not args.no_ensemble,
