@@ -42,7 +42,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -108,11 +108,13 @@ class FViTPreset:
         )
 
 
-_B16 = dict(clip_model="EVA02-B-16", width=768, patch=16, depth=12, out_indices=(3, 5, 7, 11))
-_L14 = dict(
+_B16: dict[str, Any] = dict(
+    clip_model="EVA02-B-16", width=768, patch=16, depth=12, out_indices=(3, 5, 7, 11)
+)
+_L14: dict[str, Any] = dict(
     clip_model="EVA02-L-14-336", width=1024, patch=14, depth=24, out_indices=(6, 10, 14, 23)
 )
-_COCO = dict(
+_COCO: dict[str, Any] = dict(
     clip_temperature=75.0,
     alpha=0.1,
     beta=0.8,
@@ -124,7 +126,7 @@ _COCO = dict(
     dataset="coco_ov",
     num_classes=65,
 )
-_LVIS = dict(
+_LVIS: dict[str, Any] = dict(
     clip_temperature=50.0,
     alpha=0.1,
     score_thresh=1e-4,
@@ -138,15 +140,15 @@ _LVIS = dict(
 
 #: ``F-ViT/configs/ov_{coco,lvis}/fvit_vit{b16,l14}_upsample_fpn_*``: the released models.
 FVIT_PRESETS: dict[str, FViTPreset] = {
-    "ovcoco_vitb16": FViTPreset("ovcoco_vitb16", **_B16, image_size=640, fc_dim=512, **_COCO),  # type: ignore[arg-type]
-    "ovcoco_vitl14": FViTPreset("ovcoco_vitl14", **_L14, image_size=896, fc_dim=768, **_COCO),  # type: ignore[arg-type]
+    "ovcoco_vitb16": FViTPreset("ovcoco_vitb16", **_B16, image_size=640, fc_dim=512, **_COCO),
+    "ovcoco_vitl14": FViTPreset("ovcoco_vitl14", **_L14, image_size=896, fc_dim=768, **_COCO),
     "ovlvis_vitb16": FViTPreset(
         "ovlvis_vitb16",
         **_B16,
         image_size=1024,
         fc_dim=512,
         beta=0.6,
-        **_LVIS,  # type: ignore[arg-type]
+        **_LVIS,
     ),
     "ovlvis_vitl14": FViTPreset(
         "ovlvis_vitl14",
@@ -154,7 +156,7 @@ FVIT_PRESETS: dict[str, FViTPreset] = {
         image_size=896,
         fc_dim=768,
         beta=0.4,
-        **_LVIS,  # type: ignore[arg-type]
+        **_LVIS,
     ),
 }
 
@@ -461,7 +463,7 @@ def _official_names(detector: FViTDetector, num_convs: int) -> list[str]:
     for head in ("rpn_cls", "rpn_reg"):
         names += [f"rpn_head.{head}.weight", f"rpn_head.{head}.bias"]
     mask_head = detector.roi_heads.mask_head
-    mask_convs = 0 if mask_head is None else len(mask_head.convs)
+    mask_convs = 0 if mask_head is None else len(cast(nn.Sequential, mask_head.convs))
     for i in range(max(num_convs, mask_convs)):
         for part in ("conv.weight", *(f"bn.{b}" for b in _BN)):
             names.append(f"roi_head.bbox_head.shared_convs.{i}.{part}")
@@ -525,7 +527,7 @@ def build_fvit_from_state_dict(
     fc_dim = int(sd["roi_head.bbox_head.shared_fcs.0.weight"].shape[0])
     channels = int(sd["neck.fpn_convs.0.conv.weight"].shape[0])
     det = build_fvit(
-        clip.visual,
+        cast(nn.Module, clip.visual),
         train_classes=[f"class_{i}" for i in range(class_embeds.shape[0])],
         strategy="maskclip",
         out_indices=p.out_indices,
