@@ -44,6 +44,8 @@ setup(
         # ONNX export (ovdense export-onnx) and ONNX Runtime checks; the tests use them when
         # installed (pytest.importorskip)
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        # SAM 2 automatic masks (ovdense.sam.mask_source.Sam2MaskSource, mask source "sam2")
+        "sam2": ["sam2>=1.0"],
         "dev": [
             "pytest>=7.4",
             "ruff==0.17.6",

@@ -3,6 +3,8 @@
 ``model``: build SAM (official checkpoints, or tiny random models for tests).
 ``instances``: :class:`SamInstanceSegmenter` (SAM's automatic masks, labelled with any
 vocabulary through any segmentor preset) and its :class:`Instances`.
+``mask_source``: class-agnostic mask sources (:data:`MASK_SOURCES`: segment-anything ``"sam"``,
+SAM 2 ``"sam2"``) and their on-disk cache (:class:`CachedMaskSource`).
 ``nms``: mask IoU and greedy mask NMS. ``coco``: RLE masks and COCO-style JSON.
 ``draw``: overlays with instance outlines and ``name score`` labels.
 """
@@ -18,16 +20,31 @@ from .instances import (
     dense_image_features,
     masks_to_boxes,
 )
+from .mask_source import (
+    MASK_SOURCES,
+    CachedMaskSource,
+    MaskSource,
+    Sam2MaskSource,
+    SamMaskSource,
+    build_mask_source,
+    masks_to_region_map,
+)
 from .model import SAM_KINDS, build_sam, missing_checkpoint_message, tiny_sam
 from .nms import mask_iou, mask_nms
 
 __all__ = [
+    "MASK_SOURCES",
     "SAM_KINDS",
     "SCORE_MODES",
+    "CachedMaskSource",
     "Instances",
     "MaskGenerator",
     "MaskGeneratorOptions",
+    "MaskSource",
+    "Sam2MaskSource",
     "SamInstanceSegmenter",
+    "SamMaskSource",
+    "build_mask_source",
     "build_sam",
     "coco_categories",
     "decode_rle",
@@ -39,6 +56,7 @@ __all__ = [
     "mask_iou",
     "mask_nms",
     "masks_to_boxes",
+    "masks_to_region_map",
     "missing_checkpoint_message",
     "tiny_sam",
 ]

@@ -269,6 +269,10 @@ class SamInstanceSegmenter:
             :meth:`classify_masks`.
         generator_options: :class:`MaskGeneratorOptions` (or a mapping of its fields).
         mask_generator: any :class:`MaskGenerator` instead of one built from ``sam``.
+        mask_source: a :class:`~ovdense.sam.mask_source.MaskSource` (e.g. a cached
+            :class:`~ovdense.sam.mask_source.SamMaskSource`, shared with other methods) instead
+            of a generator: its masks are labelled (predicted IoU from its
+            ``generate_with_scores`` when it has one, else 1.0).
         score_mode: ``"prob"`` or ``"prob_iou"`` (rule 4).
         nms_iou: mask-IoU threshold of the NMS; ``None`` (or 1.0) keeps overlapping masks.
         class_agnostic_nms: suppress across classes too.
@@ -287,6 +291,7 @@ class SamInstanceSegmenter:
         generator_options: MaskGeneratorOptions | Mapping[str, Any] | None = None,
         *,
         mask_generator: MaskGenerator | None = None,
+        mask_source: Callable[[np.ndarray], Tensor] | None = None,
         score_mode: ScoreMode = "prob",
         nms_iou: float | None = 0.5,
         class_agnostic_nms: bool = False,
@@ -313,6 +318,7 @@ class SamInstanceSegmenter:
         self.sam = sam
         self.generator_options = generator_options or MaskGeneratorOptions()
         self._generator = mask_generator
+        self.mask_source = mask_source
         self.score_mode: ScoreMode = score_mode
         self.nms_iou = None if nms_iou is None else float(nms_iou)
         self.class_agnostic_nms = bool(class_agnostic_nms)
@@ -336,13 +342,20 @@ class SamInstanceSegmenter:
         return self._generator
 
     def generate_masks(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray]:
-        """SAM's automatic masks of an image.
+        """SAM's automatic masks of an image (from ``mask_source`` when one is set).
 
         Returns:
             ``(masks, predicted_iou)``: ``[K, H, W]`` bool and ``[K]`` float32 (1.0 where the
             generator gives none).
         """
         rgb = load_image(image)
+        if self.mask_source is not None:
+            with_scores = getattr(self.mask_source, "generate_with_scores", None)
+            if with_scores is not None:
+                masks, iou = with_scores(rgb)
+                return np.asarray(masks, dtype=bool), np.asarray(iou, dtype=np.float32)
+            m = self.mask_source(rgb).numpy().astype(bool, copy=False)
+            return m, np.ones(m.shape[0], dtype=np.float32)
         records = self.mask_generator.generate(rgb)
         return _stack_records(records, rgb.shape[:2])
 
