@@ -189,6 +189,7 @@ FORMULAS = {
     # plug-ins reading earlier blocks / the vocabulary: a reference in their own test file
     "resclip": "tests/modeling/test_resclip.py",
     "scclip": "tests/modeling/test_scclip.py",
+    "corrclip": "tests/modeling/test_corrclip.py",
 }
 
 

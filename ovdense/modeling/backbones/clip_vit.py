@@ -112,6 +112,8 @@ class DenseCLIPBackbone(DenseTowerBackbone):
         taps = self.open_trunk(ctx)
         batch_first = getattr(self.visual.transformer, "batch_first", True)
         inter: dict[str, Tensor] = {}
+        if -1 in taps:
+            ctx.block_outputs[-1] = x
         if not batch_first:
             x = x.transpose(0, 1)
         for i, blk in enumerate(blocks[:-1]):

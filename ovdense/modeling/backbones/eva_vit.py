@@ -317,6 +317,8 @@ class DenseEVABackbone(DenseTowerBackbone):
         rope = self.rope(ctx.grid, x.device)
         taps = self.open_trunk(ctx)
         inter: dict[str, Tensor] = {}
+        if -1 in taps:
+            ctx.block_outputs[-1] = x
         for i, blk in enumerate(self.blocks[:-1]):
             x = blk(x, rope=rope)
             if i in taps:

@@ -133,11 +133,12 @@ class DenseTowerBackbone(DenseBackbone):
         ctx.extras.setdefault("patch_size", self.patch_size)
         ctx.block_view = lambda i: self.block_view(i, ctx)
         taps = frozenset(int(i) for i in self.strategy.trunk_taps(self.num_blocks))
-        bad = sorted(i for i in taps if not 0 <= i < self.num_blocks - 1)
+        bad = sorted(i for i in taps if not -1 <= i < self.num_blocks - 1)
         if bad:
             raise ValueError(
                 f"The strategy {self.strategy.name!r} reads blocks {bad}, but this tower has "
-                f"{self.num_blocks} blocks (earlier blocks are 0..{self.num_blocks - 2}); set its "
+                f"{self.num_blocks} blocks (earlier blocks are 0..{self.num_blocks - 2}, -1 the "
+                "tokens entering block 0); set its "
                 "layer indices for this tower."
             )
         return taps
@@ -174,7 +175,15 @@ class DenseTowerBackbone(DenseBackbone):
     ) -> tuple[Tensor, tuple[int, int], dict[str, Tensor]]:
         """Tokens after the strategy's last block (before the final norm): ``[B, 1 + N, C]``,
         their grid (the strategy's, see ``AttentionStrategy.output_grid``) and the
-        intermediates."""
+        intermediates. A strategy's ``fused_branches`` (CorrCLIP) are not in these tokens:
+        :meth:`forward` adds them after the projection."""
+        x, grid, inter, _ = self._run(images, extras)
+        return x, grid, inter
+
+    def _run(
+        self, images: Tensor, extras: dict[str, Any] | None
+    ) -> tuple[Tensor, tuple[int, int], dict[str, Tensor], TokenContext]:
+        """:meth:`forward_tokens` and the strategy's context (its ``fused_branches``)."""
         x, grid = self.embed_tokens(images)
         # strategies that consult another model need the un-normalised image (ProxyCLIP)
         extras = {"clip_mean": self.mean, "clip_std": self.std, **(extras or {})}
@@ -184,7 +193,7 @@ class DenseTowerBackbone(DenseBackbone):
         grid = ctx.grid  # the strategy may output tokens on another grid
         if self.num_blocks - 1 in self.out_indices:
             inter[f"block{self.num_blocks - 1}"] = self._to_nchw(x, grid)
-        return x, grid, inter
+        return x, grid, inter, ctx
 
     @staticmethod
     def _to_nchw(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -199,10 +208,17 @@ class DenseTowerBackbone(DenseBackbone):
         Returns:
             :class:`DenseFeatures` with ``dense`` ``[B, D, gh, gw]`` (L2-normalised; the grid is
             ``(H // p, W // p)`` unless the strategy outputs on another one) and
-            ``global_embed`` ``[B, D]`` (the CLS token through the same last block).
+            ``global_embed`` ``[B, D]`` (the CLS token through the same last block). A
+            strategy's ``fused_branches`` are projected and added to the patch tokens' projection
+            (weighted) before the normalisation.
         """
-        tokens, grid, inter = self.forward_tokens(images, extras)
+        tokens, grid, inter, ctx = self._run(images, extras)
         x = self.project(tokens)
+        if ctx.fused_branches:
+            patches = x[:, 1:]
+            for weight, branch in ctx.fused_branches:
+                patches = patches + weight * self.project(branch)
+            x = torch.cat([x[:, :1], patches], dim=1)
         dense = x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
         return DenseFeatures(
             dense=F.normalize(dense, dim=1),

@@ -1,5 +1,6 @@
 """Refiners: feature refiners mounted in a segmentor's ``refiner`` slot (CLIP-DINOiser's
-affinity pooling), PAMR (label refinement) and FOUND saliency (a training target)."""
+affinity pooling), label refiners of its ``label_refiner`` slot (CorrCLIP's region vote), PAMR
+(label refinement) and FOUND saliency (a training target)."""
 
 from typing import Any
 
@@ -9,15 +10,20 @@ from ...utils.registry import Registry
 from .clip_dinoiser import CLIPDINOiserHead, CLIPDINOiserRefiner
 from .found import FOUNDSaliency, found_saliency
 from .pamr import PAMR
+from .region_vote import RegionVote, region_vote
 
 __all__ = [
+    "LABEL_REFINERS",
     "PAMR",
     "REFINERS",
     "CLIPDINOiserHead",
     "CLIPDINOiserRefiner",
     "FOUNDSaliency",
+    "RegionVote",
+    "build_label_refiner",
     "build_refiner",
     "found_saliency",
+    "region_vote",
 ]
 
 REFINERS: Registry = Registry("feature refiner")
@@ -49,3 +55,25 @@ def build_refiner(refiner: str | nn.Module | None, **kwargs: Any) -> nn.Module |
             raise TypeError(f"refiner_kwargs {sorted(kwargs)} need a refiner name.")
         return refiner
     return REFINERS.get(refiner)(**kwargs)
+
+
+LABEL_REFINERS: Registry = Registry("label refiner")
+LABEL_REFINERS.__doc__ = """Label refiners of :class:`~ovdense.modeling.segmentors.Segmentor`
+(its ``label_refiner`` slot, applied last, to the final labels at the input size).
+
+A registered object is an ``nn.Module`` class (or a function returning one) whose instances
+take the labels and the images' class-agnostic region maps (from the segmentor's
+``mask_source``)::
+
+    label_refiner(labels: Tensor [B, H, W] int64, regions: Tensor [B, H, W] int) -> labels
+"""
+LABEL_REFINERS.register("region_vote")(RegionVote)
+
+
+def build_label_refiner(refiner: str | nn.Module | None, **kwargs: Any) -> nn.Module | None:
+    """A label refiner from a registered name (with ``kwargs``), a module, or ``None``."""
+    if refiner is None or not isinstance(refiner, str):
+        if kwargs:
+            raise TypeError(f"label_refiner_kwargs {sorted(kwargs)} need a label refiner name.")
+        return refiner
+    return LABEL_REFINERS.get(refiner)(**kwargs)

@@ -18,6 +18,13 @@
 * ``post_refiner`` (optional): ``(images [B, 3, H, W] in [0, 1], probs [B, C, H, W]) -> probs
   [B, C, H, W]``, a refinement of the input-size class probabilities before the thresholds and
   the argmax, e.g. :class:`ovdense.sam.refine.SAMRefiner` (Trident's SAM refinement).
+* ``mask_source`` (optional): an image's class-agnostic masks (``[H, W, 3]`` uint8 RGB ->
+  ``[N, H, W]`` bool, :class:`ovdense.sam.mask_source.MaskSource`), painted into one region map
+  per image: given to a strategy that reads regions (CorrCLIP, cropped like the windows) and to
+  the ``label_refiner``.
+* ``label_refiner`` (optional): ``(labels [B, H, W], regions [B, H, W]) -> labels``, applied
+  last (registry :data:`~ovdense.modeling.refiners.LABEL_REFINERS`, e.g. CorrCLIP's region
+  vote).
 
 It owns what is common to every method: short-side resize, sliding windows (batched), window
 stitching (:func:`stitch_windows`, the one implementation for logits, probabilities and any
@@ -28,21 +35,23 @@ auxiliary map), upsampling, synonyms and thresholds. Presets build it from an op
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ...utils.regions import masks_to_region_map
 from ...utils.validation import check_fraction, check_int, check_real
 from ..backbones import DenseBackbone
 from ..backbones.base import DenseFeatures
 from ..heads import build_seg_head, max_over_synonyms
-from ..strategies import TEXT_EMBEDS
+from ..strategies import REGIONS, TEXT_EMBEDS
 from ..text import BACKGROUND_NAMES, ClassEmbeddings, TextEncoder, Vocabulary, is_background_class
 from .tiled import DEFAULT_TILE_PIXELS, StripMaps, strip_bounds
 
@@ -301,6 +310,8 @@ class ImageFeatures:
         intermediates: the backbone's block outputs the head asked for
             (``head.intermediate_layers``), ``{"block{i}": [num_windows * B, W, gh, gw]}``
             window-major; empty for heads that need none.
+        regions: ``[B, H, W]`` int32 region maps of the inputs from the segmentor's
+            ``mask_source`` (for the ``label_refiner``), or ``None``.
     """
 
     dense: Tensor
@@ -311,6 +322,7 @@ class ImageFeatures:
     images: Tensor | None = None
     aux: dict[str, Tensor] = field(default_factory=dict)
     intermediates: dict[str, Tensor] = field(default_factory=dict)
+    regions: Tensor | None = None
 
     @property
     def background(self) -> Tensor | None:
@@ -392,6 +404,15 @@ class Segmentor(nn.Module):
             [B, C, H, W]``; it returns the same shape), e.g.
             :class:`~ovdense.sam.refine.SAMRefiner`; any module with that contract fits
             (a config sets ``model.post_refiner = L(SAMRefiner)(...)``).
+        mask_source: optional class-agnostic masks of each input image (``[H, W, 3]`` uint8 RGB
+            -> ``[N, H, W]`` bool; the ``[0, 1]`` inputs are taken back to uint8 by
+            ``round(255 x)``), painted into a region map (larger masks over smaller ones,
+            :func:`~ovdense.utils.regions.masks_to_region_map`); a strategy with
+            ``needs_regions`` gets it resized (nearest) and cut like the windows
+            (``extras[REGIONS]``).
+        label_refiner: optional ``label_refiner(labels [B, H, W], regions [B, H, W]) -> labels``
+            applied to the final labels (needs ``mask_source``), e.g.
+            :class:`~ovdense.modeling.refiners.RegionVote`.
     """
 
     def __init__(
@@ -416,6 +437,8 @@ class Segmentor(nn.Module):
         pamr: nn.Module | None = None,
         precision: str = "fp32",
         post_refiner: nn.Module | None = None,
+        mask_source: Callable[[np.ndarray], Tensor] | None = None,
+        label_refiner: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -433,6 +456,13 @@ class Segmentor(nn.Module):
         )
         if window is not None and stride is not None and stride > window:
             raise ValueError(f"stride ({stride}) > window ({window}) would leave gaps.")
+        if label_refiner is not None and mask_source is None:
+            raise ValueError(
+                f"label_refiner {type(label_refiner).__name__} refines labels by the images' "
+                "regions: set mask_source too (e.g. SamMaskSource(checkpoint=...))."
+            )
+        if mask_source is not None and not callable(mask_source):
+            raise TypeError(f"mask_source must be callable, got {type(mask_source).__name__}.")
         if saliency_rule is not None and not isinstance(saliency_rule, SaliencyRule):
             raise TypeError(
                 f"saliency_rule must be a SaliencyRule or None, got {type(saliency_rule).__name__}."
@@ -447,6 +477,8 @@ class Segmentor(nn.Module):
         self.decode_order = decode_order
         self.pamr = pamr
         self.post_refiner = post_refiner
+        self.mask_source = mask_source
+        self.label_refiner = label_refiner
         self.short_side = short_side
         self.max_long_side = max_long_side
         self.window = window
@@ -611,6 +643,38 @@ class Segmentor(nn.Module):
             )
         return {TEXT_EMBEDS: text.embeds.to(self.device)}
 
+    def _strategy_needs_regions(self) -> bool:
+        """Whether the backbone's strategy reads region maps (CorrCLIP)."""
+        return bool(getattr(getattr(self.backbone, "strategy", None), "needs_regions", False))
+
+    @torch.no_grad()
+    def image_regions(self, images: Tensor) -> Tensor | None:
+        """Region maps ``[B, H, W]`` int32 of ``[B, 3, H, W]`` images in ``[0, 1]`` from the
+        ``mask_source`` (``None`` without one)."""
+        if self.mask_source is None:
+            return None
+        pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        maps = [
+            masks_to_region_map(self.mask_source(np.ascontiguousarray(p.permute(1, 2, 0).cpu())))
+            for p in pixels
+        ]
+        return torch.stack(maps).to(images.device)
+
+    def _crop_regions(
+        self,
+        regions: Tensor | None,
+        resized: tuple[int, int],
+        windows: list[tuple[int, int, int, int]],
+    ) -> Tensor | None:
+        """``regions`` resized (nearest) to the resized image and cut like the windows:
+        ``[num_windows * B, h, w]`` window-major, when the strategy reads them."""
+        if regions is None or not self._strategy_needs_regions():
+            return None
+        r = regions
+        if tuple(r.shape[-2:]) != tuple(resized):
+            r = F.interpolate(r[:, None].float(), size=resized, mode="nearest")[:, 0].int()
+        return torch.cat([r[:, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
+
     def forward_features(
         self, images: Tensor, extras: dict[str, Any] | None = None
     ) -> tuple[DenseFeatures, dict[str, Tensor]]:
@@ -657,13 +721,17 @@ class Segmentor(nn.Module):
         return images, crops, windows, (hr, wr)
 
     def _forward_crops(
-        self, crops: Tensor, extras: dict[str, Any] | None = None
+        self,
+        crops: Tensor,
+        extras: dict[str, Any] | None = None,
+        regions: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """Same-size normalised crops ``[n, 3, h, w]`` -> dense features ``[n, D, gh, gw]``,
         auxiliary maps ``{name: [n, K, gh, gw]}`` and the block outputs the head needs
         ``{"block{i}": [n, W, gh, gw]}`` (float32), ``window_batch_size`` crops per backbone
         call (padded to whole patches in the ``"paper"`` order); ``extras`` go to the
-        backbone's strategy."""
+        backbone's strategy, with the crops' region maps ``regions`` ``[n, h, w]`` (if any)
+        as ``extras[REGIONS]``."""
         feats: list[Tensor] = []
         aux: dict[str, list[Tensor]] = {}
         inter: dict[str, list[Tensor]] = {}
@@ -676,7 +744,11 @@ class Segmentor(nn.Module):
                 batch = crops[start : start + self.window_batch_size]
                 if self.pad_to_patch:
                     batch = self.pad_images(batch)
-                out, maps = self.forward_features(batch, extras)
+                call_extras = extras
+                if regions is not None:
+                    part = regions[start : start + self.window_batch_size]
+                    call_extras = {**(extras or {}), REGIONS: part}
+                out, maps = self.forward_features(batch, call_extras)
                 for name, m in maps.items():
                     aux.setdefault(name, []).append(m.float())
                 for key in keys:
@@ -707,7 +779,9 @@ class Segmentor(nn.Module):
         """
         extras = self._text_extras(text)
         images, crops, windows, resized = self._resize_and_window(images)
-        dense, aux, inter = self._forward_crops(crops, extras)
+        regions = self.image_regions(images)
+        crop_regions = self._crop_regions(regions, resized, windows)
+        dense, aux, inter = self._forward_crops(crops, extras, crop_regions)
         return ImageFeatures(
             dense=dense,
             windows=windows,
@@ -717,6 +791,7 @@ class Segmentor(nn.Module):
             images=images if self._keeps_images else None,
             aux=aux,
             intermediates=inter,
+            regions=regions,
         )
 
     @torch.no_grad()
@@ -758,6 +833,10 @@ class Segmentor(nn.Module):
                 prepared.append(self._resize_and_window(img))
             except ValueError as e:
                 raise ValueError(f"images[{i}]: {e}") from e
+        regions = [self.image_regions(p[0]) for p in prepared]
+        crop_regions = [
+            self._crop_regions(r, p[3], p[2]) for r, p in zip(regions, prepared, strict=True)
+        ]
         # group the crops by size: (image, first crop) spans per size, in order of appearance
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (_, crops, _, _) in enumerate(prepared):
@@ -766,8 +845,13 @@ class Segmentor(nn.Module):
         aux: list[dict[str, Tensor]] = [{} for _ in prepared]
         inter: list[dict[str, Tensor]] = [{} for _ in prepared]
         for members in groups.values():
+            group_regions = [crop_regions[i] for i in members]
             out, maps, blocks = self._forward_crops(
-                torch.cat([prepared[i][1] for i in members], dim=0), extras
+                torch.cat([prepared[i][1] for i in members], dim=0),
+                extras,
+                None
+                if any(r is None for r in group_regions)
+                else torch.cat([r for r in group_regions if r is not None], dim=0),
             )
             start = 0
             for i in members:
@@ -790,6 +874,7 @@ class Segmentor(nn.Module):
                     images=img if self._keeps_images else None,
                     aux=aux[i],
                     intermediates=inter[i],
+                    regions=regions[i],
                 )
             )
         return result
@@ -1010,8 +1095,27 @@ class Segmentor(nn.Module):
         labels up to float rounding (its resize is ``F.interpolate``). PAMR and a
         ``post_refiner`` need every map at once: with either, ``return_probs=False`` only drops
         the probabilities from the output (the full path runs; memory grows with the
-        vocabulary).
+        vocabulary). The ``label_refiner``, if any, acts last on the labels.
         """
+        out = self._decode(feats, text, prob_thd, return_probs, name_chunk, tile_pixels)
+        if self.label_refiner is not None:
+            if feats.regions is None:
+                raise ValueError(
+                    "The label_refiner needs the images' region maps, which these features do "
+                    "not carry (encoded before mask_source was set): encode the image again."
+                )
+            out.labels = self.label_refiner(out.labels, feats.regions.to(out.labels.device))
+        return out
+
+    def _decode(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        prob_thd: float | None,
+        return_probs: bool,
+        name_chunk: int,
+        tile_pixels: int | None,
+    ) -> SegmentationOutput:
         rule = self.saliency_rule
         has_saliency = rule is not None and rule.aux_key in feats.aux
         bg = self.rule_background(text.vocabulary) if has_saliency else None

@@ -4,14 +4,15 @@ a :class:`~ovdense.modeling.segmentors.Segmentor` built from an open_clip model.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from torch import nn
+import numpy as np
+from torch import Tensor, nn
 
 from ..backbones import AttentionStrategy, dense_backbone_for
 from ..heads import build_seg_head
-from ..refiners import build_refiner
+from ..refiners import build_label_refiner, build_refiner
 from ..text import TextEncoder
 from .base import (  # noqa: F401 - re-exported: their home was this module
     PRECISIONS,
@@ -58,6 +59,12 @@ class TrainingFreeSegmentor(Segmentor):
             :data:`~ovdense.modeling.refiners.REFINERS` with ``refiner_kwargs``).
         refiner_kwargs: constructor arguments of a named refiner.
         decode_order: ``"ovdense"`` (default) or ``"paper"``: see :class:`Segmentor`.
+        mask_source: class-agnostic masks per image (see :class:`Segmentor`), e.g.
+            :class:`~ovdense.sam.mask_source.SamMaskSource`.
+        label_refiner: a label refiner (a module, or a name of
+            :data:`~ovdense.modeling.refiners.LABEL_REFINERS` with ``label_refiner_kwargs``),
+            e.g. ``"region_vote"``.
+        label_refiner_kwargs: constructor arguments of a named label refiner.
     """
 
     def __init__(
@@ -86,11 +93,15 @@ class TrainingFreeSegmentor(Segmentor):
         refiner_kwargs: dict[str, Any] | None = None,
         decode_order: DecodeOrder = "ovdense",
         post_refiner: nn.Module | None = None,
+        mask_source: Callable[[np.ndarray], Tensor] | None = None,
+        label_refiner: str | nn.Module | None = None,
+        label_refiner_kwargs: dict[str, Any] | None = None,
     ) -> None:
         # NOTE: the cheap parts first, so that a bad head / refiner name fails before the
         # backbone and text encoder are built
         head_module = build_seg_head(head, **(head_kwargs or {}))
         refiner_module = build_refiner(refiner, **(refiner_kwargs or {}))
+        label_module = build_label_refiner(label_refiner, **(label_refiner_kwargs or {}))
         super().__init__(
             backbone=dense_backbone_for(
                 clip, strategy=strategy, strategy_kwargs=strategy_kwargs, pos_interp=pos_interp
@@ -111,4 +122,6 @@ class TrainingFreeSegmentor(Segmentor):
             pamr=pamr,
             precision=precision,
             post_refiner=post_refiner,
+            mask_source=mask_source,
+            label_refiner=label_module,
         )

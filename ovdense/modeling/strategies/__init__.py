@@ -20,6 +20,8 @@ resclip     a base's terms reshaped by intermediate q-k    the base's
             attention (RCS) and semantic feedback (SFR)
 scclip      (softmax of mid-layer similarity + softmax(k   no (anomaly tokens resolved,
             kᵀ s)) / 2                                     mid-layer aggregation, fusion)
+corrclip    softmax(τ VFM affinity) within class-agnostic  no (spatial + semantic
+            masks (scope) and above the mean elsewhere     branches fused, VFM grid)
 =========== ============================================== =========================
 
 Adding a method (GEM, ...) is one subclass implementing :meth:`AttentionStrategy.attend`
@@ -28,6 +30,7 @@ tests (``tests/modeling/test_registries.py``) then run it on every tower.
 """
 
 from .base import (
+    REGIONS,
     STRATEGIES,
     TEXT_EMBEDS,
     AttentionBlock,
@@ -40,6 +43,7 @@ from .base import (
 )
 from .catseg import CATSegAttention
 from .clearclip import ClearCLIPAttention
+from .corrclip import CorrCLIPAttention
 from .maskclip import MaskCLIPAttention
 from .naclip import NACLIPAttention, gaussian_window_bias
 from .proxy import ProxyAttention, proxy_affinity
@@ -49,12 +53,14 @@ from .sclip import SCLIPAttention
 from .vanilla import VanillaAttention
 
 __all__ = [
+    "REGIONS",
     "STRATEGIES",
     "TEXT_EMBEDS",
     "AttentionBlock",
     "AttentionStrategy",
     "CATSegAttention",
     "ClearCLIPAttention",
+    "CorrCLIPAttention",
     "MaskCLIPAttention",
     "NACLIPAttention",
     "ProxyAttention",

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from ...utils.registry import Registry
 
 __all__ = [
+    "REGIONS",
     "STRATEGIES",
     "TEXT_EMBEDS",
     "AttentionBlock",
@@ -40,6 +41,12 @@ AttentionBlock = Any
 #: passed by the segmentor to a strategy whose ``needs_text`` is true.
 TEXT_EMBEDS = "text_embeds"
 
+#: ``TokenContext.extras`` key of the crops' class-agnostic region maps ``[B, H, W]`` (int; one
+#: label per region, see :func:`ovdense.utils.regions.masks_to_region_map`), at the crops' size,
+#: passed by the segmentor (from its ``mask_source``) to a strategy whose ``needs_regions`` is
+#: true (CorrCLIP).
+REGIONS = "regions"
+
 STRATEGIES: Registry[type[AttentionStrategy]] = Registry("attention strategy")
 STRATEGIES.__doc__ = """Registered objects are AttentionStrategy subclasses; calling one with
 ``(block, x [B, 1+N, C], ctx)`` returns the last block's output tokens ``[B, 1+N', C]`` on the
@@ -59,13 +66,18 @@ class TokenContext:
         extras: free-form values a caller passes through to a strategy (e.g.
             :data:`TEXT_EMBEDS` for strategies with :attr:`AttentionStrategy.needs_text`).
         block_outputs: output tokens ``[B, 1 + N, C]`` (batch first) of the earlier blocks a
-            strategy asked for (:meth:`AttentionStrategy.trunk_taps`), by 0-based block index;
-            filled by the backbone's trunk.
+            strategy asked for (:meth:`AttentionStrategy.trunk_taps`), by 0-based block index
+            (``-1``: the tokens entering block 0); filled by the backbone's trunk.
         block_view: block index -> that block with the interface of :data:`AttentionBlock`
             (set by the backbone's trunk; for strategies that read earlier blocks' attention).
         project: the tower's final norm and projection into the joint space, ``[..., C] ->
             [..., D]`` (set by the backbone's trunk; for strategies that classify an
             intermediate result, e.g. ResCLIP's semantic feedback).
+        fused_branches: ``[(weight, patch tokens [B, N', C])]`` a strategy adds: further
+            branches on the output grid whose projections the backbone adds, weighted, to the
+            projection of the returned patch tokens (``project(out) + Σ w · project(branch)``;
+            CorrCLIP's spatial and semantic branches, fused after the final norm). Empty for
+            most strategies.
     """
 
     grid: tuple[int, int]
@@ -74,6 +86,7 @@ class TokenContext:
     block_outputs: dict[int, Tensor] = field(default_factory=dict)
     block_view: Callable[[int], AttentionBlock] | None = None
     project: Callable[[Tensor], Tensor] | None = None
+    fused_branches: list[tuple[float, Tensor]] = field(default_factory=list)
 
 
 def _attn_params(
@@ -143,6 +156,9 @@ class AttentionStrategy(nn.Module):
     #: whether the strategy needs the vocabulary's name embeddings (``ctx.extras[TEXT_EMBEDS]``):
     #: its dense features then depend on the vocabulary (ResCLIP's semantic feedback).
     needs_text: bool = False
+    #: whether the strategy reads class-agnostic region maps (``ctx.extras[REGIONS]``), which a
+    #: segmentor with a ``mask_source`` passes (CorrCLIP).
+    needs_regions: bool = False
 
     def __init__(self, keep_residual: bool | None = None) -> None:
         super().__init__()
@@ -169,7 +185,8 @@ class AttentionStrategy(nn.Module):
 
     def trunk_taps(self, num_blocks: int) -> tuple[int, ...]:
         """0-based indices of the earlier blocks (``< num_blocks - 1``) whose output tokens the
-        strategy reads from ``ctx.block_outputs``; none by default."""
+        strategy reads from ``ctx.block_outputs`` (``-1``: the tokens entering block 0); none by
+        default."""
         return ()
 
     def output_grid(self, grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:

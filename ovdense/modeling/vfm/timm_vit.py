@@ -35,7 +35,7 @@ __all__ = [
     "load_timm_vit",
 ]
 
-TIMM_FEATURES = ("key", "query", "value", "tokens")
+TIMM_FEATURES = ("key", "query", "value", "query_key", "tokens")
 TIMM_POS_INTERP = ("timm", "dino")
 
 
@@ -161,8 +161,12 @@ class TimmViTFeatures(VisionFoundationModel):
         else:
             x, grid = self.tokens(images01, len(self.model.blocks) - 1)
             last = self.model.blocks[-1]
-            qkv = last.attn.qkv(last.norm1(x))
-            x = qkv.chunk(3, dim=-1)[("query", "key", "value").index(self.feature)]
+            q, k, v = last.attn.qkv(last.norm1(x)).chunk(3, dim=-1)
+            x = (
+                q + k
+                if self.feature == "query_key"
+                else {"query": q, "key": k, "value": v}[self.feature]
+            )
         x = x[:, self.num_prefix_tokens :]
         return x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
 
