@@ -42,6 +42,7 @@ ALIASES = {
     "catseg": "seg/catseg_vitb16.py",
     "resclip": "seg/resclip_vitb16.py",
     "scclip": "seg/scclip_vitb16.py",
+    "corrclip": "seg/corrclip_vitb16.py",
 }
 
 
