@@ -43,6 +43,7 @@ ALIASES = {
     "resclip": "seg/resclip_vitb16.py",
     "scclip": "seg/scclip_vitb16.py",
     "corrclip": "seg/corrclip_vitb16.py",
+    "sam3": "seg/sam3.py",
 }
 
 

@@ -717,7 +717,7 @@ def parse_override_value(text: str) -> Any:
     return _tuples_to_lists(value)
 
 
-def _target_parameters(node: DictConfig) -> tuple[list[str], bool]:
+def target_parameters(node: DictConfig) -> tuple[list[str], bool]:
     """Keyword parameters of a lazy call's target, and whether it takes ``**kwargs``.
 
     Returns ``([], False)`` for a node without ``_target_`` or whose target cannot be
@@ -804,7 +804,7 @@ def _apply_override(cfg: DictConfig, override: str) -> None:
             if key is None:
                 if mode == "set":
                     # A lazy call accepts any argument of its target, listed or not.
-                    params, var_kw = _target_parameters(node)
+                    params, var_kw = target_parameters(node)
                     if not (last and (part in params or var_kw)):
                         raise _unknown_key_error(node, prefix, part, raw_key, params)
                 with open_dict(node):

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import LazyConfig, instantiate
-from ..config.lazy import to_py
+from ..config.lazy import target_parameters, to_py
 from ..data import (
     DatasetFileError,
     SemSegDataset,
@@ -272,6 +272,13 @@ def resolve_eval_config(
     cfg.setdefault("benchmarks", {})
     if protocol == "unified":
         unified = LazyConfig.load(CONFIGS_DIR / "eval" / "unified.py")
+        params, any_key = target_parameters(cfg.model)
+        alien = [k for k in unified.protocol if params and not any_key and k not in params]
+        if alien:
+            raise UserError(
+                f"{method} takes no {', '.join(alien)}: the unified protocol (one setting of "
+                "the CLIP methods) does not apply to it; evaluate it with --protocol paper."
+            )
         for key, value in unified.protocol.items():
             cfg.model[key] = value
         cfg.class_rule = unified.class_rule

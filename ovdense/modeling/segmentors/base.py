@@ -60,6 +60,7 @@ __all__ = [
     "DECODE_ORDERS",
     "PRECISIONS",
     "ImageFeatures",
+    "LabelRules",
     "SaliencyRule",
     "SegmentationOutput",
     "Segmentor",
@@ -344,7 +345,89 @@ class SegmentationOutput:
     vocabulary: Vocabulary
 
 
-class Segmentor(nn.Module):
+class LabelRules:
+    """The labels of class scores: the argmax with SCLIP's area rule and the background
+    threshold, shared by :class:`Segmentor` and segmentors built otherwise
+    (:class:`ovdense.sam.sam3.SAM3Segmentor`).
+
+    A class using it sets ``prob_thd`` (float in ``[0, 1]``, ``0`` off), ``area_thd`` (float or
+    ``None``) and ``background_index`` (int or ``None``); their meaning is given in
+    :class:`Segmentor`'s arguments.
+    """
+
+    prob_thd: float
+    area_thd: float | None
+    background_index: int | None
+
+    def _prob_thd(self, prob_thd: float | None) -> float:
+        if prob_thd is None:
+            return self.prob_thd
+        return float(check_fraction("prob_thd", prob_thd))
+
+    def resolve_background(self, vocabulary: Vocabulary, needed_by: str = "prob_thd") -> int:
+        """The background class of ``vocabulary`` for the thresholds (see ``background_index``).
+
+        Raises:
+            ValueError: no class is named like background (and none was given), or the given
+                index is not a class of this vocabulary.
+        """
+        n = vocabulary.num_classes
+        if self.background_index is not None:
+            if not 0 <= self.background_index < n:
+                raise ValueError(
+                    f"background_index {self.background_index} is not a class of this "
+                    f"{n}-class vocabulary; {needed_by} needs a background class (put it "
+                    "first, e.g. 'background,cat,dog')."
+                )
+            return self.background_index
+        found = vocabulary.background_index
+        if found is None:
+            raise ValueError(
+                f"{needed_by} sends uncertain pixels to a background class, but no class of "
+                f"this vocabulary is named background ({vocabulary.display_names[:3]}...); add "
+                "one (e.g. 'background', first), set background_index, or leave "
+                f"{needed_by} off."
+            )
+        return found
+
+    def assign_labels(
+        self, probs: Tensor, prob_thd: float | None = None, vocabulary: Vocabulary | None = None
+    ) -> Tensor:
+        """Argmax with SCLIP's area rule and the background threshold.
+
+        Args:
+            probs: ``[B, C, H, W]`` class probabilities.
+            prob_thd: overrides the segmentor's threshold for this call.
+            vocabulary: the classes of ``probs``; needed to find the background class by name
+                when ``background_index`` is ``None`` and a threshold is on.
+        """
+        thd = self._prob_thd(prob_thd)
+        c = probs.shape[1]
+        bg = 0
+        if thd > 0 or self.area_thd is not None:
+            if vocabulary is None and self.background_index is None:
+                raise ValueError(
+                    "assign_labels needs the vocabulary (or an explicit background_index) to "
+                    "find the background class for the thresholds."
+                )
+            vocab = vocabulary if vocabulary is not None else Vocabulary([str(i) for i in range(c)])
+            bg = self.resolve_background(vocab, "prob_thd" if thd > 0 else "area_thd")
+        if self.area_thd is not None:
+            pred = probs.argmax(dim=1)
+            onehot = F.one_hot(pred, c).to(probs.dtype)  # [B, H, W, C]
+            area = onehot.sum(dim=(1, 2))  # [B, C]
+            area_fg = area.clone()
+            area_fg[:, bg] = 0
+            keep = (area_fg > self.area_thd * area_fg.sum(dim=1, keepdim=True)).to(probs.dtype)
+            keep[:, bg] = 1
+            probs = probs * keep[:, :, None, None]
+        top, labels = probs.max(dim=1)
+        if thd > 0:
+            labels[top < thd] = bg
+        return labels
+
+
+class Segmentor(LabelRules, nn.Module):
     """Open-vocabulary semantic segmentation from parts (see the module docstring).
 
     Pipeline: short-side resize (long side capped) -> sliding windows (batched; padded to whole
@@ -1317,73 +1400,6 @@ class Segmentor(nn.Module):
         if kbest is not None:
             return kbest.sub_(best), index, total
         return best.zero_(), index, total
-
-    def _prob_thd(self, prob_thd: float | None) -> float:
-        if prob_thd is None:
-            return self.prob_thd
-        return float(check_fraction("prob_thd", prob_thd))
-
-    def resolve_background(self, vocabulary: Vocabulary, needed_by: str = "prob_thd") -> int:
-        """The background class of ``vocabulary`` for the thresholds (see ``background_index``).
-
-        Raises:
-            ValueError: no class is named like background (and none was given), or the given
-                index is not a class of this vocabulary.
-        """
-        n = vocabulary.num_classes
-        if self.background_index is not None:
-            if not 0 <= self.background_index < n:
-                raise ValueError(
-                    f"background_index {self.background_index} is not a class of this "
-                    f"{n}-class vocabulary; {needed_by} needs a background class (put it "
-                    "first, e.g. 'background,cat,dog')."
-                )
-            return self.background_index
-        found = vocabulary.background_index
-        if found is None:
-            raise ValueError(
-                f"{needed_by} sends uncertain pixels to a background class, but no class of "
-                f"this vocabulary is named background ({vocabulary.display_names[:3]}...); add "
-                "one (e.g. 'background', first), set background_index, or leave "
-                f"{needed_by} off."
-            )
-        return found
-
-    def assign_labels(
-        self, probs: Tensor, prob_thd: float | None = None, vocabulary: Vocabulary | None = None
-    ) -> Tensor:
-        """Argmax with SCLIP's area rule and the background threshold.
-
-        Args:
-            probs: ``[B, C, H, W]`` class probabilities.
-            prob_thd: overrides the segmentor's threshold for this call.
-            vocabulary: the classes of ``probs``; needed to find the background class by name
-                when ``background_index`` is ``None`` and a threshold is on.
-        """
-        thd = self._prob_thd(prob_thd)
-        c = probs.shape[1]
-        bg = 0
-        if thd > 0 or self.area_thd is not None:
-            if vocabulary is None and self.background_index is None:
-                raise ValueError(
-                    "assign_labels needs the vocabulary (or an explicit background_index) to "
-                    "find the background class for the thresholds."
-                )
-            vocab = vocabulary if vocabulary is not None else Vocabulary([str(i) for i in range(c)])
-            bg = self.resolve_background(vocab, "prob_thd" if thd > 0 else "area_thd")
-        if self.area_thd is not None:
-            pred = probs.argmax(dim=1)
-            onehot = F.one_hot(pred, c).to(probs.dtype)  # [B, H, W, C]
-            area = onehot.sum(dim=(1, 2))  # [B, C]
-            area_fg = area.clone()
-            area_fg[:, bg] = 0
-            keep = (area_fg > self.area_thd * area_fg.sum(dim=1, keepdim=True)).to(probs.dtype)
-            keep[:, bg] = 1
-            probs = probs * keep[:, :, None, None]
-        top, labels = probs.max(dim=1)
-        if thd > 0:
-            labels[top < thd] = bg
-        return labels
 
     def forward(
         self, images: Tensor, vocabulary: Vocabulary | Sequence[str | Sequence[str]]
