@@ -46,6 +46,10 @@ setup(
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
         # SAM 2 automatic masks (ovdense.sam.mask_source.Sam2MaskSource, mask source "sam2")
         "sam2": ["sam2>=1.0"],
+        # SAM 3 (ovdense.sam.sam3, preset sam3): Meta's sam3 package, plus what it imports
+        # without declaring (psutil); its own pins (numpy<2.4, huggingface-hub<2) may change
+        # those packages: README.md#sam-3 gives an install that keeps them. Not in CI.
+        "sam3": ["sam3>=0.1.4", "einops>=0.8", "iopath>=0.1.10", "psutil"],
         "dev": [
             "pytest>=7.4",
             "ruff==0.17.6",

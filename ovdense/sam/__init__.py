@@ -7,6 +7,7 @@ vocabulary through any segmentor preset) and its :class:`Instances`.
 SAM 2 ``"sam2"``) and their on-disk cache (:class:`CachedMaskSource`).
 ``nms``: mask IoU and greedy mask NMS. ``coco``: RLE masks and COCO-style JSON.
 ``draw``: overlays with instance outlines and ``name score`` labels.
+``sam3``: SAM 3 (optional ``sam3`` package) as a semantic segmentor and as a mask source.
 """
 
 from .coco import coco_categories, decode_rle, encode_rle, instances_document, instances_to_coco
@@ -31,10 +32,13 @@ from .mask_source import (
 )
 from .model import SAM_KINDS, build_sam, missing_checkpoint_message, tiny_sam
 from .nms import mask_iou, mask_nms
+from .sam3 import SAM3MaskSource, SAM3Segmentor, build_sam3, tiny_sam3
 
 __all__ = [
     "MASK_SOURCES",
     "SAM_KINDS",
+    "SAM3MaskSource",
+    "SAM3Segmentor",
     "SCORE_MODES",
     "CachedMaskSource",
     "Instances",
@@ -46,6 +50,7 @@ __all__ = [
     "SamMaskSource",
     "build_mask_source",
     "build_sam",
+    "build_sam3",
     "coco_categories",
     "decode_rle",
     "dense_image_features",
@@ -59,4 +64,5 @@ __all__ = [
     "masks_to_region_map",
     "missing_checkpoint_message",
     "tiny_sam",
+    "tiny_sam3",
 ]

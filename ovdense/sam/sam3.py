@@ -465,7 +465,7 @@ def text_prompts_only(model: nn.Module) -> Iterator[None]:
     no box. With no box the pooled term is an empty tensor added to another, so leaving the
     branch out (for the duration of this block) changes no value; it lets SAM 3 run on CPU.
     """
-    geometry = model.geometry_encoder
+    geometry: Any = model.geometry_encoder
     saved = geometry.boxes_pool_project
     geometry.boxes_pool_project = None
     try:
@@ -666,7 +666,7 @@ class SAM3Segmentor(LabelRules, nn.Module):
             if checkpoint is None:
                 raise ValueError(missing_sam3_checkpoint_message())
             sam3 = build_sam3(checkpoint)
-        self.sam3 = sam3.eval()
+        self.sam3: Any = sam3.eval()  # a Sam3Image (sam3 ships no type information)
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         self.score = score
         self.instance_thd = float(check_fraction("instance_thd", instance_thd))
@@ -712,7 +712,8 @@ class SAM3Segmentor(LabelRules, nn.Module):
         ``phrase_batch`` at a time)."""
         vocab = Vocabulary.coerce(vocabulary)
         bg = None if self.prompt_background else self._background(vocab)
-        prompts, classes = [], []
+        prompts: list[str] = []
+        classes: list[int] = []
         for c, names in enumerate(vocab):
             if c == bg:
                 continue
