@@ -66,6 +66,7 @@ from ..modeling.segmentors.base import (
 from ..utils.validation import check_fraction, check_int
 from ..utils.weights import CheckpointFormatError, read_state_dict
 from ..vocabulary import Vocabulary
+from .mask_source import MASK_SOURCES, MaskSource
 
 __all__ = [
     "SAM3_SCORES",
@@ -901,8 +902,9 @@ class SAM3Segmentor(LabelRules, nn.Module):
         )
 
 
+@MASK_SOURCES.register("sam3")
 @dataclass
-class SAM3MaskSource:
+class SAM3MaskSource(MaskSource):
     """The instance masks SAM 3 finds for a list of phrases, as a mask source: called with one
     ``[H, W, 3]`` uint8 RGB image, returns ``[N, H, W]`` bool masks (CPU).
 
@@ -961,17 +963,8 @@ class SAM3MaskSource:
         }
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> Tensor:
-        """Args:
-            image: ``[H, W, 3]`` uint8 RGB.
-
-        Returns:
-            ``[N, H, W]`` bool CPU tensor.
-        """
-        ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-        if not ok or image.shape[2] != 3:
-            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image)
-            raise ValueError(f"A mask source takes an [H, W, 3] uint8 RGB array, got {got}.")
+    def generate(self, image: np.ndarray) -> Tensor:
+        """The masks ``[N, H, W]`` (bool, CPU) of a checked ``[H, W, 3]`` uint8 RGB image."""
         seg = self._segmentor
         assert seg is not None
         h, w = image.shape[:2]

@@ -18,6 +18,7 @@ from ovdense.sam import (
     MaskGeneratorOptions,
     MaskSource,
     Sam2MaskSource,
+    SAM3MaskSource,
     SamInstanceSegmenter,
     SamMaskSource,
     build_mask_source,
@@ -52,11 +53,12 @@ def _image(seed=0, size=(37, 53)):
 
 
 def test_registry_names_and_builder():
-    assert {"sam", "sam2"} <= set(MASK_SOURCES.names())
+    assert {"sam", "sam2", "sam3"} <= set(MASK_SOURCES.names())
     assert MASK_SOURCES.get("sam") is SamMaskSource and SamMaskSource.name == "sam"
     assert Sam2MaskSource.name == "sam2"
-    with pytest.raises(KeyError, match="Unknown mask source 'sam3'"):
-        build_mask_source("sam3")
+    assert MASK_SOURCES.get("sam3") is SAM3MaskSource and SAM3MaskSource.name == "sam3"
+    with pytest.raises(KeyError, match="Unknown mask source 'sam4'"):
+        build_mask_source("sam4")
 
 
 def test_contract_checks_input_and_output():
