@@ -16,6 +16,14 @@ With ``--onnx`` it measures instead ONNX Runtime (CPU) against eager torch on on
 strategy exported with ``--onnx-classes`` names baked in (time per image, logit difference, label
 agreement).
 
+With ``--catseg`` it measures instead CAT-Seg's trained head (random weights: speed and memory
+do not depend on them) at the official evaluation geometry (short side 640, 384-pixel windows 256
+apart; ``--catseg-geometry``) for each ``--catseg-classes`` vocabulary size: the backbone's and
+the head's seconds per image, their FLOPs against the GEMM rate, images/s, and peak memory
+(CPU: resident set above the state before the step; GPU: peak allocated). The head runs
+``class_chunk`` classes at a time and, above 256 classes, only the 256 of highest CLIP cost per
+window (as the official code), so its cost flattens above 256.
+
 With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
 above the state before each step) of the demo's steps on one large image — ``set_image``, the
 labels-only ``predict`` for each ``--demo-classes`` count (decoded in strips, see
@@ -27,6 +35,7 @@ Example::
     ovdense benchmark                       # CPU, all strategies
     ovdense benchmark --device cuda --precision fp16 --strategies naclip sclip
     ovdense benchmark --demo-memory --demo-image-size 3000 4000 --demo-classes 5 200 847
+    ovdense benchmark --catseg --catseg-classes 150 847
 
 (``python tools/benchmark.py ...`` runs the same code.)
 """
@@ -59,6 +68,7 @@ from ..modeling.refiners import CLIPDINOiserHead
 from ..modeling.segmentors import (
     CLIPDINOiserSegmentor,
     TrainingFreeSegmentor,
+    build_catseg_segmentor,
     rescale_size,
     sliding_windows,
 )
@@ -345,6 +355,65 @@ def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device)
     return out
 
 
+def bench_catseg(
+    clip: Any, args: argparse.Namespace, device: torch.device, rate: float
+) -> list[dict]:
+    """CAT-Seg's head (random weights) at the official evaluation geometry: per vocabulary size
+    of ``--catseg-classes``, the backbone's and the head's (decode, labels only) seconds per
+    image, their FLOPs (one window counted, times the windows) against the GEMM ``rate``, and
+    the peak memory of the whole prediction. The text side is encoded beforehand."""
+    short, window, stride = args.catseg_geometry
+    seg = build_catseg_segmentor(
+        clip, short_side=short, window=window, stride=stride, precision=args.precision
+    )
+    seg = seg.to(device).eval()
+    h, w = args.image_size
+    image = torch.rand(1, 3, h, w, device=device)
+    hr, wr = rescale_size(h, w, seg.short_side, seg.max_long_side)
+    windows = len(sliding_windows(hr, wr, seg.window, seg.stride))
+    extra = _EXTRA_FLOP_FORMULAS if device.type == "cpu" else {}
+    rows = []
+    for n in args.catseg_classes:
+        text = seg.encode_text([f"class {i}" for i in range(n)])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with torch.no_grad(), _PeakRSS() as mem:
+            backbone_s = _best_time(lambda t=text: seg.encode_image(image, t), device, args.repeats)
+            feats = seg.encode_image(image, text)
+            head_s = _best_time(
+                lambda f=feats, t=text: seg.decode(f, t, return_probs=False).labels,
+                device,
+                args.repeats,
+            )
+        peak_mb = peak_memory_mb(device) if device.type == "cuda" else mem.delta / 2**20
+        one = seg.window or 224
+        crop = torch.rand(1, 3, one, one, device=device)
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as count:
+            dense, _, inter = seg._forward_crops(crop, None)
+        backbone_flops = count.get_total_flops() * windows
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as count:
+            seg.head_scores(
+                dense,
+                seg._head_embeds(text, dense.device),
+                [inter[f"block{i}"] for i in seg.head_layers],
+            )
+        head_flops = count.get_total_flops() * windows
+        rows.append(
+            {
+                "classes": n,
+                "windows": windows,
+                "backbone_s": backbone_s,
+                "head_s": head_s,
+                "images_per_s": 1.0 / (backbone_s + head_s),
+                "backbone_gflops": backbone_flops / 1e9,
+                "head_gflops": head_flops / 1e9,
+                "head_time_over_bound": head_s / (head_flops / rate),
+                "peak_mem_mb": peak_mb,
+            }
+        )
+    return rows
+
+
 def bench_onnx(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
     """ONNX Runtime (CPU) vs eager torch for one ``--image-size`` image: the first of
     ``--strategies`` with its vocabulary baked in (``--onnx-classes`` names, one template),
@@ -470,6 +539,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--demo-classes", type=int, nargs="+", default=[5, 200])
     p.add_argument("--onnx", action="store_true", help="measure ONNX Runtime vs eager torch only")
     p.add_argument("--onnx-classes", type=int, default=21, help="vocabulary size of --onnx")
+    p.add_argument(
+        "--catseg", action="store_true", help="measure CAT-Seg's trained head only (random weights)"
+    )
+    p.add_argument("--catseg-classes", type=int, nargs="+", default=[150, 847])
+    p.add_argument(
+        "--catseg-geometry",
+        type=int,
+        nargs=3,
+        default=(640, 384, 256),
+        metavar=("SHORT", "WINDOW", "STRIDE"),
+        help="short side, window and stride of --catseg (default: the official %(default)s)",
+    )
     p.add_argument("--video-fps", action="store_true", help="measure video frames/s only")
     p.add_argument("--video-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
     p.add_argument("--video-frames", type=int, default=16)
@@ -524,6 +605,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"-> {ox['speedup']:.2f}x; max |logit diff| {ox['max_logit_diff']:.1e}, labels equal "
             f"on {100 * ox['label_agreement']:.3f}% of pixels"
         )
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=2))
+        return 0
+
+    if args.catseg:
+        rate = gemm_rate(device, dtype)
+        cs = bench_catseg(clip, args, device, rate)
+        results["gemm_gflops"] = rate / 1e9
+        results["catseg"] = cs
+        print(
+            f"\n## CAT-Seg head: {args.image_size[0]}x{args.image_size[1]} input at short side "
+            f"{args.catseg_geometry[0]}, {args.catseg_geometry[1]}-pixel windows / stride "
+            f"{args.catseg_geometry[2]} ({cs[0]['windows']} windows), {args.precision}; "
+            f"torch.matmul GEMM rate {rate / 1e9:.1f} GFLOP/s"
+        )
+        header = (
+            "classes",
+            "backbone s/image",
+            "head s/image",
+            "images/s",
+            "backbone GFLOP",
+            "head GFLOP",
+            "head x FLOP bound",
+            "peak MB",
+        )
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for r in cs:
+            print(
+                f"| {r['classes']} | {r['backbone_s']:.3f} | {r['head_s']:.3f} | "
+                f"{r['images_per_s']:.3f} | {r['backbone_gflops']:.0f} | {r['head_gflops']:.0f} | "
+                f"{r['head_time_over_bound']:.2f} | {r['peak_mem_mb']:.0f} |"
+            )
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=2))
         return 0
