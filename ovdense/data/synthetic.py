@@ -528,9 +528,11 @@ VAL_IMAGES = 200
 VAL_SIZE = 128
 
 
-def _val_scenes(num_images: int | None, seed: int, size: int) -> list[tuple[str, Scene]]:
+def _val_scenes(
+    num_images: int | None, seed: int, size: int, split: str = "val"
+) -> list[tuple[str, Scene]]:
     n = VAL_IMAGES if num_images is None else num_images  # read at call time
-    return [(f"{i:05d}", generate_scene(seed, i, size, "val")) for i in range(n)]
+    return [(f"{i:05d}", generate_scene(seed, i, size, split)) for i in range(n)]
 
 
 def write_shapes_seg(
@@ -556,11 +558,14 @@ def write_shapes_det(
     num_images: int | None = None,
     seed: int = VAL_SEED,
     size: int = VAL_SIZE,
+    split: str = "val",
 ) -> None:
     """Write the instance val set (``num_images`` default :data:`VAL_IMAGES`) in COCO format:
     ``images/{id}.png`` and ``instances.json``
     (``bbox`` = visible extent ``[x, y, w, h]``, ``segmentation`` = RLE of the visible mask,
-    category ids ``1..30`` = :func:`class_names` indices, ``held_out`` flag per category)."""
+    category ids ``1..30`` = :func:`class_names` indices, ``held_out`` flag per category).
+    ``split="train"`` writes scenes of the training distribution instead (held-out
+    compositions never drawn; all 30 categories are still listed)."""
     from pycocotools import mask as mask_utils
 
     folder = Path(folder)
@@ -574,7 +579,7 @@ def write_shapes_det(
     ]
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for image_id, (sid, scene) in enumerate(_val_scenes(num_images, seed, size), start=1):
+    for image_id, (sid, scene) in enumerate(_val_scenes(num_images, seed, size, split), start=1):
         Image.fromarray(scene.image).save(folder / "images" / f"{sid}.png")
         images.append({"id": image_id, "file_name": f"{sid}.png", "height": size, "width": size})
         for mask, box, cls in zip(scene.masks, scene.boxes, scene.labels):

@@ -77,6 +77,7 @@ __all__ = [
     "MMDetAnchorGenerator",
     "OVRoIHeads",
     "build_fvit",
+    "default_taps",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -639,7 +640,7 @@ class FViTDetector(nn.Module):
             self.train(was_training)
 
 
-def _default_taps(num_blocks: int) -> tuple[int, ...]:
+def default_taps(num_blocks: int) -> tuple[int, ...]:
     """F-ViT's taps for 12 blocks (3, 5, 7, 11), spread the same way over other depths."""
     if num_blocks >= 4:
         return tuple(round(f * num_blocks) - 1 for f in (1 / 3, 1 / 2, 2 / 3)) + (num_blocks - 1,)
@@ -727,7 +728,7 @@ def build_fvit(
     taps = (
         tuple(out_indices)
         if out_indices is not None
-        else _default_taps(probe.num_blocks)[-len(scales) :]
+        else default_taps(probe.num_blocks)[-len(scales) :]
     )
     if len(taps) != len(scales):
         raise ValueError(
