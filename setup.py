@@ -30,6 +30,7 @@ setup(
             "py.typed",
             "configs/**/*.py",
             "integrations/mmseg/configs/**/*.py",
+            "integrations/detectron2/configs/*.py",
             "data/classnames/*.txt",
             "assets/model_configs/*.json",
             "assets/weights/*.pt",

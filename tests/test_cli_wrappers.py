@@ -42,9 +42,14 @@ WRAPPERS = {
 def test_every_script_is_listed():
     scripts = {f"tools/{p.name}" for p in (ROOT / "tools").glob("*.py")} | {"demo/demo.py"}
     # check_min_deps.py runs the test suite of a checkout: a developer script, not a command;
-    # the mmseg scripts need the optional mmseg stack (tests/integrations/test_mmseg_adapter.py
-    # checks the wrapper; parity_official.py and parity_resclip_scclip.py are developer scripts)
-    optional = {"tools/mmseg_test.py", "tools/parity_official.py", "tools/parity_resclip_scclip.py"}
+    # the mmseg and detectron2 scripts need their optional frameworks (tests/integrations/
+    # checks their wrappers; parity_official.py and parity_resclip_scclip.py are developer scripts)
+    optional = {
+        "tools/mmseg_test.py",
+        "tools/d2_train.py",
+        "tools/parity_official.py",
+        "tools/parity_resclip_scclip.py",
+    }
     assert scripts - {"tools/check_min_deps.py"} - optional == set(WRAPPERS)
 
 

@@ -229,15 +229,51 @@ def test_core_never_imports_the_integrations(graph):
     ]
     assert not bad, "The core imports an integration:\n" + "\n".join(bad)
     assert any(m.startswith("ovdense.integrations.mmseg") for m in graph)
+    assert any(m.startswith("ovdense.integrations.detectron2") for m in graph)
+
+
+#: Optional frameworks -> the only package of ovdense that may import them.
+OPTIONAL_FRAMEWORKS = {
+    "detectron2": "ovdense.integrations.detectron2",
+    "fvcore": "ovdense.integrations.detectron2",
+    "mmcv": "ovdense.integrations.mmseg",
+    "mmengine": "ovdense.integrations.mmseg",
+    "mmseg": "ovdense.integrations.mmseg",
+}
+
+
+def _third_party_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_optional_frameworks_only_in_their_integration():
+    """detectron2 (and fvcore), mmcv / mmengine / mmseg are imported only inside their own
+    adapter package (its configs included), never by the core or by the other adapter."""
+    bad = []
+    for module, path in _modules().items():
+        for root in sorted(_third_party_roots(path) & set(OPTIONAL_FRAMEWORKS)):
+            if not _matches(module, (OPTIONAL_FRAMEWORKS[root],)):
+                bad.append(f"{module} imports {root}")
+    assert not bad, "Optional frameworks imported outside their adapter:\n" + "\n".join(bad)
+    assert _third_party_roots(SOURCE / "integrations" / "detectron2" / "backbone.py") >= {
+        "detectron2"
+    }
 
 
 def test_one_import_style():
     """Inside the package, ovdense's own modules are imported relatively (``from ..utils import
-    x``); absolute ``ovdense.`` imports are for configs (files executed as data), tests and
-    users."""
+    x``); absolute ``ovdense.`` imports are for configs (files executed as data: ``ovdense/
+    configs/``, the adapters' ``configs/`` folders), tests and users."""
     absolute = []
     for module, path in _modules().items():
-        if module.startswith(f"{PACKAGE}.configs"):
+        if "configs" in module.split(".")[1:]:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):

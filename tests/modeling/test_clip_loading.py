@@ -122,3 +122,15 @@ def test_seeded_random_models_are_identical(tiny_clip_config):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     c = load_clip(config=tiny_clip_config, seed=4)
     assert not torch.equal(a.visual.conv1.weight, c.visual.conv1.weight)
+
+
+def test_config_from_a_config_system_is_read_as_plain_python(tiny_clip_config):
+    """An architecture given through OmegaConf (a LazyConfig's ``config={...}``, nested
+    DictConfig / ListConfig) builds the same model as the plain dict."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(tiny_clip_config)
+    a = load_clip(config=node, seed=2)
+    b = load_clip(config=tiny_clip_config, seed=2)
+    assert a.ovdense_id == b.ovdense_id
+    assert OmegaConf.to_container(node) == tiny_clip_config  # the caller's config untouched

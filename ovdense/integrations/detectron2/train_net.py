@@ -54,6 +54,7 @@ __all__ = [
     "do_train",
     "load_config",
     "main",
+    "test_vocabulary",
     "with_grad_clipping",
 ]
 
@@ -119,13 +120,21 @@ def _vocabulary(model: nn.Module, vocab: Mapping[str, Any] | None) -> Any:
     return predictor.vocabulary(vocab["class_embeds"], vocab.get("is_base"))
 
 
+def test_vocabulary(cfg: Any) -> dict[str, Any] | None:
+    """``cfg.test_vocabulary`` instantiated (``{"class_embeds": [K, D], "is_base": [K]}``), or
+    ``None`` when the config has none."""
+    if "test_vocabulary" not in cfg:
+        return None
+    return {k: instantiate(v) for k, v in cfg.test_vocabulary.items()}
+
+
 def do_test(cfg: Any, model: nn.Module, vocab: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``inference_on_dataset`` of ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``
     (nothing without an evaluator), detecting ``vocab`` (default ``cfg.test_vocabulary``)."""
     if "evaluator" not in cfg.dataloader:
         return {}
-    if vocab is None and "test_vocabulary" in cfg:
-        vocab = instantiate(cfg.test_vocabulary)
+    if vocab is None:
+        vocab = test_vocabulary(cfg)
     with _vocabulary(model, vocab):
         ret = inference_on_dataset(
             model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
@@ -151,7 +160,7 @@ def do_train(cfg: Any, resume: bool = False) -> SimpleTrainer:
     amp = bool(cfg.train.get("amp", {}).get("enabled", False))
     trainer = (AMPTrainer if amp else SimpleTrainer)(model, train_loader, optim)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
-    vocab = instantiate(cfg.test_vocabulary) if "test_vocabulary" in cfg else None
+    vocab = test_vocabulary(cfg)
     eval_period = int(cfg.train.get("eval_period", 0) or 0)
     trainer.register_hooks(
         [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,18 @@ def model_fingerprint(model: nn.Module) -> str:
     return "sha1:" + h.hexdigest()
 
 
+def _plain(value: Any) -> Any:
+    """A deep copy of ``value`` with every mapping a ``dict`` and every list-like a list
+    (tuples stay tuples): open_clip reads its architecture config as plain Python."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def load_clip(
     model_name: str | None = None,
     pretrained: str | None = None,
@@ -168,7 +181,7 @@ def load_clip(
         return clip.to(device).eval()
 
     if config is not None:
-        cfg = copy.deepcopy(dict(config))
+        cfg = _plain(config)  # also a config system's mapping (OmegaConf) -> plain dicts
         if quick_gelu is not None:
             cfg["quick_gelu"] = quick_gelu
         model_cls = (
