@@ -156,13 +156,10 @@ class TextFastRCNNOutputLayers(FastRCNNOutputLayers):
             learn_background=learn_background,
         )
         box_dim = len(box2box_transform.weights)
-        if reg_fc_dim:
-            self.bbox_pred = nn.Sequential(
-                nn.Linear(in_size, reg_fc_dim), nn.ReLU(), nn.Linear(reg_fc_dim, box_dim)
-            )
-        else:
-            self.bbox_pred = nn.Linear(in_size, box_dim)
-        last = self.bbox_pred[-1] if isinstance(self.bbox_pred, nn.Sequential) else self.bbox_pred
+        last = nn.Linear(reg_fc_dim or in_size, box_dim)
+        self.bbox_pred: nn.Module = (
+            nn.Sequential(nn.Linear(in_size, reg_fc_dim), nn.ReLU(), last) if reg_fc_dim else last
+        )
         nn.init.normal_(last.weight, std=0.001)
         nn.init.constant_(last.bias, 0)
         self.background_weight = float(background_weight)
@@ -301,7 +298,7 @@ class TextFastRCNNOutputLayers(FastRCNNOutputLayers):
         det = torch.cat([probs[:, -1:], probs[:, :-1]], dim=1)
         return _bg_last(geometric_ensemble(det, clip, self.is_base, self.alpha, self.beta))
 
-    def inference(  # type: ignore[override]
+    def inference(
         self,
         predictions: tuple[Tensor, Tensor],
         proposals: list[Instances],
@@ -376,7 +373,7 @@ class OVDenseROIHeads(StandardROIHeads):
         ret["box_predictor"] = TextFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
         return ret
 
-    def _forward_box(  # type: ignore[override]
+    def _forward_box(
         self, features: dict[str, Tensor], proposals: list[Instances]
     ) -> dict[str, Tensor] | list[Instances]:
         feats = [features[f] for f in self.box_in_features]
