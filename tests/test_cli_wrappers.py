@@ -29,6 +29,7 @@ WRAPPERS = {
     "tools/export_clip_dinoiser.py": "ovdense.cli.export_clip_dinoiser",
     "tools/convert_clip_dinoiser.py": "ovdense.cli.convert_clip_dinoiser",
     "tools/convert_eva_clip.py": "ovdense.cli.convert_eva_clip",
+    "tools/convert_fvit.py": "ovdense.cli.convert_fvit",
     "tools/benchmark.py": "ovdense.cli.benchmark",
     "tools/export_onnx.py": "ovdense.cli.export_onnx",
     "tools/prepare_coco.py": "ovdense.data.converters.coco",
@@ -43,13 +44,10 @@ def test_every_script_is_listed():
     scripts = {f"tools/{p.name}" for p in (ROOT / "tools").glob("*.py")} | {"demo/demo.py"}
     # check_min_deps.py runs the test suite of a checkout: a developer script, not a command;
     # the mmseg and detectron2 scripts need their optional frameworks (tests/integrations/
-    # checks their wrappers; parity_official.py and parity_resclip_scclip.py are developer scripts)
-    optional = {
-        "tools/mmseg_test.py",
-        "tools/d2_train.py",
-        "tools/parity_official.py",
-        "tools/parity_resclip_scclip.py",
-    }
+    # checks their wrappers); the parity_*.py scripts are developer scripts that run the official
+    # code of a method beside ovdense (docs/parity*.md)
+    optional = {"tools/mmseg_test.py", "tools/d2_train.py"}
+    optional |= {f"tools/{p.name}" for p in (ROOT / "tools").glob("parity_*.py")}
     assert scripts - {"tools/check_min_deps.py"} - optional == set(WRAPPERS)
 
 
