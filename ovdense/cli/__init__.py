@@ -75,6 +75,10 @@ COMMANDS: dict[str, Command] = {
         "ovdense.cli.convert_clip_dinoiser",
         "check / convert CLIP-DINOiser's released last.pt to a head state dict",
     ),
+    "convert-catseg": Command(
+        "ovdense.cli.convert_catseg",
+        "check / convert CAT-Seg's released model_final.pth to ovdense's names",
+    ),
     "convert-eva-clip": Command(
         "ovdense.cli.convert_eva_clip",
         "convert an EVA-CLIP / CLIPSelf EVA02 checkpoint to open_clip's format",

@@ -1,23 +1,29 @@
 """CAT-Seg (Cho et al., CVPR 2024) on CLIP ViT-B/16: the trained cost-aggregation head in the
-segmentor's ``head`` slot (a plain Segmentor), the official evaluation geometry: images at 640,
-384-pixel windows 256 apart (a 24 x 24 grid each), class pooling 1, logit scale 1.
+segmentor's ``head`` slot (a plain Segmentor) with the official evaluation of ``eval.sh``
+(``CATSeg.inference_sliding_window``): the image resized to 640 x 640, four 384-pixel windows
+256 apart plus the whole image at 384, the prompt "A photo of a {} in the scene", sigmoid
+probabilities averaged over the windows and 1:1 with the whole image, class pooling 1.
 
-Needs the checkpoint of ``train/catseg_vitb16``::
+The released weights (KU-CVLAB/CAT-Seg's ``model_final.pth`` of the ViT-B/16 model, a
+detectron2 checkpoint holding the fine-tuned CLIP too) load by path, nothing else downloaded::
 
     ovdense eval --config seg/catseg_vitb16 --dataset ade20k_150 \\
-        model.checkpoint=output/catseg_vitb16/model_0080000.pt
+        model.checkpoint=model_final_base.pth
 
-Without one the head is random (shapes and speed only). Vocabularies of any size: the head
-runs ``class_chunk`` classes at a time; above ``pad_len`` (256) classes each window decodes
-the 256 of highest CLIP cost, as the official code does (ADE-847, PC-459).
+A checkpoint of ``train/catseg_vitb16`` loads the same way (its CLIP starts from OpenAI's
+weights, downloaded by open_clip). Without a checkpoint the head is random (shapes and speed
+only). Vocabularies of any size: the head runs ``class_chunk`` classes at a time; above
+``pad_len`` (256) classes each window decodes the 256 of highest CLIP cost, as the official
+code does (ADE-847, PC-459).
 """
 
 from ovdense.config import LazyCall as L
-from ovdense.modeling.clip import load_clip
 from ovdense.modeling.segmentors import build_catseg_segmentor
 
 model = L(build_catseg_segmentor)(
-    clip=L(load_clip)(model_name="ViT-B-16", pretrained="openai"),
+    clip=None,  # built from clip_model (the official checkpoint holds every CLIP tensor)
+    clip_model="ViT-B-16",
+    clip_pretrained="openai",  # only without an official checkpoint
     checkpoint=None,
     head_kwargs=dict(
         num_layers=2,
@@ -34,11 +40,15 @@ model = L(build_catseg_segmentor)(
         class_chunk=32,
     ),
     templates="catseg",
-    short_side=640,
+    fixed_size=640,
+    short_side=640,  # unused with fixed_size (ovdense's older geometry: fixed_size=None)
     max_long_side=2560,
     window=384,
     stride=256,
-    window_batch_size=4,
+    global_view=True,
+    crop_resize=None,
+    decode_order="sigmoid",
+    window_batch_size=5,
     prob_thd=0.0,
     background_index=None,
     precision="fp32",

@@ -1,14 +1,9 @@
-"""CAT-Seg on CLIP ViT-L/14-336: as ``seg/catseg_vitb16`` with the official geometry scaled by
-336/384 (images at 560, 336-pixel windows 224 apart: the 24 x 24 grid of the official 384
-windows resized to 336). Needs the checkpoint of ``train/catseg_vitl14``
-(``model.checkpoint=...``)."""
-
-from ovdense.config import LazyCall as L
-from ovdense.modeling.clip import load_clip
+"""CAT-Seg on CLIP ViT-L/14-336: as ``seg/catseg_vitb16`` (the official evaluation: 640 x 640,
+384-pixel windows 256 apart plus the whole image at 384), each crop resized to 336 before CLIP
+as the official code does. The released ViT-L/14 ``model_final.pth`` loads by path
+(``model.checkpoint=model_final_large.pth``), as does a checkpoint of ``train/catseg_vitl14``."""
 
 from .catseg_vitb16 import model
 
-model.clip = L(load_clip)(model_name="ViT-L-14-336", pretrained="openai")
-model.short_side = 560
-model.window = 336
-model.stride = 224
+model.clip_model = "ViT-L-14-336"
+model.crop_resize = 336

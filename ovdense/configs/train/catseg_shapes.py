@@ -51,6 +51,9 @@ HEAD = dict(
     decoder_guidance_dims=(16, 16),
     decoder_guidance_proj_dims=(8, 4),
     class_chunk=None,
+    # trained before the head read the unnormalised features (the official guidance input):
+    # kept so, the README's shapes-world figures were measured with it
+    raw_features=False,
 )
 
 model = L(CATSegModel)(

@@ -25,26 +25,44 @@ class DenseFeatures:
             block), L2-normalised, or ``None``.
         intermediates: requested block outputs, ``{"block{i}": [B, C, h, w]}`` (patch tokens of
             block ``i``'s output, 0-based, CLS dropped).
+        dense_norm: ``[B, 1, h, w]`` the L2 norm of each cell's projected feature before the
+            normalisation (``dense * dense_norm`` is the unnormalised projection, what
+            CAT-Seg's image guidance reads), or ``None`` when the backbone does not give it.
     """
 
     dense: Tensor
     stride: int
     global_embed: Tensor | None = None
     intermediates: dict[str, Tensor] = field(default_factory=dict)
+    dense_norm: Tensor | None = None
+
+    def unnormalized(self) -> Tensor:
+        """``dense * dense_norm``: ``[B, D, h, w]`` projected features before the L2
+        normalisation.
+
+        Raises:
+            ValueError: the backbone gave no ``dense_norm``.
+        """
+        if self.dense_norm is None:
+            raise ValueError(
+                "These dense features carry no dense_norm (the backbone normalises without "
+                "keeping the norms); use a CLIP tower backbone (dense_backbone_for)."
+            )
+        return self.dense * self.dense_norm
 
 
 def _flatten_features(f: DenseFeatures) -> tuple[list, int]:
-    return [f.dense, f.global_embed, f.intermediates], f.stride
+    return [f.dense, f.global_embed, f.intermediates, f.dense_norm], f.stride
 
 
 def _unflatten_features(children: Iterable[Any], stride: int) -> DenseFeatures:
-    dense, global_embed, intermediates = children
-    return DenseFeatures(dense, stride, global_embed, intermediates)
+    dense, global_embed, intermediates, dense_norm = children
+    return DenseFeatures(dense, stride, global_embed, intermediates, dense_norm)
 
 
 def _flatten_features_with_keys(f: DenseFeatures) -> tuple[list, int]:
     children, stride = _flatten_features(f)
-    names = ("dense", "global_embed", "intermediates")
+    names = ("dense", "global_embed", "intermediates", "dense_norm")
     return [(pytree.GetAttrKey(n), c) for n, c in zip(names, children, strict=True)], stride
 
 

@@ -208,7 +208,8 @@ class DenseTowerBackbone(DenseBackbone):
         Returns:
             :class:`DenseFeatures` with ``dense`` ``[B, D, gh, gw]`` (L2-normalised; the grid is
             ``(H // p, W // p)`` unless the strategy outputs on another one) and
-            ``global_embed`` ``[B, D]`` (the CLS token through the same last block). A
+            ``global_embed`` ``[B, D]`` (the CLS token through the same last block) and
+            ``dense_norm`` ``[B, 1, gh, gw]`` (the norms the normalisation divided by). A
             strategy's ``fused_branches`` are projected and added to the patch tokens' projection
             (weighted) before the normalisation.
         """
@@ -225,6 +226,7 @@ class DenseTowerBackbone(DenseBackbone):
             stride=images.shape[-2] // grid[0],
             global_embed=F.normalize(x[:, 0], dim=-1),
             intermediates=inter,
+            dense_norm=dense.norm(dim=1, keepdim=True).clamp_min(1e-12),
         )
 
     def extra_repr(self) -> str:

@@ -411,6 +411,12 @@ class CATSegHead(nn.Module):
         decoder_guidance_proj_dims: and then projected to (32, 16).
         class_chunk: classes processed at a time (``None``: all); bounds the memory for large
             vocabularies without changing the result.
+        raw_features: whether the head takes the *unnormalised* projected dense features (the
+            official code's image guidance reads them; the cost volume normalises anyway).
+            The segmentor and :class:`~ovdense.modeling.segmentors.CATSegModel` read this
+            attribute and pass ``DenseFeatures.unnormalized()`` when it is set; ``False`` gives
+            the guidance L2-normalised features (what ovdense did before version 0.x's
+            converter; the shapes-world head was trained so).
     """
 
     per_template = True
@@ -433,8 +439,10 @@ class CATSegHead(nn.Module):
         decoder_guidance_dims: Sequence[int] = (256, 128),
         decoder_guidance_proj_dims: Sequence[int] = (32, 16),
         class_chunk: int | None = 32,
+        raw_features: bool = True,
     ) -> None:
         super().__init__()
+        self.raw_features = bool(raw_features)
         layers = tuple(int(i) for i in intermediate_layers)
         if len(layers) not in (0, 2):
             raise ValueError(

@@ -74,8 +74,8 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 #: Values of ``decode_order``: see :class:`Segmentor`.
-DECODE_ORDERS = ("ovdense", "paper")
-DecodeOrder = Literal["ovdense", "paper"]
+DECODE_ORDERS = ("ovdense", "paper", "sigmoid")
+DecodeOrder = Literal["ovdense", "paper", "sigmoid"]
 #: Values of ``background_rule``: see :class:`Segmentor`.
 BACKGROUND_RULES = (None, True, False, "force")
 
@@ -127,13 +127,15 @@ def stitch_windows(
     resized_size: tuple[int, int],
     output_size: tuple[int, int] | None = None,
     chunk: int = 8,
+    activation: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Per-window maps -> one map per image (mmseg ``slide_inference``).
 
-    Each window map is upsampled (bilinear, ``align_corners=False``) to its crop, maps are
-    summed where windows overlap and divided by the overlap count, and the result is resized
-    (bilinear) to ``output_size`` when given. Serves logits, probabilities and auxiliary maps
-    (saliency) alike.
+    Each window map is upsampled (bilinear, ``align_corners=False``) to its crop, passed
+    through ``activation`` when given (CAT-Seg's sigmoid at crop size), maps are summed where
+    windows overlap and divided by the overlap count, and the result is resized (bilinear) to
+    ``output_size`` when given. Serves logits, probabilities and auxiliary maps (saliency)
+    alike.
 
     Args:
         maps: ``[num_windows * B, K, h, w]`` window-major (window ``k // B`` of image ``k % B``),
@@ -163,6 +165,8 @@ def stitch_windows(
         up = F.interpolate(
             maps[start : start + step], size=crop_size, mode="bilinear", align_corners=False
         )
+        if activation is not None:
+            up = activation(up)
         for j in range(up.shape[0]):
             win, bi = divmod(start + j, b)
             y1, y2, x1, x2 = windows[win]
@@ -299,7 +303,10 @@ class ImageFeatures:
     """Image-side results cached by :class:`~ovdense.Predictor` (vocabulary-independent).
 
     Attributes:
-        dense: ``[num_windows * B, D, gh, gw]`` window-major dense features (after the refiner).
+        dense: ``[num_windows * B, D, gh, gw]`` window-major dense features (after the refiner),
+            L2-normalised, or unnormalised for a head that asks for that
+            (:attr:`Segmentor.head_raw_features`, CAT-Seg); with a global view (see
+            :class:`Segmentor`), ``B`` more entries at the end.
         windows: crop boxes ``(y1, y2, x1, x2)`` in the resized image.
         batch_size: ``B``.
         resized_size: ``(Hr, Wr)`` after the short-side resize.
@@ -313,6 +320,8 @@ class ImageFeatures:
             window-major; empty for heads that need none.
         regions: ``[B, H, W]`` int32 region maps of the inputs from the segmentor's
             ``mask_source`` (for the ``label_refiner``), or ``None``.
+        global_view: whether ``dense`` (and ``aux``, ``intermediates``) end with one
+            whole-image view per image (:class:`Segmentor`'s ``global_view``).
     """
 
     dense: Tensor
@@ -324,6 +333,13 @@ class ImageFeatures:
     aux: dict[str, Tensor] = field(default_factory=dict)
     intermediates: dict[str, Tensor] = field(default_factory=dict)
     regions: Tensor | None = None
+    global_view: bool = False
+
+    @property
+    def num_window_maps(self) -> int:
+        """``len(windows) * batch_size``: the window entries of ``dense`` (the global views,
+        when present, follow them)."""
+        return len(self.windows) * self.batch_size
 
     @property
     def background(self) -> Tensor | None:
@@ -443,8 +459,13 @@ class Segmentor(LabelRules, nn.Module):
       ``saliency_rule`` (background probability set to 1.0); window *probabilities* stitched
       and resized to the input size, optional PAMR, thresholds, argmax. Crops that are not a
       multiple of the patch size are padded with black pixels (:func:`pad_to_multiple`).
+    * ``"sigmoid"`` (CAT-Seg's official order, docs/methods.md#cat-seg): per window the head's
+      scores upsampled to the crop, ``sigmoid(logit_scale * scores)``, averaged where windows
+      overlap (and 1:1 with the global view's, see ``global_view``), resized to the input
+      size, max over synonyms, thresholds, argmax. The probabilities are per class (they need
+      not sum to 1).
 
-    In both orders the optional ``post_refiner`` acts on the input-size class probabilities
+    In every order the optional ``post_refiner`` acts on the input-size class probabilities
     (after the max over synonyms and PAMR, before the thresholds, the argmax and, in the
     ``"ovdense"`` order, the ``saliency_rule`` on labels).
 
@@ -466,7 +487,15 @@ class Segmentor(LabelRules, nn.Module):
         decode_order: ``"ovdense"`` or ``"paper"`` (above).
         short_side: resize the short side to this (``None``: keep the input size).
         max_long_side: cap of the long side in that resize.
+        fixed_size: resize every image to exactly this ``(H, W)`` (or ``S x S``), aspect ratio
+            not kept, instead of ``short_side`` (CAT-Seg's official 640 x 640).
         window, stride: sliding-window crop and stride in pixels (``window=None``: whole image).
+        global_view: also run the whole input image resized to the window size (one more
+            "window" per image) and average its map 1:1 with the stitched windows' map at the
+            resized size (CAT-Seg's official evaluation). Needs ``window``.
+        crop_resize: resize each crop (and the global view) to ``crop_resize x crop_resize``
+            before the backbone (CAT-Seg ViT-L/14: its 384-pixel windows enter CLIP at 336);
+            maps are upsampled back to the crop as usual.
         window_batch_size: windows per backbone call.
         logit_scale: multiplier of the head's scores before the softmax.
         prob_thd: pixels whose top class probability is below this (in ``[0, 1]``) become the
@@ -510,8 +539,11 @@ class Segmentor(LabelRules, nn.Module):
         decode_order: DecodeOrder = "ovdense",
         short_side: int | None = 336,
         max_long_side: int | None = 2048,
+        fixed_size: int | Sequence[int] | None = None,
         window: int | None = 224,
         stride: int | None = 112,
+        global_view: bool = False,
+        crop_resize: int | None = None,
         window_batch_size: int = 8,
         logit_scale: float = 40.0,
         prob_thd: float = 0.0,
@@ -546,6 +578,19 @@ class Segmentor(LabelRules, nn.Module):
             )
         if mask_source is not None and not callable(mask_source):
             raise TypeError(f"mask_source must be callable, got {type(mask_source).__name__}.")
+        crop_resize = check_int("crop_resize", crop_resize, allow_none=True)
+        if global_view and window is None:
+            raise ValueError(
+                "global_view adds the whole image at the window size: set window (e.g. 384)."
+            )
+        if fixed_size is not None:
+            pair = (fixed_size, fixed_size) if isinstance(fixed_size, int) else tuple(fixed_size)
+            if len(pair) != 2:
+                raise ValueError(f"fixed_size takes S or (H, W), got {fixed_size!r}.")
+            fixed_size = (
+                int(check_int("fixed_size", pair[0], minimum=1)),
+                int(check_int("fixed_size", pair[1], minimum=1)),
+            )
         if saliency_rule is not None and not isinstance(saliency_rule, SaliencyRule):
             raise TypeError(
                 f"saliency_rule must be a SaliencyRule or None, got {type(saliency_rule).__name__}."
@@ -564,8 +609,11 @@ class Segmentor(LabelRules, nn.Module):
         self.label_refiner = label_refiner
         self.short_side = short_side
         self.max_long_side = max_long_side
+        self.fixed_size: tuple[int, int] | None = fixed_size
         self.window = window
         self.stride = stride
+        self.global_view = bool(global_view)
+        self.crop_resize = crop_resize
         self.window_batch_size = window_batch_size
         self.logit_scale = float(logit_scale)
         self.prob_thd = float(prob_thd)
@@ -585,6 +633,12 @@ class Segmentor(LabelRules, nn.Module):
     def head_per_template(self) -> bool:
         """Whether the head takes one embedding per prompt template (``head.per_template``)."""
         return bool(getattr(self.head, "per_template", False))
+
+    @property
+    def head_raw_features(self) -> bool:
+        """Whether the head takes the unnormalised projected features
+        (``head.raw_features``, CAT-Seg): :class:`ImageFeatures.dense` then holds those."""
+        return bool(getattr(self.head, "raw_features", False))
 
     def _request_head_inputs(self) -> None:
         """Add the head's ``intermediate_layers`` to the backbone's ``out_indices``.
@@ -750,13 +804,19 @@ class Segmentor(LabelRules, nn.Module):
         windows: list[tuple[int, int, int, int]],
     ) -> Tensor | None:
         """``regions`` resized (nearest) to the resized image and cut like the windows:
-        ``[num_windows * B, h, w]`` window-major, when the strategy reads them."""
+        ``[num_windows * B, h, w]`` window-major (then the whole map at the crop size per
+        image, with ``global_view``), when the strategy reads them."""
         if regions is None or not self._strategy_needs_regions():
             return None
         r = regions
         if tuple(r.shape[-2:]) != tuple(resized):
             r = F.interpolate(r[:, None].float(), size=resized, mode="nearest")[:, 0].int()
-        return torch.cat([r[:, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
+        parts = [r[:, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows]
+        if self.global_view:
+            size = tuple(parts[0].shape[-2:])
+            whole = F.interpolate(regions[:, None].float(), size=size, mode="nearest")
+            parts.append(whole[:, 0].int())
+        return torch.cat(parts, dim=0)
 
     def forward_features(
         self, images: Tensor, extras: dict[str, Any] | None = None
@@ -786,7 +846,10 @@ class Segmentor(LabelRules, nn.Module):
         the resized size."""
         images = check_unit_images(images).to(self.device, torch.float32)
         _, _, h, w = images.shape
-        hr, wr = rescale_size(h, w, self.short_side, self.max_long_side)
+        if self.fixed_size is not None:
+            hr, wr = self.fixed_size
+        else:
+            hr, wr = rescale_size(h, w, self.short_side, self.max_long_side)
         p = self.backbone.patch_size
         if min(hr, wr) < p:
             raise ValueError(
@@ -800,8 +863,13 @@ class Segmentor(LabelRules, nn.Module):
         )
         x = self.backbone.normalize(x)
         windows = sliding_windows(hr, wr, self.window, self.stride)
-        crops = torch.cat([x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows], dim=0)
-        return images, crops, windows, (hr, wr)
+        parts = [x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows]
+        if self.global_view:
+            # the input image (not the resized one) at the crop size, as CAT-Seg's code does
+            size = (parts[0].shape[-2], parts[0].shape[-1])
+            whole = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            parts.append(self.backbone.normalize(whole))
+        return images, torch.cat(parts, dim=0), windows, (hr, wr)
 
     def _forward_crops(
         self,
@@ -825,6 +893,13 @@ class Segmentor(LabelRules, nn.Module):
         with self._autocast():
             for start in bar:
                 batch = crops[start : start + self.window_batch_size]
+                if self.crop_resize is not None:
+                    batch = F.interpolate(
+                        batch,
+                        size=(self.crop_resize, self.crop_resize),
+                        mode="bilinear",
+                        align_corners=False,
+                    )
                 if self.pad_to_patch:
                     batch = self.pad_images(batch)
                 call_extras = extras
@@ -841,7 +916,8 @@ class Segmentor(LabelRules, nn.Module):
                             f"backbone did not return (it gave {sorted(out.intermediates)})."
                         )
                     inter.setdefault(key, []).append(out.intermediates[key].float())
-                feats.append(out.dense.float())
+                dense = out.unnormalized() if self.head_raw_features else out.dense
+                feats.append(dense.float())
         return (
             torch.cat(feats, dim=0),
             {name: torch.cat(m, dim=0) for name, m in aux.items()},
@@ -875,6 +951,7 @@ class Segmentor(LabelRules, nn.Module):
             aux=aux,
             intermediates=inter,
             regions=regions,
+            global_view=self.global_view,
         )
 
     @torch.no_grad()
@@ -958,6 +1035,7 @@ class Segmentor(LabelRules, nn.Module):
                     aux=aux[i],
                     intermediates=inter[i],
                     regions=regions[i],
+                    global_view=self.global_view,
                 )
             )
         return result
@@ -1007,17 +1085,49 @@ class Segmentor(LabelRules, nn.Module):
         return out
 
     @torch.no_grad()
-    def merge_windows(self, maps: Tensor, feats: ImageFeatures) -> Tensor:
-        """Window maps ``[num_windows * B, K, h, w]`` -> ``[B, K, H, W]`` at the input size
-        (:func:`stitch_windows`)."""
-        return stitch_windows(
-            maps,
+    def merge_windows(
+        self,
+        maps: Tensor,
+        feats: ImageFeatures,
+        output_size: tuple[int, int] | None = None,
+        activation: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """Window maps ``[num_windows * B (+ B), K, h, w]`` -> ``[B, K, H, W]`` at
+        ``output_size`` (default the input size; ``feats.resized_size`` for the resized image).
+
+        The windows are stitched by :func:`stitch_windows` (``activation`` applied to each map
+        upsampled to its crop); with a global view (``feats.global_view``), its map is
+        upsampled to the crop size, activated, resized to the resized image and averaged 1:1
+        with the stitched map, as CAT-Seg's official evaluation does."""
+        out_size = feats.image_size if output_size is None else tuple(output_size)
+        n = feats.num_window_maps
+        stitched = stitch_windows(
+            maps[:n],
             feats.windows,
             feats.batch_size,
             feats.resized_size,
-            feats.image_size,
+            None if feats.global_view else out_size,
             self.window_batch_size,
+            activation,
         )
+        if not feats.global_view:
+            return stitched
+        if maps.shape[0] != n + feats.batch_size:
+            raise ValueError(
+                f"Expected {n} window maps and {feats.batch_size} global views, got "
+                f"{maps.shape[0]} maps."
+            )
+        y1, y2, x1, x2 = feats.windows[0]
+        whole = F.interpolate(
+            maps[n:], size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False
+        )
+        if activation is not None:
+            whole = activation(whole)
+        whole = F.interpolate(whole, size=feats.resized_size, mode="bilinear", align_corners=False)
+        out = (stitched + whole) / 2
+        if tuple(out.shape[-2:]) == tuple(out_size):
+            return out
+        return F.interpolate(out, size=out_size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def aux_map(self, feats: ImageFeatures, name: str) -> Tensor:
@@ -1046,14 +1156,7 @@ class Segmentor(LabelRules, nn.Module):
             ],
             dim=0,
         )
-        return stitch_windows(
-            scores,
-            feats.windows,
-            feats.batch_size,
-            feats.resized_size,
-            None,
-            self.window_batch_size,
-        )
+        return self.merge_windows(scores, feats, feats.resized_size)
 
     def _to_input_size(self, logits: Tensor, feats: ImageFeatures) -> Tensor:
         if tuple(logits.shape[-2:]) == tuple(feats.image_size):
@@ -1203,7 +1306,9 @@ class Segmentor(LabelRules, nn.Module):
         has_saliency = rule is not None and rule.aux_key in feats.aux
         bg = self.rule_background(text.vocabulary) if has_saliency else None
         name_chunk = check_int("name_chunk", name_chunk, minimum=1)
-        if not return_probs and not self._keeps_images:
+        if self.decode_order == "sigmoid":
+            return self._decode_sigmoid(feats, text, prob_thd, return_probs, name_chunk)
+        if not return_probs and not self._keeps_images and not feats.global_view:
             tile = DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels
             tile = check_int("tile_pixels", tile, minimum=1)
             labels = self._decode_labels_tiled(feats, text, bg, prob_thd, name_chunk, tile)
@@ -1211,6 +1316,68 @@ class Segmentor(LabelRules, nn.Module):
         if self.decode_order == "paper":
             return self._decode_probs_first(feats, text, bg, prob_thd, return_probs)
         return self._decode_logits_first(feats, text, bg, prob_thd, return_probs)
+
+    def _sigmoid_probs(self, scores: Tensor, feats: ImageFeatures) -> Tensor:
+        """Head scores of every window ``[n, K, h', w']`` -> per-name sigmoid probabilities at
+        the input size ``[B, K, H, W]`` (the ``"sigmoid"`` order's stitching)."""
+        scale = self.logit_scale
+        return self.merge_windows(scores, feats, activation=lambda t: torch.sigmoid(t * scale))
+
+    def _decode_sigmoid(
+        self,
+        feats: ImageFeatures,
+        text: ClassEmbeddings,
+        prob_thd: float | None,
+        return_probs: bool,
+        name_chunk: int,
+    ) -> SegmentationOutput:
+        """The ``"sigmoid"`` order (see the class docstring). The head scores every name of
+        every window at once (its class aggregation sees the whole vocabulary); without
+        ``return_probs`` (and without ``area_thd``, PAMR or a ``post_refiner``) the input-size
+        probabilities are made ``name_chunk`` names at a time, keeping a running maximum, so
+        the memory does not grow with the vocabulary."""
+        dev = feats.dense.device
+        embeds = self._head_embeds(text, dev)
+        step = max(1, self.window_batch_size)
+        scores = torch.cat(
+            [
+                self.head_scores(
+                    feats.dense[s : s + step],
+                    embeds,
+                    self._window_intermediates(feats, s, s + step) if self.head_layers else None,
+                )
+                for s in self._window_chunks(feats)
+            ],
+            dim=0,
+        )
+        n2c = text.name_to_class.to(dev)
+        full = return_probs or self.area_thd is not None or self._keeps_images
+        if full:
+            probs = max_over_synonyms(self._sigmoid_probs(scores, feats), n2c, text.num_classes)
+            if self.pamr is not None:
+                assert feats.images is not None
+                probs = self.pamr(self.backbone.normalize(feats.images), probs)
+            probs = self._post_refine(feats, probs)
+            labels = self.assign_labels(probs, prob_thd, text.vocabulary)
+            return SegmentationOutput(
+                labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
+            )
+        best: Tensor | None = None
+        index: Tensor | None = None
+        for s in range(0, scores.shape[1], name_chunk):
+            top, arg = self._sigmoid_probs(scores[:, s : s + name_chunk], feats).max(dim=1)
+            if best is None or index is None:
+                best, index = top, arg
+            else:
+                better = top > best
+                index = torch.where(better, arg + s, index)
+                best = torch.maximum(best, top)
+        assert best is not None and index is not None
+        labels = n2c[index]
+        thd = self._prob_thd(prob_thd)
+        if thd > 0:
+            labels[best < thd] = self.resolve_background(text.vocabulary, "prob_thd")
+        return SegmentationOutput(labels=labels, probs=None, vocabulary=text.vocabulary)
 
     def _decode_logits_first(
         self,

@@ -22,12 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...utils.weights import load_weights_file
+from ...utils.weights import CheckpointFormatError
 from ...vocabulary import Vocabulary
 from ..backbones import dense_backbone_for
+from ..clip import load_clip
+from ..convert.catseg import (
+    OFFICIAL_FORMAT,
+    describe_official,
+    from_official,
+    is_official_catseg,
+    read_catseg_file,
+)
 from ..heads.catseg import CATSegHead
 from ..text import TextEncoder
-from .base import Segmentor
+from .base import DecodeOrder, Segmentor
 
 __all__ = [
     "FINETUNE_MODES",
@@ -261,7 +269,8 @@ class CATSegModel(nn.Module):
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         feats = self.backbone(self.backbone.normalize(x))
         inter = [feats.intermediates[f"block{i}"] for i in self.head.intermediate_layers]
-        return self.head(feats.dense, self.text_embeddings(), inter or None)
+        dense = feats.unnormalized() if self.head.raw_features else feats.dense
+        return self.head(dense, self.text_embeddings(), inter or None)
 
     def losses(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Binary cross-entropy of ``logits`` ``[B, N, h, w]`` (upsampled to the labels) against
@@ -314,53 +323,120 @@ def refresh_text_id(clip: nn.Module, names: Sequence[str]) -> None:
     clip.ovdense_id = f"{base}+tuned:{h.hexdigest()}"  # type: ignore[assignment]
 
 
+def _read_state(checkpoint: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """A flat state dict from a path or a (possibly ``{"model": ...}``-nested) mapping."""
+    if not isinstance(checkpoint, Mapping):
+        return read_catseg_file(checkpoint)
+    state: Mapping[str, Any] = checkpoint
+    if "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    return dict(state)
+
+
+def _source(checkpoint: object) -> str:
+    if checkpoint is None or isinstance(checkpoint, Mapping):
+        return "The checkpoint"
+    return f"CAT-Seg checkpoint {checkpoint}"
+
+
+def _clip_size(clip: nn.Module) -> str:
+    visual: Any = getattr(clip, "visual", clip)
+    conv = getattr(visual, "conv1", None)
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if conv is None or blocks is None:
+        return type(visual).__name__
+    return f"width {conv.out_channels}, patch {conv.kernel_size[0]}, {len(blocks)} blocks"
+
+
 def load_catseg_checkpoint(
     checkpoint: str | os.PathLike | Mapping[str, Any],
     clip: nn.Module,
     head: nn.Module,
     strict: bool = True,
+    source: str | None = None,
 ) -> Any:
-    """Load a CAT-Seg checkpoint (a trainer checkpoint ``{"model": ...}`` or
-    :meth:`CATSegModel.state_dict`) into ``clip`` (its ``clip.*`` tensors) and ``head``
-    (``head.*``), then refresh ``clip``'s text-cache id.
+    """Load a CAT-Seg checkpoint into ``clip`` and ``head``, then refresh ``clip``'s text-cache
+    id. Two formats are recognised by their keys:
+
+    * ovdense's (a trainer checkpoint ``{"model": ...}`` or :meth:`CATSegModel.state_dict`):
+      ``head.*`` and the ``clip.*`` tensors that were trained;
+    * the official one (KU-CVLAB/CAT-Seg's released ``model_final.pth``, detectron2):
+      converted by :func:`~ovdense.modeling.convert.catseg.from_official`; it holds the whole
+      fine-tuned CLIP, so every CLIP tensor is replaced (``clip`` only gives the architecture:
+      open_clip ``ViT-B-16`` or ``ViT-L-14-336`` with QuickGELU).
+
+    ``source`` names the checkpoint in messages (default: its path, or "The checkpoint").
 
     Raises:
-        ValueError: keys that are neither ``head.*`` nor ``clip.*``, CLIP or head tensors this
-            model does not have or of another shape (checked before anything is loaded).
+        CheckpointFormatError: a file that is neither (another method's, truncated), an
+            official model of another CLIP size than ``clip``, keys that are neither
+            ``head.*`` nor ``clip.*``, CLIP or head tensors of another shape (all checked
+            before anything is loaded); the message names the expected format and what was
+            found.
     """
-    if isinstance(checkpoint, Mapping):
-        state: Mapping[str, Any] = checkpoint
-    else:
-        state = load_weights_file(checkpoint, what="CAT-Seg checkpoint")
-    if "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
+    state = _read_state(checkpoint)
+    source = source or _source(checkpoint)
+    official = is_official_catseg(state)
+    if official:
+        info = describe_official(state, source)
+        params = dict(clip.named_parameters())
+        conv = params.get("visual.conv1.weight")
+        if conv is None or (int(conv.shape[0]), int(conv.shape[-1])) != (
+            info.vision_width,
+            info.patch_size,
+        ):
+            raise CheckpointFormatError(
+                f"{source} is CAT-Seg's {info.official_name} model (CLIP width "
+                f"{info.vision_width}, patch {info.patch_size}), but the CLIP here has "
+                f"{_clip_size(clip)}; use the preset of that size (seg/catseg_vitb16 or "
+                "seg/catseg_vitl14)."
+            )
+        state = from_official(state, source)
     head_sd = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
     clip_sd = {k[5:]: v for k, v in state.items() if k.startswith("clip.")}
     extra = [k for k in state if not k.startswith(("head.", "clip."))]
-    if extra:
-        raise ValueError(f"Not a CAT-Seg checkpoint: unexpected keys {extra[:5]}.")
+    if extra or not head_sd:
+        found = f"unexpected keys {extra[:5]}" if extra else "no head.* tensors"
+        raise CheckpointFormatError(
+            f"{source} is not a CAT-Seg checkpoint: expected {OFFICIAL_FORMAT} or ovdense's "
+            f"(head.* and clip.* tensors, what CATSegModel saves), found {found}."
+        )
     params = dict(clip.named_parameters())
     bad = [k for k in clip_sd if k not in params or params[k].shape != clip_sd[k].shape]
     if bad:
-        raise ValueError(f"CLIP tensors of the checkpoint do not fit this model: {bad[:5]}.")
+        raise CheckpointFormatError(
+            f"CLIP tensors of {source} do not fit this CLIP ({_clip_size(clip)}): {bad[:5]}."
+        )
+    if official:
+        missing = sorted(set(params) - set(clip_sd))
+        if missing:
+            raise CheckpointFormatError(
+                f"{source} lacks CLIP tensors {missing[:5]} of this open_clip model; expected "
+                f"{OFFICIAL_FORMAT} with the whole CLIP."
+            )
     own = head.state_dict()
-    bad = [k for k in head_sd if k in own and own[k].shape != head_sd[k].shape]
+    bad = [
+        f"{k} {tuple(head_sd[k].shape)} (head: {tuple(own[k].shape)})"
+        for k in head_sd
+        if k in own and own[k].shape != head_sd[k].shape
+    ]
     if bad:
-        raise ValueError(
-            f"Head tensors of the checkpoint do not fit this head: {bad[:5]} (another CLIP "
-            "size or head_kwargs than in training?)."
+        raise CheckpointFormatError(
+            f"Head tensors of {source} do not fit this head: {bad[:3]} (another CLIP size, "
+            "template count or head_kwargs than in training?)."
         )
     with torch.no_grad():
         for k, v in clip_sd.items():
-            params[k].copy_(v)
+            params[k].copy_(v.to(params[k].dtype))
+    head_sd = {k: v.to(own[k].dtype) if k in own else v for k, v in head_sd.items()}
     result = head.load_state_dict(head_sd, strict=strict)
     refresh_text_id(clip, list(clip_sd))
     return result
 
 
 def build_catseg_segmentor(
-    clip: nn.Module,
-    checkpoint: str | os.PathLike | None = None,
+    clip: nn.Module | None = None,
+    checkpoint: str | os.PathLike | Mapping[str, Any] | None = None,
     head: CATSegHead | None = None,
     head_kwargs: dict[str, Any] | None = None,
     templates: str | Sequence[str] = "catseg",
@@ -374,30 +450,67 @@ def build_catseg_segmentor(
     precision: str = "fp32",
     text_cache_dir: str | os.PathLike | None = None,
     post_refiner: nn.Module | None = None,
+    *,
+    clip_model: str = "ViT-B-16",
+    clip_pretrained: str | None = "openai",
+    fixed_size: int | Sequence[int] | None = None,
+    global_view: bool = False,
+    crop_resize: int | None = None,
+    decode_order: DecodeOrder = "ovdense",
 ) -> Segmentor:
     """CAT-Seg as a plain :class:`Segmentor`: dense CLIP with the ``catseg`` last block,
     :class:`~ovdense.modeling.heads.CATSegHead` in the ``head`` slot, ``logit_scale=1``.
 
-    Defaults follow the official evaluation geometry for ViT-B/16 (images at 640, 384-pixel
-    windows 256 apart: a 24 x 24 grid per window); for ViT-L/14 at 336 use ``short_side=560,
-    window=336, stride=224`` (the same geometry scaled by 336/384). See
-    ``docs/methods.md#cat-seg`` for what differs (aspect ratio kept, no extra global view,
-    logits rather than sigmoid probabilities averaged over windows).
+    The presets (``seg/catseg_vitb16``, ``seg/catseg_vitl14``) set the official evaluation
+    (``eval.sh``, ``CATSeg.inference_sliding_window``): the image resized to 640 x 640
+    (``fixed_size``), four 384-pixel windows 256 apart plus the whole image at 384
+    (``global_view``), each entering CLIP at 384 (ViT-B/16) or 336 (ViT-L/14, ``crop_resize``),
+    sigmoid probabilities averaged over the windows and 1:1 with the whole image
+    (``decode_order="sigmoid"``). The defaults here are ovdense's older geometry (short side
+    640, aspect ratio kept, no global view, window logits averaged); see
+    ``docs/methods.md#cat-seg``.
 
     Args:
-        clip: an open_clip model.
-        checkpoint: a trained checkpoint (:func:`load_catseg_checkpoint`), or ``None``.
+        clip: an open_clip model, or ``None``: built here from ``clip_model``. With an
+            official checkpoint (which holds the whole fine-tuned CLIP) it is built without
+            weights (nothing is downloaded) and must be the checkpoint's size; otherwise with
+            ``clip_pretrained``'s weights (``"openai"``, downloaded by open_clip).
+        checkpoint: a trained checkpoint, ovdense's or the official ``model_final.pth``
+            (:func:`load_catseg_checkpoint`), or ``None`` (a random head).
         head: the head module (default: :func:`catseg_head_for` with ``head_kwargs``).
         templates: the templates the head was trained with.
         post_refiner: an optional refiner of the final probabilities (e.g. SAM's,
             :class:`~ovdense.sam.refine.SAMRefiner`).
         others: see :class:`Segmentor`.
+
+    Raises:
+        CheckpointFormatError: see :func:`load_catseg_checkpoint`.
     """
+    state = None if checkpoint is None else _read_state(checkpoint)
+    source = _source(checkpoint)
+    if clip is None:
+        if state is not None and is_official_catseg(state):
+            info = describe_official(state, source)
+            if info.clip_model != clip_model:
+                if info.clip_model is None:
+                    hint = "pass a CLIP of that size as clip"
+                elif info.clip_model.startswith("ViT-L"):
+                    hint = "use seg/catseg_vitl14"
+                else:
+                    hint = "use seg/catseg_vitb16"
+                raise CheckpointFormatError(
+                    f"{source} is CAT-Seg's {info.official_name} model, but this preset builds "
+                    f"{clip_model}; {hint}."
+                )
+            # every CLIP tensor comes from the checkpoint: the architecture only
+            clip = load_clip(clip_model, quick_gelu=True)
+        else:
+            clip = load_clip(clip_model, pretrained=clip_pretrained)
     text_encoder = TextEncoder(clip, templates=templates, cache_dir=text_cache_dir)
     if head is None:
         head = catseg_head_for(clip, len(text_encoder.templates), **(head_kwargs or {}))
-    if checkpoint is not None:
-        load_catseg_checkpoint(checkpoint, clip, head)
+    if state is not None:
+        load_catseg_checkpoint(state, clip, head, source=source)
         text_encoder = TextEncoder(clip, templates=templates, cache_dir=text_cache_dir)
     return Segmentor(
         backbone=dense_backbone_for(clip, "catseg", out_indices=head.intermediate_layers),
@@ -405,12 +518,16 @@ def build_catseg_segmentor(
         head=head,
         short_side=short_side,
         max_long_side=max_long_side,
+        fixed_size=fixed_size,
         window=window,
         stride=stride,
+        global_view=global_view,
+        crop_resize=crop_resize,
         window_batch_size=window_batch_size,
         logit_scale=1.0,
         prob_thd=prob_thd,
         background_index=background_index,
         precision=precision,
         post_refiner=post_refiner,
+        decode_order=decode_order,
     )
