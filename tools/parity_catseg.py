@@ -127,7 +127,10 @@ def run_official(args: argparse.Namespace, repo: Path, work: Path, images: list[
     env = {**os.environ, "PYTHONPATH": str(repo)}  # the repository first, for the child only
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"the official CAT-Seg run failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"the official CAT-Seg run failed (exit {proc.returncode}; -9: killed, e.g. out of "
+            f"memory):\n{proc.stderr[-4000:]}"
+        )
 
 
 # -- shared set-up ----------------------------------------------------------------------------
@@ -243,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="Markdown file to write the table to")
     p.add_argument("--keep", default=None, help="folder to keep the files in (else a temp dir)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: reuse the official outputs already there (ovdense side only)",
+    )
     # child-process arguments
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -267,10 +275,12 @@ def main(argv: list[str] | None = None) -> int:
             ).stdout.strip()
             or "?"
         )
-        (work / "classes.json").write_text(json.dumps(CLASSES))
-        make_clip_weights(args.size, work, args.seed)
-        images = make_images(work, args.seed)
-        run_official(args, repo, work, images)
+        images = [work / f"image{i}.npy" for i in range(len(IMAGE_SIZES))]
+        if not (args.reuse and args.keep and (work / "official_out.npz").is_file()):
+            (work / "classes.json").write_text(json.dumps(CLASSES))
+            make_clip_weights(args.size, work, args.seed)
+            images = make_images(work, args.seed)
+            run_official(args, repo, work, images)
         official = np.load(work / "official_out.npz")
         ours, _ = run_ovdense(args.size, work / "official_model.pth", images)
         rows = compare(official, ours)

@@ -76,7 +76,15 @@ def check_exportable(seg: Segmentor) -> None:
     if seg.saliency_rule is not None and seg.background_rule is not False:
         problems.append("the saliency rule (background_rule=False)")
     if seg.decode_order != "ovdense":
-        problems.append("the 'paper' decode order (decode_order='ovdense')")
+        problems.append(f"the {seg.decode_order!r} decode order (decode_order='ovdense')")
+    if seg.global_view:
+        problems.append("a global view (global_view=False)")
+    if seg.fixed_size is not None:
+        problems.append("a fixed input size (fixed_size=None)")
+    if seg.crop_resize is not None:
+        problems.append("crop resizing (crop_resize=None)")
+    if seg.head_raw_features:
+        problems.append("a head on unnormalised features (head.raw_features=False)")
     if problems:
         raise ValueError(
             "The ONNX graph holds the backbone, refiner, head, resize, windows, softmax, "

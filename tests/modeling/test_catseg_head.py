@@ -280,8 +280,9 @@ def test_head_through_the_slot(tiny_clip):
         y1, y2, x1, x2 = feats.windows[0]
         crop = seg.backbone.normalize(F.interpolate(img, size=feats.resized_size, mode="bilinear"))
         direct = seg.backbone(crop[:, :, y1:y2, x1:x2])
+        assert seg.head_raw_features  # the official guidance input: unnormalised features
         want = seg.head(
-            direct.dense,
+            direct.unnormalized(),
             text.template_embeds,
             [direct.intermediates["block0"], direct.intermediates["block1"]],
         )

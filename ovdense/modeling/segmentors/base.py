@@ -1099,7 +1099,9 @@ class Segmentor(LabelRules, nn.Module):
         upsampled to its crop); with a global view (``feats.global_view``), its map is
         upsampled to the crop size, activated, resized to the resized image and averaged 1:1
         with the stitched map, as CAT-Seg's official evaluation does."""
-        out_size = feats.image_size if output_size is None else tuple(output_size)
+        out_size: tuple[int, int] = (
+            feats.image_size if output_size is None else (int(output_size[0]), int(output_size[1]))
+        )
         n = feats.num_window_maps
         stitched = stitch_windows(
             maps[:n],
