@@ -287,8 +287,13 @@ def test_head_through_the_slot(tiny_clip):
             [direct.intermediates["block0"], direct.intermediates["block1"]],
         )
     torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-5)
-    # labels-only decoding (class chunks) gives the same labels
-    assert torch.equal(seg.decode(feats, text, return_probs=False).labels, out.labels)
+    # labels-only decoding (class chunks) gives the same labels, up to float near-ties (the
+    # random head's classes can score alike where the unnormalised features are small)
+    lean = seg.decode(feats, text, return_probs=False).labels
+    top2 = out.probs.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-5
+    assert clear.float().mean() > 0.5
+    assert torch.equal(lean[clear], out.labels[clear])
 
 
 def test_head_by_name_and_errors(tiny_clip):
