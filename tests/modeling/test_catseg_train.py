@@ -270,11 +270,14 @@ def test_segmentor_presets(arch):
     from ovdense import get_config
 
     cfg = get_config(f"seg/catseg_{arch}")
-    geometry = {"vitb16": (640, 384, 256), "vitl14": (560, 336, 224)}[arch]
+    # the official evaluation for both sizes: 640 x 640, 384 windows 256 apart + the whole
+    # image, ViT-L's crops entering CLIP at 336
+    geometry = {"vitb16": ((640, 640), 384, 256, None), "vitl14": ((640, 640), 384, 256, 336)}
     cfg.model.clip = L(load_clip)(config=TINY_CLIP, seed=0)
     seg = instantiate(cfg.model)
     assert type(seg) is Segmentor and seg.logit_scale == 1.0
-    assert (seg.short_side, seg.window, seg.stride) == geometry
+    assert (seg.fixed_size, seg.window, seg.stride, seg.crop_resize) == geometry[arch]
+    assert seg.global_view and seg.decode_order == "sigmoid"
     assert seg.text_encoder.templates == ("A photo of a {} in the scene",)
     assert seg.head_layers == (0, 1) and seg.backbone.out_indices == (0, 1)
     assert seg.backbone.strategy.name == "catseg"
@@ -298,7 +301,8 @@ def test_readme_example_mounts_the_head_without_a_segmentor(tiny_clip_factory, t
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         f = backbone(backbone.normalize(images))
-        logits = head(f.dense, text.template_embeds, [f.intermediates[f"block{i}"] for i in (0, 1)])
+        inter = [f.intermediates[f"block{i}"] for i in (0, 1)]
+        logits = head(f.unnormalized(), text.template_embeds, inter)
         seg = trained.eval().segmentor(short_side=None, window=None, templates="shapes")
         want = seg.window_logits(
             seg.encode_image(images), seg.encode_text(["cat", "sofa", "floor"])
