@@ -17,12 +17,13 @@ strategy exported with ``--onnx-classes`` names baked in (time per image, logit 
 agreement).
 
 With ``--catseg`` it measures instead CAT-Seg's trained head (random weights: speed and memory
-do not depend on them) at the official evaluation geometry (short side 640, 384-pixel windows 256
-apart; ``--catseg-geometry``) for each ``--catseg-classes`` vocabulary size: the backbone's and
-the head's seconds per image, their FLOPs against the GEMM rate, images/s, and peak memory
-(CPU: resident set above the state before the step; GPU: peak allocated). The head runs
-``class_chunk`` classes at a time and, above 256 classes, only the 256 of highest CLIP cost per
-window (as the official code), so its cost flattens above 256.
+do not depend on them) at the official evaluation geometry (the image resized to 640 x 640, four
+384-pixel windows 256 apart plus the whole image; ``--catseg-geometry``) for each
+``--catseg-classes`` vocabulary size: the backbone's and the head's seconds per image, their
+FLOPs against the GEMM rate, images/s, and peak memory (CPU: resident set above the state before
+the step; GPU: peak allocated). The head runs ``class_chunk`` classes at a time and, above 256
+classes, only the 256 of highest CLIP cost per window (as the official code), so its cost
+flattens above 256.
 
 With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
 above the state before each step) of the demo's steps on one large image — ``set_image``, the
@@ -362,15 +363,20 @@ def bench_catseg(
     of ``--catseg-classes``, the backbone's and the head's (decode, labels only) seconds per
     image, their FLOPs (one window counted, times the windows) against the GEMM ``rate``, and
     the peak memory of the whole prediction. The text side is encoded beforehand."""
-    short, window, stride = args.catseg_geometry
+    size, window, stride = args.catseg_geometry
     seg = build_catseg_segmentor(
-        clip, short_side=short, window=window, stride=stride, precision=args.precision
+        clip,
+        fixed_size=size,
+        window=window,
+        stride=stride,
+        global_view=True,
+        decode_order="sigmoid",
+        precision=args.precision,
     )
     seg = seg.to(device).eval()
     h, w = args.image_size
     image = torch.rand(1, 3, h, w, device=device)
-    hr, wr = rescale_size(h, w, seg.short_side, seg.max_long_side)
-    windows = len(sliding_windows(hr, wr, seg.window, seg.stride))
+    windows = len(sliding_windows(size, size, window, stride)) + 1  # + the whole image
     extra = _EXTRA_FLOP_FORMULAS if device.type == "cpu" else {}
     rows = []
     for n in args.catseg_classes:
@@ -548,8 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         nargs=3,
         default=(640, 384, 256),
-        metavar=("SHORT", "WINDOW", "STRIDE"),
-        help="short side, window and stride of --catseg (default: the official %(default)s)",
+        metavar=("SIZE", "WINDOW", "STRIDE"),
+        help="square input size, window and stride of --catseg (default: the official "
+        "%(default)s; the whole image is one more window)",
     )
     p.add_argument("--video-fps", action="store_true", help="measure video frames/s only")
     p.add_argument("--video-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
@@ -615,9 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["gemm_gflops"] = rate / 1e9
         results["catseg"] = cs
         print(
-            f"\n## CAT-Seg head: {args.image_size[0]}x{args.image_size[1]} input at short side "
-            f"{args.catseg_geometry[0]}, {args.catseg_geometry[1]}-pixel windows / stride "
-            f"{args.catseg_geometry[2]} ({cs[0]['windows']} windows), {args.precision}; "
+            f"\n## CAT-Seg head: {args.image_size[0]}x{args.image_size[1]} input resized to "
+            f"{args.catseg_geometry[0]} x {args.catseg_geometry[0]}, "
+            f"{args.catseg_geometry[1]}-pixel windows / stride {args.catseg_geometry[2]} + the "
+            f"whole image ({cs[0]['windows']} views), {args.precision}; "
             f"torch.matmul GEMM rate {rate / 1e9:.1f} GFLOP/s"
         )
         header = (

@@ -15,7 +15,7 @@ def test_catseg_head_is_measured_per_vocabulary_size(tmp_path, capsys):
     assert benchmark.main(argv) == 0
     rows = json.loads(out.read_text())["catseg"]
     assert [r["classes"] for r in rows] == [3, 7]
-    # 48 x 64 -> 192 x 256: 1 x 2 windows of 192 pixels, stride 128
+    # 48 x 64 -> 192 x 192: one window of 192 pixels, and the whole image
     assert all(r["windows"] == 2 for r in rows)
     for r in rows:
         assert r["backbone_s"] > 0 and r["head_s"] > 0 and r["peak_mem_mb"] >= 0
