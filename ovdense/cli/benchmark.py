@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -384,12 +385,10 @@ def bench_catseg(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.no_grad(), _PeakRSS() as mem:
-            backbone_s = _best_time(lambda t=text: seg.encode_image(image, t), device, args.repeats)
+            backbone_s = _best_time(partial(seg.encode_image, image, text), device, args.repeats)
             feats = seg.encode_image(image, text)
             head_s = _best_time(
-                lambda f=feats, t=text: seg.decode(f, t, return_probs=False).labels,
-                device,
-                args.repeats,
+                partial(seg.decode, feats, text, return_probs=False), device, args.repeats
             )
         peak_mb = peak_memory_mb(device) if device.type == "cuda" else mem.delta / 2**20
         one = seg.window or 224
@@ -628,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"whole image ({cs[0]['windows']} views), {args.precision}; "
             f"torch.matmul GEMM rate {rate / 1e9:.1f} GFLOP/s"
         )
-        header = (
+        cs_header = (
             "classes",
             "backbone s/image",
             "head s/image",
@@ -638,8 +637,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "head x FLOP bound",
             "peak MB",
         )
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
+        print("| " + " | ".join(cs_header) + " |")
+        print("|" + "---|" * len(cs_header))
         for r in cs:
             print(
                 f"| {r['classes']} | {r['backbone_s']:.3f} | {r['head_s']:.3f} | "
