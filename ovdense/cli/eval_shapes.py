@@ -45,7 +45,7 @@ from ..utils.io import atomic_write_text, remove_stale_temporaries
 INTERRUPT_HINT = (
     "run the same command again to resume the segmentation runs (their predictions so far are kept)"
 )
-STRATEGIES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
+STRATEGIES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip", "resclip", "scclip")
 #: With the background class (31 classes), and background pixels ignored (30, like VOC20).
 DATASETS = ("shapes_seg", "shapes_seg_objects")
 

@@ -149,7 +149,8 @@ def evaluate_regions(
     with the long side capped by ``segmentor.max_long_side``, bilinear; ``None`` keeps it),
     and its dense features are computed once over the whole image in fp32
     (``segmentor.forward_features(normalised image)``: the backbone, then the segmentor's
-    refiner if any, e.g. CLIP-DINOiser's pooling). Boxes are scaled into the
+    refiner if any, e.g. CLIP-DINOiser's pooling; with the vocabulary's embeddings for a
+    strategy that reads them, e.g. ResCLIP's semantic feedback). Boxes are scaled into the
     resized image; masks are resized with nearest interpolation. Every region is classified by
     ``classifier`` (default :class:`RegionClassifier` with ``empty="zero"``) against the cleaned
     names of all categories. A mask that covers no feature cell after resizing counts as wrong.
@@ -202,9 +203,11 @@ def evaluate_regions(
         if (hr, wr) != (h, w):
             img = F.interpolate(img, size=(hr, wr), mode="bilinear", align_corners=False)
         x = backbone.normalize(img)
-        # the features the segmentor classifies: backbone, then its refiner if it has one
+        # the features the segmentor classifies: backbone, then its refiner if it has one;
+        # a strategy whose features depend on the vocabulary (ResCLIP) gets the class names'
+        extras = segmentor._text_extras(text) if hasattr(segmentor, "_text_extras") else None
         feats = (
-            segmentor.forward_features(x)[0]
+            segmentor.forward_features(x, extras)[0]
             if hasattr(segmentor, "forward_features")
             else backbone(x)
         )

@@ -21,6 +21,7 @@ from ovdense.evaluation.regions import (
 from ovdense.model_zoo import build_segmentor
 from ovdense.modeling.heads.region import RegionClassifier
 from ovdense.modeling.segmentors.training_free import rescale_size
+from ovdense.modeling.strategies.base import TEXT_EMBEDS
 from ovdense.modeling.text.encoder import ClassEmbeddings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,12 +152,17 @@ def test_region_accuracy_hand_computed():
         acc.update([0], [4])
 
 
-def _features(seg, path):
+def _features(seg, path, text=None):
+    """The backbone's features of an image resized as the segmentor does; with ``text``, the
+    names' embeddings go to a strategy that reads them (ResCLIP)."""
     img = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)[None]
     hr, wr = rescale_size(H, W, seg.short_side, seg.max_long_side)
     img = F.interpolate(img.float() / 255, size=(hr, wr), mode="bilinear")
+    x = seg.backbone.normalize(img)
     with torch.no_grad():
-        return seg.backbone(seg.backbone.normalize(img)), hr, wr
+        if text is not None:
+            return seg.backbone(x, {TEXT_EMBEDS: text.embeds}), hr, wr
+        return seg.backbone(x), hr, wr
 
 
 def _use_region_prototypes(seg, data):
@@ -183,8 +189,9 @@ def _recompute(seg, data, mode):
     clf = RegionClassifier(empty="zero")
     meter = RegionAccuracy(data.isthing)
     preds = []
+    needs_text = getattr(seg.backbone.strategy, "needs_text", False)
     for item in data:
-        feats, hr, wr = _features(seg, item.image_path)
+        feats, hr, wr = _features(seg, item.image_path, text if needs_text else None)
         with torch.no_grad():
             gt = [s.category_index for s in item.segments]
             if mode == "boxes":
@@ -230,6 +237,24 @@ def test_evaluate_regions_matches_recomputation(panoptic, tiny_preset):
     assert single["masks"]["all"] == res["masks"]["all"]
     with pytest.raises(ValueError, match="mode"):
         evaluate_regions(seg, data, mode="points", progress=False)
+
+
+def test_regions_of_a_strategy_that_reads_the_vocabulary(panoptic, tiny_preset):
+    """ResCLIP's features depend on the class names (semantic feedback): the region evaluation
+    gives them, and its predictions equal a recomputation with them."""
+    json_path, png_dir, img_dir, _ = panoptic
+    data = load_coco_panoptic(json_path, png_dir, img_dir)
+    kwargs = {"rcs_layers": (1,), "temp_thd": 0.0}  # the tiny tower's blocks
+    seg = build_segmentor(
+        tiny_preset("resclip"), device="cpu", short_side=48, strategy_kwargs=kwargs
+    )
+    assert seg.backbone.strategy.needs_text
+    res = evaluate_regions(
+        seg, data, mode=["boxes", "masks"], progress=False, return_predictions=True
+    )
+    for mode in ("boxes", "masks"):
+        _, preds = _recompute(seg, data, mode)
+        assert [p[mode] for p in res["predictions"]] == preds
 
 
 def _tool():
