@@ -44,6 +44,7 @@ ALIASES = {
     "scclip": "seg/scclip_vitb16.py",
     "corrclip": "seg/corrclip_vitb16.py",
     "sam3": "seg/sam3.py",
+    "trident": "seg/trident_vitb16.py",
 }
 
 

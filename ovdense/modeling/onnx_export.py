@@ -71,6 +71,8 @@ def check_exportable(seg: Segmentor) -> None:
         problems.append("PAMR (pamr=None)")
     if seg.post_refiner is not None:
         problems.append("a post_refiner (post_refiner=None)")
+    if seg.aggregator is not None:
+        problems.append("the splice-then-segment aggregator (aggregator=None)")
     if seg.area_thd is not None:
         problems.append("area_thd (area_thd=None)")
     if seg.saliency_rule is not None and seg.background_rule is not False:

@@ -1,5 +1,6 @@
 """Refiners: feature refiners mounted in a segmentor's ``refiner`` slot (CLIP-DINOiser's
-affinity pooling), label refiners of its ``label_refiner`` slot (CorrCLIP's region vote), PAMR
+affinity pooling), label refiners of its ``label_refiner`` slot (CorrCLIP's region vote), splice
+aggregators for its ``aggregator`` slot (Trident's SAM affinity), PAMR
 (label refinement) and FOUND saliency (a training target)."""
 
 from typing import Any
@@ -11,8 +12,10 @@ from .clip_dinoiser import CLIPDINOiserHead, CLIPDINOiserRefiner
 from .found import FOUNDSaliency, found_saliency
 from .pamr import PAMR
 from .region_vote import RegionVote, region_vote
+from .trident import SAMAffinityAggregator, trident_affinity
 
 __all__ = [
+    "AGGREGATORS",
     "LABEL_REFINERS",
     "PAMR",
     "REFINERS",
@@ -20,10 +23,13 @@ __all__ = [
     "CLIPDINOiserRefiner",
     "FOUNDSaliency",
     "RegionVote",
+    "SAMAffinityAggregator",
+    "build_aggregator",
     "build_label_refiner",
     "build_refiner",
     "found_saliency",
     "region_vote",
+    "trident_affinity",
 ]
 
 REFINERS: Registry = Registry("feature refiner")
@@ -77,3 +83,34 @@ def build_label_refiner(refiner: str | nn.Module | None, **kwargs: Any) -> nn.Mo
             raise TypeError(f"label_refiner_kwargs {sorted(kwargs)} need a label refiner name.")
         return refiner
     return LABEL_REFINERS.get(refiner)(**kwargs)
+
+
+AGGREGATORS: Registry = Registry("splice aggregator")
+AGGREGATORS.__doc__ = """Splice aggregators: the ``aggregator`` slot of
+:class:`~ovdense.modeling.segmentors.Segmentor` (its splice-then-segment mode).
+
+A registered object is an ``nn.Module`` class (or a function returning one) whose instances mix
+the spliced last-block tokens of one image over the whole image::
+
+    aggregator(tokens: Tensor [B, C, h, w], images: Tensor [B, 3, H, W]) -> Tensor [B, C, h', w']
+
+``tokens`` are the backbone's last-block output tokens of every window, averaged where windows
+overlap (before the tower's final norm and projection); ``images`` are RGB in ``[0, 1]`` at the
+input size. The output (any grid) is then projected into the joint space and classified.
+"""
+AGGREGATORS.register("sam_affinity")(SAMAffinityAggregator)
+
+
+def build_aggregator(aggregator: str | nn.Module | None, **kwargs: Any) -> nn.Module | None:
+    """A splice aggregator from a registered name (with constructor ``kwargs``), a module, or
+    ``None``.
+
+    Raises:
+        KeyError: an unknown name (the message lists the registered aggregators).
+        TypeError: ``kwargs`` without a name.
+    """
+    if aggregator is None or not isinstance(aggregator, str):
+        if kwargs:
+            raise TypeError(f"aggregator_kwargs {sorted(kwargs)} need an aggregator name.")
+        return aggregator
+    return AGGREGATORS.get(aggregator)(**kwargs)

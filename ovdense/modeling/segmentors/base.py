@@ -25,6 +25,11 @@
 * ``label_refiner`` (optional): ``(labels [B, H, W], regions [B, H, W]) -> labels``, applied
   last (registry :data:`~ovdense.modeling.refiners.LABEL_REFINERS`, e.g. CorrCLIP's region
   vote).
+* ``aggregator`` (optional): turns on the *splice-then-segment* mode (Trident): the windows'
+  last-block tokens are spliced into one map per image, ``aggregator(tokens [B, C, h, w],
+  images [B, 3, H, W] in [0, 1]) -> [B, C, h', w']`` mixes them over the whole image, and the
+  result is projected and classified as one whole-image map (registry
+  :data:`~ovdense.modeling.refiners.AGGREGATORS`, e.g. Trident's SAM affinity).
 
 It owns what is common to every method: short-side resize, sliding windows (batched), window
 stitching (:func:`stitch_windows`, the one implementation for logits, probabilities and any
@@ -69,6 +74,8 @@ __all__ = [
     "pad_to_multiple",
     "rescale_size",
     "sliding_windows",
+    "splice_ratio",
+    "splice_size",
     "stitch_windows",
 ]
 
@@ -177,6 +184,31 @@ def stitch_windows(
     if output_size is None or tuple(output_size) == (hr, wr):
         return out
     return F.interpolate(out, size=tuple(output_size), mode="bilinear", align_corners=False)
+
+
+def splice_size(height: int, width: int, patch_size: int, window: int | None) -> tuple[int, int]:
+    """Trident's size for splicing (``preprocess_image`` in its ``seg_utils/utils.py``): a size
+    already a multiple of ``patch_size`` is kept; otherwise the image is scaled so that its long
+    side is the next multiple, each side is rounded up to a multiple (``int`` of the scaled
+    side first), and neither side is below ``window``."""
+    p = patch_size
+    if height % p == 0 and width % p == 0:
+        return height, width
+    long = max(height, width)
+    dst = -(-long // p) * p
+    nh, nw = int(height * dst / long), int(width * dst / long)
+    nh, nw = -(-nh // p) * p, -(-nw // p) * p
+    least = window or 0
+    return max(nh, least), max(nw, least)
+
+
+def splice_ratio(out_grid: tuple[int, int], clip_grid: tuple[int, int]) -> int:
+    """Cells of the spliced map per CLIP patch (Trident's ``ratio``): ``out_w // clip_w`` when
+    the strategy's output grid (e.g. ProxyCLIP's VFM grid) is a whole multiple of the CLIP grid
+    in width, else ``round(out_h / clip_h)`` (at least 1; the window maps are then resized)."""
+    if out_grid[1] % clip_grid[1] == 0:
+        return max(1, out_grid[1] // clip_grid[1])
+    return max(1, int(round(out_grid[0] / clip_grid[0])))
 
 
 def pad_to_multiple(
@@ -525,6 +557,11 @@ class Segmentor(LabelRules, nn.Module):
         label_refiner: optional ``label_refiner(labels [B, H, W], regions [B, H, W]) -> labels``
             applied to the final labels (needs ``mask_source``), e.g.
             :class:`~ovdense.modeling.refiners.RegionVote`.
+        aggregator: an optional splice aggregator (see
+            :data:`~ovdense.modeling.refiners.AGGREGATORS`), which turns on the splice-then-segment
+            mode (:meth:`encode_spliced`). It needs a tower backbone (``forward_tokens``,
+            ``project``), windows and stride that are multiples of the patch size, and no
+            ``refiner`` nor a head that reads intermediate blocks.
     """
 
     def __init__(
@@ -554,6 +591,7 @@ class Segmentor(LabelRules, nn.Module):
         post_refiner: nn.Module | None = None,
         mask_source: Callable[[np.ndarray], Tensor] | None = None,
         label_refiner: nn.Module | None = None,
+        aggregator: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -607,6 +645,7 @@ class Segmentor(LabelRules, nn.Module):
         self.post_refiner = post_refiner
         self.mask_source = mask_source
         self.label_refiner = label_refiner
+        self.aggregator = aggregator
         self.short_side = short_side
         self.max_long_side = max_long_side
         self.fixed_size: tuple[int, int] | None = fixed_size
@@ -620,6 +659,8 @@ class Segmentor(LabelRules, nn.Module):
         self.area_thd = area_thd
         self.background_index = background_index
         self.precision = precision
+        if aggregator is not None:
+            self._check_splice()
         self.eval()
 
     # -- what the head needs -------------------------------------------------------------
@@ -716,6 +757,37 @@ class Segmentor(LabelRules, nn.Module):
                 f"background_rule must be None, True, False or 'force', got {value!r}."
             )
         self._background_rule = value
+
+    def _check_splice(self) -> None:
+        """Raise a ``ValueError`` naming what does not fit the splice-then-segment mode."""
+        bb = self.backbone
+        if not (hasattr(bb, "forward_tokens") and hasattr(bb, "project")):
+            raise ValueError(
+                f"The aggregator needs a CLIP tower backbone (forward_tokens, project); "
+                f"{type(bb).__name__} has neither."
+            )
+        if self.refiner is not None:
+            raise ValueError(
+                "A segmentor takes a refiner (per window) or an aggregator (spliced windows), "
+                "not both: set model.refiner=None or model.aggregator=None."
+            )
+        if self.head_layers:
+            raise ValueError(
+                f"The head {type(self.head).__name__} reads intermediate blocks per window, "
+                "which the splice-then-segment mode (aggregator) does not keep."
+            )
+        if self._strategy_needs_regions():
+            raise ValueError(
+                "The strategy reads region maps per window, which the splice-then-segment mode "
+                "(aggregator) does not cut: use one or the other."
+            )
+        p = bb.patch_size
+        for name, value in (("window", self.window), ("stride", self.stride)):
+            if value is not None and value % p:
+                raise ValueError(
+                    f"With an aggregator the windows are spliced on the patch grid: {name} "
+                    f"({value}) must be a multiple of the patch size {p}."
+                )
 
     @property
     def _keeps_images(self) -> bool:
@@ -862,6 +934,11 @@ class Segmentor(LabelRules, nn.Module):
             else F.interpolate(images, size=(hr, wr), mode="bilinear", align_corners=False)
         )
         x = self.backbone.normalize(x)
+        if self.aggregator is not None:  # Trident: whole patches, at least one window
+            sh, sw = splice_size(hr, wr, p, self.window)
+            if (sh, sw) != (hr, wr):
+                x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
+                hr, wr = sh, sw
         windows = sliding_windows(hr, wr, self.window, self.stride)
         parts = [x[:, :, y1:y2, x1:x2] for (y1, y2, x1, x2) in windows]
         if self.global_view:
@@ -937,6 +1014,8 @@ class Segmentor(LabelRules, nn.Module):
                 features depend on the vocabulary (``strategy.needs_text``, ResCLIP).
         """
         extras = self._text_extras(text)
+        if self.aggregator is not None:
+            return self.encode_spliced(images, extras)
         images, crops, windows, resized = self._resize_and_window(images)
         regions = self.image_regions(images)
         crop_regions = self._crop_regions(regions, resized, windows)
@@ -952,6 +1031,56 @@ class Segmentor(LabelRules, nn.Module):
             intermediates=inter,
             regions=regions,
             global_view=self.global_view,
+        )
+
+    @torch.no_grad()
+    def encode_spliced(self, images: Tensor, extras: dict[str, Any] | None = None) -> ImageFeatures:
+        """The splice-then-segment mode (Trident; the segmentor has an ``aggregator``).
+
+        Per image: the short-side resize, rounded to whole patches (:func:`splice_size`); all
+        its windows through the backbone in one call (so that a strategy's batch statistics,
+        e.g. ``proxy`` with ``mean_over="batch"``, cover exactly its windows); their last-block
+        tokens ``[n, C, gh, gw]`` spliced into one map on the patch grid (times
+        :func:`splice_ratio`), averaged where windows overlap (:func:`stitch_windows`, each
+        window map resized to its box when the strategy's grid differs); ``aggregator(map,
+        image)``; the tower's final norm and projection, L2-normalised.
+
+        Returns:
+            :class:`ImageFeatures` holding one whole-image map per image: ``dense [B, D, h',
+            w']`` (the aggregator's grid), ``windows = [(0, H, 0, W)]`` and ``resized_size =
+            image_size``, so decoding resizes the scores once, to the input size.
+        """
+        aggregator = self.aggregator
+        if aggregator is None:
+            raise RuntimeError("encode_spliced needs an aggregator (segmentor.aggregator).")
+        bb: Any = self.backbone  # a tower backbone (checked by _check_splice)
+        images, crops, windows, (hr, wr) = self._resize_and_window(images)
+        b, p = images.shape[0], bb.patch_size
+        y1, y2, x1, x2 = windows[0]
+        clip_grid = ((y2 - y1) // p, (x2 - x1) // p)
+        dense = []
+        with self._autocast():
+            for i in range(b):
+                batch = crops[i::b]  # crops are window-major: image i's windows, in order
+                if self.pad_to_patch:
+                    batch = self.pad_images(batch)
+                tokens, grid, _ = bb.forward_tokens(batch, extras)
+                maps = tokens[:, 1:].transpose(1, 2).reshape(len(windows), -1, *grid).float()
+                r = splice_ratio(grid, clip_grid)
+                boxes = [(a * r // p, c * r // p, d * r // p, e * r // p) for a, c, d, e in windows]
+                spliced = stitch_windows(maps, boxes, 1, (hr * r // p, wr * r // p))
+                mixed = aggregator(spliced, images[i : i + 1])
+                x = bb.project(mixed.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                dense.append(F.normalize(x.float(), dim=1))
+        size = (int(images.shape[2]), int(images.shape[3]))
+        return ImageFeatures(
+            dense=torch.cat(dense, dim=0),
+            windows=[(0, size[0], 0, size[1])],
+            batch_size=b,
+            resized_size=size,
+            image_size=size,
+            images=images if self._keeps_images else None,
+            regions=self.image_regions(images),  # for a label_refiner
         )
 
     @torch.no_grad()
@@ -980,6 +1109,11 @@ class Segmentor(LabelRules, nn.Module):
             images = list(images)
         if len(images) == 0:
             raise ValueError("images is empty: give at least one image.")
+        if self.aggregator is not None:  # each image's windows are spliced together
+            return [
+                self.encode_spliced(img if img.ndim == 4 else img.unsqueeze(0), extras)
+                for img in images
+            ]
         prepared = []
         for i, img in enumerate(images):
             if isinstance(img, Tensor) and img.ndim == 3:

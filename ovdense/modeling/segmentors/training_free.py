@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..backbones import AttentionStrategy, dense_backbone_for
 from ..heads import build_seg_head
-from ..refiners import build_label_refiner, build_refiner
+from ..refiners import build_aggregator, build_label_refiner, build_refiner
 from ..text import TextEncoder
 from .base import (  # noqa: F401 - re-exported: their home was this module
     PRECISIONS,
@@ -65,6 +65,10 @@ class TrainingFreeSegmentor(Segmentor):
             :data:`~ovdense.modeling.refiners.LABEL_REFINERS` with ``label_refiner_kwargs``),
             e.g. ``"region_vote"``.
         label_refiner_kwargs: constructor arguments of a named label refiner.
+        aggregator: an optional splice aggregator (a module, or a name of
+            :data:`~ovdense.modeling.refiners.AGGREGATORS` with ``aggregator_kwargs``): the
+            splice-then-segment mode of :class:`Segmentor` (Trident).
+        aggregator_kwargs: constructor arguments of a named aggregator.
     """
 
     def __init__(
@@ -96,12 +100,15 @@ class TrainingFreeSegmentor(Segmentor):
         mask_source: Callable[[np.ndarray], Tensor] | None = None,
         label_refiner: str | nn.Module | None = None,
         label_refiner_kwargs: dict[str, Any] | None = None,
+        aggregator: str | nn.Module | None = None,
+        aggregator_kwargs: dict[str, Any] | None = None,
     ) -> None:
         # NOTE: the cheap parts first, so that a bad head / refiner name fails before the
         # backbone and text encoder are built
         head_module = build_seg_head(head, **(head_kwargs or {}))
         refiner_module = build_refiner(refiner, **(refiner_kwargs or {}))
         label_module = build_label_refiner(label_refiner, **(label_refiner_kwargs or {}))
+        aggregator_module = build_aggregator(aggregator, **(aggregator_kwargs or {}))
         super().__init__(
             backbone=dense_backbone_for(
                 clip, strategy=strategy, strategy_kwargs=strategy_kwargs, pos_interp=pos_interp
@@ -124,4 +131,5 @@ class TrainingFreeSegmentor(Segmentor):
             post_refiner=post_refiner,
             mask_source=mask_source,
             label_refiner=label_module,
+            aggregator=aggregator_module,
         )

@@ -36,7 +36,7 @@ from .base import (
 
 __all__ = ["ProxyAttention", "proxy_affinity"]
 
-MEAN_OVER = ("image", "row")
+MEAN_OVER = ("image", "row", "batch")
 
 
 def proxy_affinity(
@@ -49,7 +49,9 @@ def proxy_affinity(
         beta, gamma: ``S ← (S − β · mean(S)) · γ``.
         mean_over: ``"image"``: ``mean(S)`` is the mean of each image's whole ``[N, N]`` matrix
             (ProxyCLIP's ``torch.mean(similarity)``, which it calls with one image at a time);
-            ``"row"``: the mean of each row.
+            ``"row"``: the mean of each row; ``"batch"``: one mean over the whole ``[B, N, N]``
+            batch (Trident's same ``torch.mean(similarity)``, called on all the windows of one
+            image at once: the segmentor's splice mode passes an image's windows together).
 
     Returns:
         ``[B, N, N]`` (``N = h * w``, row-major patches), each row summing to 1. Entries of the
@@ -63,7 +65,12 @@ def proxy_affinity(
         feats = feats.float()
     f = F.normalize(feats.flatten(2), dim=1)  # [B, C, N]
     s = f.transpose(1, 2) @ f  # [B, N, N]
-    mean = s.mean(dim=(1, 2), keepdim=True) if mean_over == "image" else s.mean(-1, keepdim=True)
+    if mean_over == "image":
+        mean = s.mean(dim=(1, 2), keepdim=True)
+    elif mean_over == "batch":
+        mean = s.mean()
+    else:
+        mean = s.mean(-1, keepdim=True)
     s = (s - beta * mean) * gamma
     keep = s >= 0
     keep |= ~keep.any(dim=-1, keepdim=True)
@@ -81,7 +88,8 @@ class ProxyAttention(AttentionStrategy):
         beta, gamma: ``S ← (S − β · mean(S)) · γ`` (paper: 1.2 and 3.0).
         vfm_kwargs: arguments of ``build_vfm`` when ``vfm`` is a name (e.g.
             ``{"checkpoint": "/path/sam_vit_b_01ec64.pth"}``).
-        mean_over: ``"image"`` (ProxyCLIP) or ``"row"``; see :func:`proxy_affinity`.
+        mean_over: ``"image"`` (ProxyCLIP), ``"row"`` or ``"batch"`` (Trident, with all windows
+            of an image in one batch); see :func:`proxy_affinity`.
         clip_mean, clip_std: the normalisation of the CLIP input, used to recover the ``[0, 1]``
             image the VFM needs from ``ctx.images``. ``ctx.extras["clip_mean"]`` /
             ``["clip_std"]`` take precedence when a caller passes them; default: OpenAI CLIP's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "SAM_CHECKPOINTS",
     "SAM_ENCODERS",
     "SAMFeatures",
+    "SAMLastAttention",
     "load_sam_image_encoder",
     "sam_image_encoder",
 ]
@@ -31,6 +33,65 @@ SAM_CHECKPOINTS = {
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
 }
+
+
+@dataclass
+class SAMLastAttention:
+    """The last block of a SAM image encoder, as Trident reads it (``last_attn``, ``last_v``).
+
+    ``q, k, v`` are per head on SAM's whole padded input grid (``64 x 64`` at 1024 pixels);
+    :meth:`weights` and :meth:`values` crop them to the cells that cover the image, ``grid``.
+
+    Attributes:
+        q, k, v: ``[B, heads, Hp * Wp, hd]`` from the last block's ``qkv`` of ``norm1(x)``.
+        padded_grid: ``(Hp, Wp)``, SAM's whole token grid.
+        grid: ``(gh, gw)``, the cells kept (top-left corner of the padded grid).
+        scale: ``hd ** -0.5``.
+        rel_pos_h, rel_pos_w: the block's decomposed relative position tables, or ``None``.
+    """
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    padded_grid: tuple[int, int]
+    grid: tuple[int, int]
+    scale: float
+    rel_pos_h: Tensor | None = None
+    rel_pos_w: Tensor | None = None
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.q.shape[1])
+
+    def weights(self, heads: slice | None = None) -> Tensor:
+        """The attention probabilities of the heads ``heads`` (all by default), as SAM computes
+        them over its whole padded grid (``softmax((q s) kᵀ + rel_pos)``), then rows and columns
+        cropped to ``grid`` (not renormalised): ``[B, h, gh * gw, gh * gw]``."""
+        from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+
+        sl = slice(None) if heads is None else heads
+        q, k = self.q[:, sl], self.k[:, sl]
+        b, nh, p, hd = q.shape
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if self.rel_pos_h is not None and self.rel_pos_w is not None:
+            attn = add_decomposed_rel_pos(
+                attn.reshape(b * nh, p, p),
+                q.reshape(b * nh, p, hd),
+                self.rel_pos_h,
+                self.rel_pos_w,
+                self.padded_grid,
+                self.padded_grid,
+            )
+        attn = attn.softmax(dim=-1)
+        (hp, wp), (gh, gw) = self.padded_grid, self.grid
+        attn = attn.view(b, nh, hp, wp, hp, wp)[:, :, :gh, :gw, :gh, :gw]
+        return attn.reshape(b, nh, gh * gw, gh * gw)
+
+    def values(self) -> Tensor:
+        """``v`` cropped to ``grid``: ``[B, heads, gh * gw, hd]``."""
+        b, nh, _, hd = self.v.shape
+        (hp, wp), (gh, gw) = self.padded_grid, self.grid
+        return self.v.view(b, nh, hp, wp, hd)[:, :, :gh, :gw].reshape(b, nh, gh * gw, hd)
 
 
 class SAMFeatures(VisionFoundationModel):
@@ -80,13 +141,9 @@ class SAMFeatures(VisionFoundationModel):
         p = self.patch_size
         return math.ceil(nh / p), math.ceil(nw / p)
 
-    def forward(self, images01: Tensor) -> Tensor:
-        """Args:
-            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
-
-        Returns:
-            ``[B, embed_dim, h, w]``, ``(h, w) = output_grid(H, W)`` (at most 64 x 64).
-        """
+    def prepare(self, images01: Tensor) -> Tensor:
+        """SAM's input: ``[B, 3, H, W]`` in ``[0, 1]`` resized to ``input_size`` (bilinear,
+        antialiased), normalised and zero-padded to ``img_size x img_size``."""
         self._check_images(images01)
         h, w = images01.shape[-2:]
         nh, nw = self.input_size(h, w)
@@ -95,10 +152,69 @@ class SAMFeatures(VisionFoundationModel):
             x = F.interpolate(
                 x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
             )
-        x = F.pad(self.normalize(x), (0, self.img_size - nw, 0, self.img_size - nh))
-        feats = self.image_encoder(x)
+        return F.pad(self.normalize(x), (0, self.img_size - nw, 0, self.img_size - nh))
+
+    def forward(self, images01: Tensor) -> Tensor:
+        """Args:
+            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+
+        Returns:
+            ``[B, embed_dim, h, w]``, ``(h, w) = output_grid(H, W)`` (at most 64 x 64).
+        """
+        h, w = images01.shape[-2:]
+        feats = self.image_encoder(self.prepare(images01))
         gh, gw = self.output_grid(h, w)
         return feats[:, :, :gh, :gw]
+
+    def last_attention(self, images01: Tensor, rounding: str = "ceil") -> SAMLastAttention:
+        """The last block's attention inputs (Trident reads SAM's last attention map and
+        values): the encoder runs up to its last block, whose ``q, k, v`` are returned.
+
+        Args:
+            images01: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+            rounding: the cells that cover the image: ``"ceil"`` (:meth:`output_grid`, the
+                last row / column partly padding) or ``"floor"`` (only whole cells:
+                ``input_size // patch_size``, Trident's ``sam_valid_h / w``).
+
+        Raises:
+            ValueError: the last block uses window attention (SAM's last block is global in
+                every official size), or an unknown ``rounding``.
+        """
+        if rounding not in ("ceil", "floor"):
+            raise ValueError(f"rounding must be 'ceil' or 'floor', got {rounding!r}.")
+        enc = self.image_encoder
+        last = enc.blocks[-1]
+        if getattr(last, "window_size", 0):
+            raise ValueError(
+                "The last block of this SAM image encoder uses window attention; Trident's "
+                "affinity needs a global last block (global_attn_indexes ending with depth - 1)."
+            )
+        x = enc.patch_embed(self.prepare(images01))
+        if enc.pos_embed is not None:
+            x = x + enc.pos_embed
+        for blk in enc.blocks[:-1]:
+            x = blk(x)
+        b, hp, wp, _ = x.shape
+        attn = last.attn
+        qkv = attn.qkv(last.norm1(x)).reshape(b, hp * wp, 3, attn.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, Hp * Wp, hd] each
+        h, w = images01.shape[-2:]
+        if rounding == "ceil":
+            grid = self.output_grid(h, w)
+        else:
+            nh, nw = self.input_size(h, w)
+            grid = (nh // self.patch_size, nw // self.patch_size)
+        use_rel = bool(getattr(attn, "use_rel_pos", False))
+        return SAMLastAttention(
+            q=q,
+            k=k,
+            v=v,
+            padded_grid=(hp, wp),
+            grid=(int(grid[0]), int(grid[1])),
+            scale=float(attn.scale),
+            rel_pos_h=attn.rel_pos_h if use_rel else None,
+            rel_pos_w=attn.rel_pos_w if use_rel else None,
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, img_size={self.img_size}"
