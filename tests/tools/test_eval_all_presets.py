@@ -105,6 +105,7 @@ def test_sclip_naclip_clearclip_maskclip_publish():
         "naclip",
         "clearclip",
         "maskclip",
+        "trident",
     }
 
 
