@@ -90,7 +90,9 @@ def _reference_trident_weights(attn, v, cos_fac, refine_neg_cos):
     return out
 
 
-@pytest.mark.parametrize("cos_fac, refine_neg_cos", [(1.2, True), (3.0, False), (-2.0, False)])
+@pytest.mark.parametrize(
+    "cos_fac, refine_neg_cos", [(1.2, True), (3.0, False), (-2.0, False), (30.0, True)]
+)
 def test_trident_affinity_equals_its_formula(cos_fac, refine_neg_cos):
     g = torch.Generator().manual_seed(0)
     attn = torch.softmax(torch.randn(2, 3, 12, 12, generator=g, dtype=torch.float64), dim=-1)
