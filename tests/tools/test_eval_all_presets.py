@@ -101,6 +101,7 @@ def test_published_numbers_are_those_of_docs_results(method):
 def test_sclip_naclip_clearclip_maskclip_publish():
     assert {m for m in EVAL_PRESETS if eval_preset(m).published} == {
         "catseg",
+        "corrclip",
         "sclip",
         "naclip",
         "clearclip",
