@@ -21,7 +21,7 @@ from ovdense.modeling.refiners import (
     build_aggregator,
     trident_affinity,
 )
-from ovdense.modeling.segmentors import TrainingFreeSegmentor
+from ovdense.modeling.segmentors import Segmentor, TrainingFreeSegmentor
 from ovdense.modeling.segmentors.base import splice_ratio, splice_size
 from ovdense.modeling.strategies import ProxyAttention, proxy_affinity
 from ovdense.modeling.text import Vocabulary
@@ -274,6 +274,17 @@ def test_splice_mode_refuses_what_does_not_fit(tiny_clip):
         TrainingFreeSegmentor(
             tiny_clip, window=32, stride=16, aggregator=agg, refiner=torch.nn.Identity()
         )
+    base = TrainingFreeSegmentor(tiny_clip, window=32, stride=16)
+    for option in ({"global_view": True}, {"crop_resize": 32}):
+        with pytest.raises(ValueError, match="global_view and crop_resize"):
+            Segmentor(
+                backbone=base.backbone,
+                text_encoder=base.text_encoder,
+                window=32,
+                stride=16,
+                aggregator=agg,
+                **option,
+            )
     seg = TrainingFreeSegmentor(tiny_clip, window=32, stride=16, aggregator=agg)
     with pytest.raises(RuntimeError, match="needs an aggregator"):
         seg.aggregator = None

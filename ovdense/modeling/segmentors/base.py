@@ -781,6 +781,12 @@ class Segmentor(LabelRules, nn.Module):
                 "The strategy reads region maps per window, which the splice-then-segment mode "
                 "(aggregator) does not cut: use one or the other."
             )
+        if self.global_view or self.crop_resize is not None:
+            raise ValueError(
+                "global_view and crop_resize (CAT-Seg's sliding inference) change the windows "
+                "the splice-then-segment mode (aggregator) splices: set global_view=False and "
+                "crop_resize=None."
+            )
         p = bb.patch_size
         for name, value in (("window", self.window), ("stride", self.stride)):
             if value is not None and value % p:
