@@ -79,7 +79,7 @@ __all__ = [
     "stitch_windows",
 ]
 
-PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "auto")
 #: Values of ``decode_order``: see :class:`Segmentor`.
 DECODE_ORDERS = ("ovdense", "paper", "sigmoid")
 DecodeOrder = Literal["ovdense", "paper", "sigmoid"]
@@ -541,8 +541,11 @@ class Segmentor(LabelRules, nn.Module):
             whatever its names).
         pamr: an optional label refiner applied to the input-size scores (``"ovdense"``) or
             probabilities (``"paper"``), e.g. :class:`~ovdense.modeling.refiners.PAMR`.
-        precision: ``"fp32"``, ``"fp16"`` / ``"bf16"`` (autocast; fp16 needs CUDA) or ``"auto"``
-            (fp16 on CUDA, fp32 on CPU).
+        precision: ``"fp32"``, ``"fp16"`` / ``"bf16"`` (autocast; fp16 needs CUDA), ``"int8"``
+            (CPU only, inference only: the backbone's ``nn.Linear`` layers dynamically
+            quantized, :func:`~ovdense.modeling.quantization.quantize_int8`, on a copy made at
+            the first image and remade when the backbone's weights change; the text side, the
+            refiner and the head stay float32) or ``"auto"`` (fp16 on CUDA, fp32 on CPU).
         post_refiner: an optional module ``post_refiner(images, probs) -> probs`` refining the
             input-size class probabilities (``images [B, 3, H, W]`` RGB in ``[0, 1]``, ``probs
             [B, C, H, W]``; it returns the same shape), e.g.
@@ -659,6 +662,8 @@ class Segmentor(LabelRules, nn.Module):
         self.area_thd = area_thd
         self.background_index = background_index
         self.precision = precision
+        #: (weights key, int8 backbone, backend) of ``precision="int8"``: :meth:`image_backbone`
+        self._int8_cache: tuple[tuple[tuple[int, int], ...], nn.Module, str] | None = None
         if aggregator is not None:
             self._check_splice()
         self.eval()
@@ -827,12 +832,48 @@ class Segmentor(LabelRules, nn.Module):
         prec = self.precision
         if prec == "auto":
             prec = "fp16" if dev == "cuda" else "fp32"
+        if prec == "int8":
+            self._check_int8()
+            return nullcontext()
         if prec == "fp32":
             return nullcontext()
         if prec == "fp16" and dev != "cuda":
             raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU.")
         dtype = torch.float16 if prec == "fp16" else torch.bfloat16
         return torch.autocast(device_type=dev, dtype=dtype)
+
+    def _check_int8(self) -> None:
+        if self.device.type != "cpu":
+            raise ValueError(
+                f"precision='int8' (dynamic int8 quantization) runs on the CPU only; this "
+                f"segmentor is on {self.device.type}. Use precision='fp16' or 'bf16' on a GPU, "
+                "or move the segmentor to the CPU."
+            )
+        if self.training and torch.is_grad_enabled():
+            raise RuntimeError(
+                "precision='int8' is for inference: call segmentor.eval() (or run under "
+                "torch.no_grad()), or train with precision 'fp32' / 'bf16'."
+            )
+
+    def image_backbone(self) -> nn.Module:
+        """The backbone the image side runs: :attr:`backbone` itself, or for
+        ``precision="int8"`` its int8 copy (made at the first call, remade when a backbone
+        parameter or buffer is replaced or changed in place, e.g. by ``load_state_dict``)."""
+        if self.precision != "int8":
+            return self.backbone
+        from ..quantization import quantize_int8
+
+        self._check_int8()
+        tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
+        key = tuple((id(t), t._version) for t in tensors)
+        cache = self._int8_cache
+        if cache is None or cache[0] != key:
+            quantized, backend = quantize_int8(self.backbone)
+            # NOTE: kept out of the registered modules, so state_dict() and load_state_dict()
+            # stay those of the float backbone.
+            cache = (key, quantized, backend)
+            self._int8_cache = cache
+        return cache[1]
 
     # -- image side -----------------------------------------------------------------------
     def pad_images(self, images: Tensor) -> Tensor:
@@ -911,7 +952,8 @@ class Segmentor(LabelRules, nn.Module):
             the dense features a segmentor classifies (e.g. region classification).
             ``extras`` go to the backbone's strategy (``TokenContext.extras``) when given.
         """
-        out = self.backbone(images) if extras is None else self.backbone(images, extras)
+        bb = self.image_backbone()
+        out = bb(images) if extras is None else bb(images, extras)
         if self.refiner is None:
             return out, {}
         return self.refiner(out, images)
