@@ -11,10 +11,13 @@ alone with the vocabulary as an input.
   dense backbone (any strategy that traces) and the head; the vocabulary is an input (encode it
   with ovdense's text encoder); the batch and the number of names are dynamic.
 
-Image size: fixed in both graphs. The backbones read the patch grid as Python integers
-(``DenseCLIPBackbone.embed_tokens``: ``int(x.shape[-2])``, the cache key of the position
-embedding), which ``torch.export`` specialises; a dynamic height / width needs that grid kept
-symbolic while tracing (not done here).
+Image size: dynamic where the graph allows it. The backbone graph takes any height and width
+(at least two patches; the patch grid, the position-embedding interpolation and the strategies'
+per-grid terms are traced symbolically) for the strategies in :data:`DYNAMIC_SIZE_STRATEGIES`.
+The fixed-vocabulary graph is dynamic only for a segmentor that neither resizes nor slides
+windows (``short_side=None``, ``window=None``, :func:`dynamic_size_supported`): the resize
+and the window boxes are computed from the image size in Python, so with either of them the
+graph is unrolled for the size given at export, and takes that size only.
 
 Not expressed (refused with a message): PAMR, a ``post_refiner``, ``area_thd``, the
 ``saliency_rule`` and the ``"paper"`` decode order (they run in Python after the graph: use
@@ -41,14 +44,39 @@ from .segmentors import Segmentor, rescale_size, sliding_windows, stitch_windows
 from .text import ClassEmbeddings, Vocabulary
 
 __all__ = [
+    "DYNAMIC_SIZE_STRATEGIES",
     "FixedVocabularySegmentor",
     "TextConditionedBackbone",
     "check_exportable",
+    "dynamic_size_supported",
     "export_backbone_onnx",
     "export_onnx",
     "export_segmentor_onnx",
     "run_onnx",
 ]
+
+
+#: Strategies whose backbone graph exports with a dynamic image size, checked against eager at
+#: other sizes with ONNX Runtime (``tests/modeling/test_onnx_export.py``).
+#: (``scclip`` and ``resclip`` trace only at a fixed size: their multi-level attention adds guards
+#: on the grid that torch.export cannot prove for every size; ``proxy`` is not checked.)
+DYNAMIC_SIZE_STRATEGIES = ("vanilla", "maskclip", "sclip", "clearclip", "naclip", "catseg")
+
+
+def dynamic_size_supported(seg: Segmentor) -> bool:
+    """Whether :class:`FixedVocabularySegmentor` of ``seg`` can take any image size: the
+    segmentor neither resizes (``short_side=None``) nor slides windows (``window=None``), and
+    its strategy is one of :data:`DYNAMIC_SIZE_STRATEGIES`."""
+    name = getattr(getattr(seg.backbone, "strategy", None), "name", None)
+    return seg.short_side is None and seg.window is None and name in DYNAMIC_SIZE_STRATEGIES
+
+
+def _size_dims(seg: Segmentor) -> dict[int, Any]:
+    """``torch.export`` dims of a dynamic image height and width (at least two patches)."""
+    from torch.export import Dim
+
+    p = int(seg.backbone.patch_size)
+    return {2: Dim("height", min=2 * p, max=8192), 3: Dim("width", min=2 * p, max=8192)}
 
 
 def check_head_exportable(seg: Segmentor) -> None:
@@ -140,7 +168,7 @@ class FixedVocabularySegmentor(nn.Module):
         """``images [B, 3, H, W]`` in ``[0, 1]`` -> ``(logits [B, N, H, W], labels [B, H, W])``."""
         seg = self.seg
         b = images.shape[0]
-        hi, wi = self.image_size
+        hi, wi = images.shape[-2], images.shape[-1]  # symbolic when exported dynamic
         hr, wr = rescale_size(hi, wi, seg.short_side, seg.max_long_side)
         x = images
         if (hr, wr) != (hi, wi):
@@ -248,27 +276,66 @@ def export_segmentor_onnx(
     path: str | os.PathLike,
     batch: int = 1,
     prob_thd: float | None = None,
+    dynamic_size: bool | None = None,
 ) -> tuple[Path, FixedVocabularySegmentor]:
     """Write :class:`FixedVocabularySegmentor` of ``seg`` and ``vocabulary`` for ``batch``
-    images of ``image_size`` (input ``images``, outputs ``logits`` and ``labels``)."""
+    images (input ``images``, outputs ``logits`` and ``labels``).
+
+    Args:
+        image_size: ``(H, W)`` of the example traced (the only size the graph takes unless
+            it is dynamic).
+        dynamic_size: ``None`` (default): any image size when :func:`dynamic_size_supported`,
+            else ``image_size`` only; ``True``: any size, or ``ValueError`` when the segmentor
+            resizes or slides windows; ``False``: ``image_size`` only.
+    """
+    supported = dynamic_size_supported(seg)
+    if dynamic_size and not supported:
+        raise ValueError(
+            "A dynamic image size needs a segmentor that neither resizes nor slides windows "
+            f"(short_side=None, window=None; now {seg.short_side}, {seg.window}) and a strategy "
+            f"in {DYNAMIC_SIZE_STRATEGIES}; export the backbone alone for any size, or one "
+            "file per image size."
+        )
     model = FixedVocabularySegmentor(seg, vocabulary, image_size, prob_thd).eval()
-    out = export_onnx(model, (model.example_input(batch),), path, ["images"], ["logits", "labels"])
+    dynamic = {"images": _size_dims(seg)} if (supported and dynamic_size is not False) else None
+    out = export_onnx(
+        model, (model.example_input(batch),), path, ["images"], ["logits", "labels"], dynamic
+    )
     return out, model
 
 
 def export_backbone_onnx(
-    seg: Segmentor, image_size: tuple[int, int], path: str | os.PathLike
+    seg: Segmentor,
+    image_size: tuple[int, int],
+    path: str | os.PathLike,
+    dynamic_size: bool | None = None,
 ) -> tuple[Path, TextConditionedBackbone]:
-    """Write :class:`TextConditionedBackbone` of ``seg`` for images of ``image_size`` (inputs
-    ``images`` normalised and ``text_embeds``, output ``scores``; the batch and the number of
-    names dynamic)."""
+    """Write :class:`TextConditionedBackbone` of ``seg`` (inputs ``images`` normalised and
+    ``text_embeds``, output ``scores``; the batch and the number of names dynamic).
+
+    Args:
+        image_size: ``(H, W)`` of the example traced.
+        dynamic_size: ``None`` (default): any height and width (at least two patches) for a
+            strategy in :data:`DYNAMIC_SIZE_STRATEGIES`, else ``image_size`` only; ``True``:
+            dynamic, or ``ValueError`` for another strategy; ``False``: ``image_size`` only.
+    """
     from torch.export import Dim
 
+    name = getattr(getattr(seg.backbone, "strategy", None), "name", None)
+    supported = name in DYNAMIC_SIZE_STRATEGIES
+    if dynamic_size and not supported:
+        raise ValueError(
+            f"The strategy {name!r} is not among those exported with a dynamic image size "
+            f"{DYNAMIC_SIZE_STRATEGIES}; export it for one size (dynamic_size=False)."
+        )
     model = TextConditionedBackbone(seg).eval()
     dev = next(seg.parameters()).device
     images = torch.randn(2, 3, *image_size, device=dev)
     dim = int(seg.text_encoder(["a"]).embeds.shape[-1])
     embeds = F.normalize(torch.randn(3, dim, device=dev), dim=-1)
-    dynamic = {"images": {0: Dim("batch", min=1, max=1024)}, "text_embeds": {0: Dim("names")}}
+    dims: dict[int, Any] = {0: Dim("batch", min=1, max=1024)}
+    if supported and dynamic_size is not False:
+        dims.update(_size_dims(seg))
+    dynamic = {"images": dims, "text_embeds": {0: Dim("names")}}
     out = export_onnx(model, (images, embeds), path, ["images", "text_embeds"], ["scores"], dynamic)
     return out, model

@@ -210,3 +210,27 @@ def test_non_native_grid_uses_interpolated_pos_embed(tiny_clip):
         ref = v.ln_pre(torch.cat([cls, patches], 1) + pe)
     assert grid == (6, 5)
     torch.testing.assert_close(x, ref)
+
+
+@pytest.mark.parametrize("src", [4, 7, 14])
+@pytest.mark.parametrize("dst", [1, 3, 4, 9, 33])
+@pytest.mark.parametrize("plus", [0.0, 0.1])
+def test_bicubic_matrix_equals_interpolate(src, dst, plus):
+    """The matrix form of the position-embedding resize (what a dynamic-size export traces)
+    equals F.interpolate's bicubic resize, by size (plus=0) and by SCLIP's scale factor."""
+    from ovdense.modeling.layers.pos_embed import bicubic_matrix
+
+    v = torch.randn(1, 3, src, 1, generator=torch.Generator().manual_seed(src * dst))
+    if plus == 0.0:
+        ref = F.interpolate(v, size=(dst, 1), mode="bicubic", align_corners=False)
+    else:
+        ref = F.interpolate(
+            v,
+            scale_factor=((dst + plus) / src, 1.0),
+            mode="bicubic",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )
+    out = bicubic_matrix(dst, src, plus) @ v[0, :, :, 0].T  # [dst, 3]
+    assert out.shape == (dst, 3)
+    assert torch.allclose(out.T, ref[0, :, :, 0], atol=1e-5, rtol=0)

@@ -97,7 +97,9 @@ class DenseCLIPBackbone(DenseTowerBackbone):
         check_patch_images(images, self.patch_size)
         v = self.visual
         x = v.conv1(images.to(v.conv1.weight.dtype))
-        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        # NOTE: no int(): while torch.export traces a dynamic image size these are symbolic
+        # (an int() would fix the graph to the example's grid)
+        grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self._interp_pos_embed(

@@ -302,7 +302,9 @@ class DenseEVABackbone(DenseTowerBackbone):
         pe = t.patch_embed
         # timm's PatchEmbed asserts the native size unless built dynamic: use its parts
         x = pe.proj(images.to(pe.proj.weight.dtype))
-        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        # NOTE: no int(): while torch.export traces a dynamic image size these are symbolic
+        # (an int() would fix the graph to the example's grid)
+        grid = (x.shape[-2], x.shape[-1])
         x = pe.norm(x.flatten(2).transpose(1, 2))
         cls = t.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
