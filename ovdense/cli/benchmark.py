@@ -1,40 +1,46 @@
 """Speed and memory of ovdense's text and image sides, as ratios measured in one run.
 
-Prints, for a ViT-B/16-sized open_clip model (random weights unless --pretrained or
+Sections (for a ViT-B/16-sized open_clip model, random weights unless --pretrained or
 --checkpoint is given):
 
-* text: first-time encoding of a vocabulary (default VOC21's 46 names x 80 templates; several
-  ``--classnames`` files give one table each) by three exact paths — the naive per-class
-  encoding padded to the 77-token context, batched prompts trimmed to the longest one, and
-  template prefixes shared (each template's common start encoded once) — their largest
-  differences, and the cached re-run;
-* image, per strategy: seconds per image at a short side and window setting, images/s, peak
-  memory, achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the
-  ratio of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate).
+* ``text``: first-time encoding of a vocabulary (default VOC21's 46 names x 80 templates;
+  several ``--classnames`` files give one table each) by three exact paths — the naive
+  per-class encoding padded to the 77-token context, batched prompts trimmed to the longest
+  one, and template prefixes shared (each template's common start encoded once) — their
+  largest differences, and the cached re-run;
+* ``image``, per strategy, precision and short side: seconds per image, images/s, peak memory,
+  achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the ratio
+  of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate);
+* ``memory``: peak memory (resident set, sampled every 0.5 ms, above the state before each
+  step) of the demo's steps on one ``--demo-image-size`` image — ``set_image``, the labels-only
+  ``predict`` for each ``--demo-classes`` count, the overlay, the label PNG — as MB per
+  megapixel (= bytes per image pixel);
+* ``onnx``: ONNX Runtime (CPU) against eager torch on one image, the first strategy exported
+  with ``--onnx-classes`` names baked in (time per image, logit and cosine differences, label
+  agreement);
+* ``int8``: ``precision="int8"`` (dynamic int8 linear layers) against fp32 on the CPU, the
+  first strategy: seconds per image, the largest difference of the dense features, label
+  agreement;
+* ``catseg`` (only with ``--catseg``): CAT-Seg's trained head (random weights: speed and memory
+  do not depend on them) at the official evaluation geometry (the image resized to 640 x 640,
+  four 384-pixel windows 256 apart plus the whole image; ``--catseg-geometry``) for each ``--catseg-classes`` vocabulary size: the
+  backbone's and the head's seconds per image, their FLOPs against the GEMM rate, images/s, and
+  peak memory (CPU: resident set above the state before the step; GPU: peak allocated). The
+  head runs ``class_chunk`` classes at a time and, above 256 classes, only the 256 of highest
+  CLIP cost per window (as the official code), so its cost flattens above 256;
+* ``video`` (only with ``--video-fps``): frames/s of the demo's video path.
 
-With ``--onnx`` it measures instead ONNX Runtime (CPU) against eager torch on one image, the first
-strategy exported with ``--onnx-classes`` names baked in (time per image, logit difference, label
-agreement).
-
-With ``--catseg`` it measures instead CAT-Seg's trained head (random weights: speed and memory
-do not depend on them) at the official evaluation geometry (the image resized to 640 x 640, four
-384-pixel windows 256 apart plus the whole image; ``--catseg-geometry``) for each
-``--catseg-classes`` vocabulary size: the backbone's and the head's seconds per image, their
-FLOPs against the GEMM rate, images/s, and peak memory (CPU: resident set above the state before
-the step; GPU: peak allocated). The head runs ``class_chunk`` classes at a time and, above 256
-classes, only the 256 of highest CLIP cost per window (as the official code), so its cost
-flattens above 256.
-
-With ``--demo-memory`` it measures instead the peak memory (resident set, sampled every 0.5 ms,
-above the state before each step) of the demo's steps on one large image — ``set_image``, the
-labels-only ``predict`` for each ``--demo-classes`` count (decoded in strips, see
-``Segmentor.decode``), the overlay, the label PNG — as peak RSS per megapixel (MB per megapixel,
-i.e. bytes per image pixel).
+By default ``text`` and ``image`` run; ``--all`` runs text, image, memory, onnx and int8 in one
+go; ``--text-only``, ``--demo-memory``, ``--onnx``, ``--int8``, ``--catseg`` and
+``--video-fps`` run that section alone. On a GPU (``--device cuda``) the image section
+defaults to fp16 and bf16 at short sides 336 and 448 (batched windows,
+``--window-batch-size``), and ``--all`` leaves out the CPU-only sections (memory, onnx, int8).
 
 Example::
 
-    ovdense benchmark                       # CPU, all strategies
-    ovdense benchmark --device cuda --precision fp16 --strategies naclip sclip
+    ovdense benchmark --all --threads 2      # CPU, everything, all strategies
+    ovdense benchmark --device cuda --all --window-batch-size 32
+    ovdense benchmark --device cuda --precision fp16 --short-side 336 448 --strategies naclip
     ovdense benchmark --demo-memory --demo-image-size 3000 4000 --demo-classes 5 200 847
     ovdense benchmark --catseg --catseg-classes 150 847
 
@@ -50,7 +56,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -226,22 +231,32 @@ def make_segmentor(
 
 
 def bench_image(
-    clip: Any, strategy: str, args: argparse.Namespace, device: torch.device, rate: float
+    clip: Any,
+    strategy: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    rate: float,
+    precision: str | None = None,
+    short_side: int | None = None,
 ) -> dict:
+    """One strategy at one precision and short side (default: the first of ``--precision``
+    and ``--short-side``)."""
+    precision = precision or args.precision
+    short_side = short_side or args.short_side
     seg = make_segmentor(
         clip,
         strategy,
         args,
         templates="single",
-        short_side=args.short_side,
+        short_side=short_side,
         window=args.window,
         stride=args.stride,
         window_batch_size=args.window_batch_size,
-        precision=args.precision,
+        precision=precision,
     ).to(device)
     h, w = args.image_size
     image = torch.rand(1, 3, h, w, device=device)
-    hr, wr = rescale_size(h, w, args.short_side)
+    hr, wr = rescale_size(h, w, short_side)
     windows = sliding_windows(hr, wr, args.window, args.stride)
     crop = windows[0]
     one = torch.randn(1, 3, crop[1] - crop[0], crop[3] - crop[2], device=device)
@@ -259,6 +274,8 @@ def bench_image(
     bound = total_flops / rate
     return {
         "strategy": strategy,
+        "precision": precision,
+        "short_side": short_side,
         "windows": len(windows),
         "s_per_image": t,
         "images_per_s": 1.0 / t,
@@ -306,18 +323,26 @@ class _PeakRSS:
         self.delta = self.peak - self.base
 
 
-def _demo_segmentor(clip: Any, args: argparse.Namespace, device: torch.device) -> Any:
-    """The segmentor the demo measurements run: the first of ``--strategies`` (naclip when it
-    is not a strategy), the window settings of the command line, one template."""
+def _demo_segmentor(
+    clip: Any, args: argparse.Namespace, device: torch.device, precision: str = "fp32"
+) -> Any:
+    """The segmentor the demo, ONNX and int8 measurements run: the first of ``--strategies``
+    (naclip when it is not a strategy), the first ``--short-side``, the window settings of the
+    command line, one template."""
     return TrainingFreeSegmentor(
         clip,
-        strategy=args.strategies[0] if args.strategies[0] in list_strategies() else "naclip",
+        strategy=_first_strategy(args),
         templates="single",
         short_side=args.short_side,
         window=args.window,
         stride=args.stride,
         window_batch_size=args.window_batch_size,
+        precision=precision,
     ).to(device)
+
+
+def _first_strategy(args: argparse.Namespace) -> str:
+    return args.strategies[0] if args.strategies[0] in list_strategies() else "naclip"
 
 
 def bench_demo_memory(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
@@ -385,10 +410,12 @@ def bench_catseg(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.no_grad(), _PeakRSS() as mem:
-            backbone_s = _best_time(partial(seg.encode_image, image, text), device, args.repeats)
+            backbone_s = _best_time(lambda t=text: seg.encode_image(image, t), device, args.repeats)
             feats = seg.encode_image(image, text)
             head_s = _best_time(
-                partial(seg.decode, feats, text, return_probs=False), device, args.repeats
+                lambda f=feats, t=text: seg.decode(f, t, return_probs=False).labels,
+                device,
+                args.repeats,
             )
         peak_mb = peak_memory_mb(device) if device.type == "cuda" else mem.delta / 2**20
         one = seg.window or 224
@@ -450,15 +477,58 @@ def bench_onnx(clip: Any, args: argparse.Namespace, device: torch.device) -> dic
         t_ort = _best_time(ort, device, args.repeats)
         with torch.no_grad():
             logits = seg.name_logits(seg.encode_image(image), text) * seg.logit_scale
+    max_logit_diff = float(abs(out["logits"] - logits.numpy()).max())
     return {
-        "strategy": args.strategies[0],
+        "strategy": _first_strategy(args),
         "classes": args.onnx_classes,
         "export_s": export_s,
         "eager_s": t_eager,
         "onnxruntime_s": t_ort,
         "speedup": t_eager / t_ort,
-        "max_logit_diff": float(abs(out["logits"] - logits.numpy()).max()),
+        "max_logit_diff": max_logit_diff,
+        "logit_scale": seg.logit_scale,
+        "max_cosine_diff": max_logit_diff / seg.logit_scale,
         "label_agreement": float((out["labels"] == labels.numpy()).mean()),
+    }
+
+
+def bench_int8(clip: Any, args: argparse.Namespace, device: torch.device) -> dict:
+    """``precision="int8"`` against fp32 on the CPU for one ``--image-size`` image, the first
+    of ``--strategies``: best of ``--repeats`` seconds per image of ``encode_image`` (the int8
+    copy of the backbone made before timing), the largest difference of the dense features
+    (unit vectors), and the agreement of the labels decoded over ``--onnx-classes`` names."""
+    from ..modeling.quantization import quantized_linear_count
+
+    if device.type != "cpu":
+        raise ValueError("The int8 section runs on the CPU only (use --device cpu).")
+    fp32 = _demo_segmentor(clip, args, device)
+    int8 = _demo_segmentor(clip, args, device, precision="int8")
+    classes = [f"class {i}" for i in range(args.onnx_classes)]
+    text = fp32.encode_text(classes)
+    image = torch.rand(1, 3, *args.image_size, device=device)
+    start = time.perf_counter()
+    quantized = int8.image_backbone()
+    quantize_s = time.perf_counter() - start
+    cache = int8._int8_cache
+    assert cache is not None
+    n_int8, n_float = quantized_linear_count(quantized)
+    t32 = _best_time(lambda: fp32.encode_image(image, text), device, args.repeats)
+    t8 = _best_time(lambda: int8.encode_image(image, text), device, args.repeats)
+    with torch.no_grad():
+        f32, f8 = fp32.encode_image(image, text), int8.encode_image(image, text)
+        l32, l8 = fp32.decode(f32, text).labels, int8.decode(f8, text).labels
+    return {
+        "strategy": _first_strategy(args),
+        "backend": cache[2],
+        "int8_linear_layers": n_int8,
+        "float_linear_layers": n_float,
+        "quantize_s": quantize_s,
+        "fp32_s": t32,
+        "int8_s": t8,
+        "speedup": t32 / t8,
+        "max_feature_diff": float((f32.dense - f8.dense).abs().max()),
+        "label_agreement": float((l32 == l8).float().mean()),
+        "classes": args.onnx_classes,
     }
 
 
@@ -497,7 +567,17 @@ def bench_video_fps(clip: Any, args: argparse.Namespace, device: torch.device) -
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+#: Every section, in the order they print; ``--all`` runs :data:`ALL_SECTIONS`.
+SECTIONS = ("text", "image", "memory", "onnx", "int8", "catseg", "video")
+ALL_SECTIONS = ("text", "image", "memory", "onnx", "int8")
+#: Sections measured on the CPU whatever the device (left out of ``--all`` on a GPU).
+CPU_SECTIONS = ("memory", "onnx", "int8")
+#: Image-section defaults on a GPU.
+GPU_PRECISIONS = ("fp16", "bf16")
+GPU_SHORT_SIDES = (336, 448)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -509,7 +589,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint_help="local open_clip checkpoint of --model (default: random weights)",
     )
     add_device_argument(p)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        choices=["fp32", "fp16", "bf16"],
+        help="image-section precisions (default: fp32 on the CPU, fp16 bf16 on a GPU)",
+    )
     p.add_argument(
         "--strategies",
         nargs="+",
@@ -529,7 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--skip-naive-text", action="store_true", help="skip the slow per-class padded path"
     )
     p.add_argument("--image-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
-    p.add_argument("--short-side", type=int, default=336)
+    p.add_argument(
+        "--short-side",
+        type=int,
+        nargs="+",
+        default=None,
+        help="image-section short sides (default: 336 on the CPU, 336 448 on a GPU); the "
+        "other sections use the first",
+    )
     p.add_argument("--window", type=int, default=224)
     p.add_argument("--stride", type=int, default=112)
     p.add_argument("--window-batch-size", type=int, default=8)
@@ -537,13 +630,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--text-cache-dir", default=None)
     p.add_argument("--skip-text", action="store_true")
-    p.add_argument("--text-only", action="store_true", help="measure the text side only")
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--all", action="store_true", help="text, image, memory, onnx and int8")
+    p.add_argument("--text-only", action="store_true", help="measure the text side only")
     p.add_argument("--demo-memory", action="store_true", help="measure the demo's memory only")
     p.add_argument("--demo-image-size", type=int, nargs=2, default=(2000, 3000), metavar="N")
     p.add_argument("--demo-classes", type=int, nargs="+", default=[5, 200])
     p.add_argument("--onnx", action="store_true", help="measure ONNX Runtime vs eager torch only")
-    p.add_argument("--onnx-classes", type=int, default=21, help="vocabulary size of --onnx")
+    p.add_argument("--onnx-classes", type=int, default=21, help="vocabulary of --onnx / --int8")
+    p.add_argument("--int8", action="store_true", help="measure int8 vs fp32 (CPU) only")
     p.add_argument(
         "--catseg", action="store_true", help="measure CAT-Seg's trained head only (random weights)"
     )
@@ -560,10 +655,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--video-fps", action="store_true", help="measure video frames/s only")
     p.add_argument("--video-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"))
     p.add_argument("--video-frames", type=int, default=16)
-    args = p.parse_args(argv)
+    return p
+
+
+def plan(args: argparse.Namespace, device_type: str) -> tuple[list[str], list[str]]:
+    """Resolve the defaults that depend on the device and pick the sections.
+
+    Sets ``args.precisions`` / ``args.short_sides`` (the image section's lists) and
+    ``args.precision`` / ``args.short_side`` (their first values, used by the other sections).
+
+    Returns:
+        ``(sections to run, sections left out with the reason printed)``.
+
+    Raises:
+        ValueError: A setting the device cannot run (fp16 on the CPU, a CPU-only section alone
+            on a GPU, two "only" flags at once).
+    """
+    gpu = device_type == "cuda"
+    args.precisions = list(args.precision or (GPU_PRECISIONS if gpu else ("fp32",)))
+    args.short_sides = list(args.short_side or (GPU_SHORT_SIDES if gpu else (336,)))
+    args.precision, args.short_side = args.precisions[0], args.short_sides[0]
+    if "fp16" in args.precisions and not gpu:
+        raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU.")
+    only = {
+        "text": args.text_only,
+        "memory": args.demo_memory,
+        "onnx": args.onnx,
+        "int8": args.int8,
+        "catseg": args.catseg,
+        "video": args.video_fps,
+    }
+    chosen = [name for name, on in only.items() if on]
+    if len(chosen) > 1 or (chosen and args.all):
+        flags = ", ".join(chosen + (["all"] if args.all else []))
+        raise ValueError(f"Choose one of --all and the section flags (given: {flags}).")
+    if chosen:
+        sections = chosen
+        if gpu and sections[0] in CPU_SECTIONS:
+            raise ValueError(
+                f"The {sections[0]} section measures the CPU (ONNX Runtime's CPU provider, "
+                "int8 kernels, resident memory): run it with --device cpu."
+            )
+        return sections, []
+    sections = list(ALL_SECTIONS if args.all else ("text", "image"))
+    if args.skip_text:
+        sections.remove("text")
+    skipped = [s for s in sections if gpu and s in CPU_SECTIONS]
+    return [s for s in sections if s not in skipped], skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(resolve_device(args.device))
+    sections, skipped = plan(args, device.type)
     torch.manual_seed(0)
     if args.pretrained or args.checkpoint:
         clip = load_clip(args.model, args.pretrained, checkpoint=args.checkpoint, device=device)
@@ -572,164 +718,207 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         clip = open_clip.create_model(args.model, pretrained=None).to(device).eval()
         clip = load_clip(model=clip, model_name=args.model)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     print(
         f"# ovdense benchmark: {args.model} "
         f"({args.checkpoint or args.pretrained or 'random weights'}) on {device}, "
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     )
-    results: dict = {"config": vars(args)}
-    if args.demo_memory:
-        dm = bench_demo_memory(clip, args, device)
-        results["demo_memory"] = dm
-        mp = dm["image"][0] * dm["image"][1] / 1e6
-        print(
-            f"\n## Demo memory, {dm['image'][0]}x{dm['image'][1]} image ({mp:.1f} megapixels): "
-            "peak RSS above the state before each step"
-        )
-        print("| step | MB per megapixel (= bytes per pixel) | MB | seconds |")
-        print("|---|---|---|---|")
-        for step, value in dm["bytes_per_pixel"].items():
-            n = step.split("_")[1] if step.startswith("predict_") else None
-            secs = f"{dm['predict_s'][int(n)]:.1f}" if n is not None else ""
-            print(f"| {step} | {value:.1f} | {value * mp:.0f} | {secs} |")
-        if args.json:
-            atomic_write_text(args.json, json.dumps(results, indent=2))
-        return 0
-
-    if args.onnx:
-        ox = bench_onnx(clip, args, device)
-        results["onnx"] = ox
-        print(
-            f"\n## ONNX Runtime vs eager torch: {args.image_size[0]}x{args.image_size[1]} image, "
-            f"{ox['classes']} classes baked in, short side {args.short_side}, window "
-            f"{args.window} / stride {args.stride}"
-        )
-        print(f"export: {ox['export_s']:.1f} s")
-        print(
-            f"eager: {ox['eager_s']:.3f} s/image; ONNX Runtime: {ox['onnxruntime_s']:.3f} s/image "
-            f"-> {ox['speedup']:.2f}x; max |logit diff| {ox['max_logit_diff']:.1e}, labels equal "
-            f"on {100 * ox['label_agreement']:.3f}% of pixels"
-        )
-        if args.json:
-            atomic_write_text(args.json, json.dumps(results, indent=2))
-        return 0
-
-    if args.catseg:
-        rate = gemm_rate(device, dtype)
-        cs = bench_catseg(clip, args, device, rate)
-        results["gemm_gflops"] = rate / 1e9
-        results["catseg"] = cs
-        print(
-            f"\n## CAT-Seg head: {args.image_size[0]}x{args.image_size[1]} input resized to "
-            f"{args.catseg_geometry[0]} x {args.catseg_geometry[0]}, "
-            f"{args.catseg_geometry[1]}-pixel windows / stride {args.catseg_geometry[2]} + the "
-            f"whole image ({cs[0]['windows']} views), {args.precision}; "
-            f"torch.matmul GEMM rate {rate / 1e9:.1f} GFLOP/s"
-        )
-        cs_header = (
-            "classes",
-            "backbone s/image",
-            "head s/image",
-            "images/s",
-            "backbone GFLOP",
-            "head GFLOP",
-            "head x FLOP bound",
-            "peak MB",
-        )
-        print("| " + " | ".join(cs_header) + " |")
-        print("|" + "---|" * len(cs_header))
-        for r in cs:
-            print(
-                f"| {r['classes']} | {r['backbone_s']:.3f} | {r['head_s']:.3f} | "
-                f"{r['images_per_s']:.3f} | {r['backbone_gflops']:.0f} | {r['head_gflops']:.0f} | "
-                f"{r['head_time_over_bound']:.2f} | {r['peak_mem_mb']:.0f} |"
-            )
-        if args.json:
-            atomic_write_text(args.json, json.dumps(results, indent=2))
-        return 0
-
-    if args.video_fps:
-        vf = bench_video_fps(clip, args, device)
-        results["video_fps"] = vf
-        print(
-            f"\n## Video, {vf['frames']} frames of {vf['frame_size'][0]}x{vf['frame_size'][1]}: "
-            f"{vf['per_frame_fps']:.2f} frames/s frame by frame, "
-            f"{vf['batched_fps']:.2f} frames/s through predict_batch"
-        )
-        if args.json:
-            atomic_write_text(args.json, json.dumps(results, indent=2))
-        return 0
-
-    if not args.skip_text:
-        results["text"] = []
-        for file in args.classnames:
-            synonym_sep = "; " if "voc21" in file or "object" in file else ", "
-            vocab = Vocabulary.from_file(file, synonym_sep=synonym_sep)
-            tr = bench_text(
-                clip,
-                vocab,
-                device,
-                Path(args.text_cache_dir) if args.text_cache_dir else None,
-                repeats=args.text_repeats,
-                naive=not args.skip_naive_text,
-            )
-            tr["classnames"] = Path(file).name
-            results["text"].append(tr)
-            print(
-                f"\n## Text: {Path(file).name}, {tr['names']} names x 80 templates = "
-                f"{tr['prompts']} prompts"
-            )
-            if "naive_padded_s" in tr:
-                print(f"naive (per class, padded to 77): {tr['naive_padded_s']:.3f} s")
-            print(f"batched, trimmed to the longest prompt: {tr['trimmed_s']:.3f} s")
-            print(
-                f"template prefixes shared: {tr['prefix_s']:.3f} s -> "
-                f"{tr['prefix_speedup']:.2f}x the trimmed path"
-                + (f", {tr['speedup']:.2f}x the naive one" if "speedup" in tr else "")
-                + f"; max |diff| = {tr['prefix_max_abs_diff']:.2e}"
-                + (f" (vs naive {tr['max_abs_diff']:.2e})" if "max_abs_diff" in tr else "")
-                + ("" if tr["prefix_shared"] else " [tower not causal: fell back]")
-            )
-            print(f"cached re-run: {tr['cached_s'] * 1e3:.2f} ms (equal: {tr['cached_equal']})")
-
-    if args.text_only:
-        if args.json:
-            atomic_write_text(args.json, json.dumps(results, indent=2))
-        return 0
-
-    rate = gemm_rate(device, dtype)
-    results["gemm_gflops"] = rate / 1e9
-    print(
-        f"\n## Image side: {args.image_size[0]}x{args.image_size[1]} input, short side "
-        f"{args.short_side}, window {args.window} / stride {args.stride}, "
-        f"{args.window_batch_size} windows per batch, {args.precision}"
-    )
-    print(f"torch.matmul GEMM rate: {rate / 1e9:.1f} GFLOP/s")
-    header = ("strategy", "windows", "s/image", "images/s", "GFLOP/s", "x FLOP bound", "peak MB")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    results["image"] = []
-    for strategy in args.strategies:
-        r = bench_image(clip, strategy, args, device, rate)
-        results["image"].append(r)
-        print(
-            f"| {strategy} | {r['windows']} | {r['s_per_image']:.3f} | {r['images_per_s']:.2f} | "
-            f"{r['achieved_gflops']:.1f} | {r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |"
-        )
-    if args.strategies and args.window_batch_size > 1:
-        one = argparse.Namespace(**{**vars(args), "window_batch_size": 1})
-        r1 = bench_image(clip, args.strategies[0], one, device, rate)
-        batched = results["image"][0]["s_per_image"]
-        results["unbatched"] = {**r1, "batching_speedup": r1["s_per_image"] / batched}
-        print(
-            f"\n{args.strategies[0]} with one window per backbone call: "
-            f"{r1['s_per_image']:.3f} s/image; batching {args.window_batch_size} windows is "
-            f"{r1['s_per_image'] / batched:.2f}x faster"
-        )
+    if skipped:
+        print(f"(left out on {device.type}, CPU measurements: {', '.join(skipped)})")
+    results: dict = {"config": vars(args), "sections": sections}
+    for section in sections:
+        _RUNNERS[section](clip, args, device, results)
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=2))
     return 0
+
+
+def _run_text(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    results["text"] = []
+    for file in args.classnames:
+        synonym_sep = "; " if "voc21" in file or "object" in file else ", "
+        vocab = Vocabulary.from_file(file, synonym_sep=synonym_sep)
+        tr = bench_text(
+            clip,
+            vocab,
+            device,
+            Path(args.text_cache_dir) if args.text_cache_dir else None,
+            repeats=args.text_repeats,
+            naive=not args.skip_naive_text,
+        )
+        tr["classnames"] = Path(file).name
+        results["text"].append(tr)
+        print(
+            f"\n## Text: {Path(file).name}, {tr['names']} names x 80 templates = "
+            f"{tr['prompts']} prompts"
+        )
+        if "naive_padded_s" in tr:
+            print(f"naive (per class, padded to 77): {tr['naive_padded_s']:.3f} s")
+        print(f"batched, trimmed to the longest prompt: {tr['trimmed_s']:.3f} s")
+        print(
+            f"template prefixes shared: {tr['prefix_s']:.3f} s -> "
+            f"{tr['prefix_speedup']:.2f}x the trimmed path"
+            + (f", {tr['speedup']:.2f}x the naive one" if "speedup" in tr else "")
+            + f"; max |diff| = {tr['prefix_max_abs_diff']:.2e}"
+            + (f" (vs naive {tr['max_abs_diff']:.2e})" if "max_abs_diff" in tr else "")
+            + ("" if tr["prefix_shared"] else " [tower not causal: fell back]")
+        )
+        print(f"cached re-run: {tr['cached_s'] * 1e3:.2f} ms (equal: {tr['cached_equal']})")
+
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _run_image(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    results["image"] = []
+    results["gemm_gflops"] = {}
+    print(
+        f"\n## Image side: {args.image_size[0]}x{args.image_size[1]} input, window "
+        f"{args.window} / stride {args.stride}, {args.window_batch_size} windows per batch"
+    )
+    rates = {}
+    for prec in args.precisions:
+        rates[prec] = gemm_rate(device, _DTYPES[prec])
+        results["gemm_gflops"][prec] = rates[prec] / 1e9
+        print(f"torch.matmul GEMM rate, {prec}: {rates[prec] / 1e9:.1f} GFLOP/s")
+    header = (
+        "strategy",
+        "precision",
+        "short side",
+        "windows",
+        "s/image",
+        "images/s",
+        "GFLOP/s",
+        "x FLOP bound",
+        "peak MB",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for prec in args.precisions:
+        for side in args.short_sides:
+            for strategy in args.strategies:
+                r = bench_image(clip, strategy, args, device, rates[prec], prec, side)
+                results["image"].append(r)
+                print(
+                    f"| {strategy} | {prec} | {side} | {r['windows']} | {r['s_per_image']:.3f} | "
+                    f"{r['images_per_s']:.2f} | {r['achieved_gflops']:.1f} | "
+                    f"{r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |"
+                )
+    if args.strategies and args.window_batch_size > 1:
+        one = argparse.Namespace(**{**vars(args), "window_batch_size": 1})
+        first = results["image"][0]
+        r1 = bench_image(
+            clip, args.strategies[0], one, device, rates[args.precision], args.precision
+        )
+        batched = first["s_per_image"]
+        results["unbatched"] = {**r1, "batching_speedup": r1["s_per_image"] / batched}
+        print(
+            f"\n{args.strategies[0]} ({args.precision}, short side {args.short_side}) with one "
+            f"window per backbone call: {r1['s_per_image']:.3f} s/image; batching "
+            f"{args.window_batch_size} windows is {r1['s_per_image'] / batched:.2f}x faster"
+        )
+
+
+def _run_memory(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    dm = bench_demo_memory(clip, args, device)
+    results["demo_memory"] = dm
+    mp = dm["image"][0] * dm["image"][1] / 1e6
+    print(
+        f"\n## Demo memory, {dm['image'][0]}x{dm['image'][1]} image ({mp:.1f} megapixels): "
+        "peak RSS above the state before each step"
+    )
+    print("| step | MB per megapixel (= bytes per pixel) | MB | seconds |")
+    print("|---|---|---|---|")
+    for step, value in dm["bytes_per_pixel"].items():
+        n = step.split("_")[1] if step.startswith("predict_") else None
+        secs = f"{dm['predict_s'][int(n)]:.1f}" if n is not None else ""
+        print(f"| {step} | {value:.1f} | {value * mp:.0f} | {secs} |")
+
+
+def _run_onnx(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    ox = bench_onnx(clip, args, device)
+    results["onnx"] = ox
+    print(
+        f"\n## ONNX Runtime vs eager torch: {ox['strategy']}, {args.image_size[0]}x"
+        f"{args.image_size[1]} image, {ox['classes']} classes baked in, short side "
+        f"{args.short_side}, window {args.window} / stride {args.stride}"
+    )
+    print(f"export: {ox['export_s']:.1f} s")
+    print(
+        f"eager: {ox['eager_s']:.3f} s/image; ONNX Runtime: {ox['onnxruntime_s']:.3f} s/image "
+        f"-> {ox['speedup']:.2f}x; max |logit diff| {ox['max_logit_diff']:.1e} (logit scale "
+        f"{ox['logit_scale']:g}: {ox['max_cosine_diff']:.1e} on the cosines), labels equal on "
+        f"{100 * ox['label_agreement']:.3f}% of pixels"
+    )
+
+
+def _run_int8(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    r = bench_int8(clip, args, device)
+    results["int8"] = r
+    print(
+        f"\n## int8 vs fp32 (CPU): {r['strategy']}, {args.image_size[0]}x{args.image_size[1]} "
+        f"image, short side {args.short_side}, window {args.window} / stride {args.stride}; "
+        f"backend {r['backend']}, {r['int8_linear_layers']} linear layers in int8 "
+        f"({r['float_linear_layers']} stay float), quantized in {r['quantize_s']:.1f} s"
+    )
+    print(
+        f"fp32: {r['fp32_s']:.3f} s/image; int8: {r['int8_s']:.3f} s/image -> "
+        f"{r['speedup']:.2f}x; max |dense feature diff| {r['max_feature_diff']:.1e}; labels "
+        f"({r['classes']} classes) equal on {100 * r['label_agreement']:.2f}% of pixels"
+    )
+
+
+def _run_catseg(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    rate = gemm_rate(device, _DTYPES[args.precision])
+    cs = bench_catseg(clip, args, device, rate)
+    results["gemm_gflops"] = rate / 1e9
+    results["catseg"] = cs
+    print(
+        f"\n## CAT-Seg head: {args.image_size[0]}x{args.image_size[1]} input resized to "
+        f"{args.catseg_geometry[0]} x {args.catseg_geometry[0]}, "
+        f"{args.catseg_geometry[1]}-pixel windows / stride {args.catseg_geometry[2]} + the "
+        f"whole image ({cs[0]['windows']} views), {args.precision}; "
+        f"torch.matmul GEMM rate {rate / 1e9:.1f} GFLOP/s"
+    )
+    header = (
+        "classes",
+        "backbone s/image",
+        "head s/image",
+        "images/s",
+        "backbone GFLOP",
+        "head GFLOP",
+        "head x FLOP bound",
+        "peak MB",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in cs:
+        print(
+            f"| {r['classes']} | {r['backbone_s']:.3f} | {r['head_s']:.3f} | "
+            f"{r['images_per_s']:.3f} | {r['backbone_gflops']:.0f} | {r['head_gflops']:.0f} | "
+            f"{r['head_time_over_bound']:.2f} | {r['peak_mem_mb']:.0f} |"
+        )
+
+
+def _run_video(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:
+    vf = bench_video_fps(clip, args, device)
+    results["video_fps"] = vf
+    print(
+        f"\n## Video, {vf['frames']} frames of {vf['frame_size'][0]}x{vf['frame_size'][1]}: "
+        f"{vf['per_frame_fps']:.2f} frames/s frame by frame, "
+        f"{vf['batched_fps']:.2f} frames/s through predict_batch"
+    )
+
+
+_RUNNERS: dict[str, Callable[[Any, argparse.Namespace, torch.device, dict], None]] = {
+    "text": _run_text,
+    "image": _run_image,
+    "memory": _run_memory,
+    "onnx": _run_onnx,
+    "int8": _run_int8,
+    "catseg": _run_catseg,
+    "video": _run_video,
+}
 
 
 if __name__ == "__main__":
