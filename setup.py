@@ -51,6 +51,8 @@ setup(
         # without declaring (psutil); its own pins (numpy<2.4, huggingface-hub<2) may change
         # those packages: README.md#sam-3 gives an install that keeps them. Not in CI.
         "sam3": ["sam3>=0.1.4", "einops>=0.8", "iopath>=0.1.10", "psutil"],
+        # precision="int8" through torchao (else torch.ao's deprecated quantize_dynamic)
+        "int8": ["torchao>=0.18"],
         "dev": [
             "pytest>=7.4",
             "ruff==0.17.6",

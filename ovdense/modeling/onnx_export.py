@@ -5,11 +5,13 @@ alone with the vocabulary as an input.
   [B, N, H, W], labels [B, H, W])`` — the scaled head scores per name at the input size and the
   labels of :meth:`Segmentor.decode` (softmax over names, max over synonyms, ``prob_thd``,
   argmax). The segmentor's short-side resize, sliding windows and window stitching are in the
-  graph, unrolled for the image size (and batch) given at export: the model takes that size.
+  graph, unrolled for the image size (and batch) given at export: the model takes that size
+  (any size when there is no resize and no window, below).
 * :class:`TextConditionedBackbone`: ``(images [B, 3, H, W]`` normalised with the backbone's mean
   and std, ``text_embeds [N, D]``) -> head scores ``[B, N, h, w]`` at feature resolution: the
   dense backbone (any strategy that traces) and the head; the vocabulary is an input (encode it
-  with ovdense's text encoder); the batch and the number of names are dynamic.
+  with ovdense's text encoder); the batch, the number of names and (for most strategies,
+  below) the image size are dynamic.
 
 Image size: dynamic where the graph allows it. The backbone graph takes any height and width
 (at least two patches; the patch grid, the position-embedding interpolation and the strategies'
