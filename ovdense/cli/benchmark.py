@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -410,12 +411,10 @@ def bench_catseg(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.no_grad(), _PeakRSS() as mem:
-            backbone_s = _best_time(lambda t=text: seg.encode_image(image, t), device, args.repeats)
+            backbone_s = _best_time(partial(seg.encode_image, image, text), device, args.repeats)
             feats = seg.encode_image(image, text)
             head_s = _best_time(
-                lambda f=feats, t=text: seg.decode(f, t, return_probs=False).labels,
-                device,
-                args.repeats,
+                partial(seg.decode, feats, text, return_probs=False), device, args.repeats
             )
         peak_mb = peak_memory_mb(device) if device.type == "cuda" else mem.delta / 2**20
         one = seg.window or 224

@@ -96,14 +96,15 @@ def test_int8_copy_follows_the_weights(tiny_clip_factory):
     assert (again - ref).abs().max() < 0.1 * ref.abs().max()
 
 
-def test_int8_refuses_gpu_and_training(tiny_clip):
+def test_int8_refuses_gpu_and_training(tiny_clip, tiny_clip_factory):
     seg = TrainingFreeSegmentor(tiny_clip, "naclip", templates="single", precision="int8")
     seg.train()
     with pytest.raises(RuntimeError, match="inference"):
         seg.image_backbone()
     seg.eval()
-    meta = TrainingFreeSegmentor(tiny_clip, "naclip", templates="single", precision="int8")
-    meta.backbone = meta.backbone.to("meta")  # stands for a GPU: any device but the CPU
+    own = tiny_clip_factory(seed=5)  # moved in place below: not the shared model
+    meta = TrainingFreeSegmentor(own, "naclip", templates="single", precision="int8")
+    meta.backbone.to("meta")  # stands for a GPU: any device but the CPU
     with pytest.raises(ValueError, match="CPU only"):
         meta._autocast()
     with pytest.raises(ValueError, match="int8"):
