@@ -23,11 +23,12 @@ Sections (for a ViT-B/16-sized open_clip model, random weights unless --pretrain
   agreement;
 * ``catseg`` (only with ``--catseg``): CAT-Seg's trained head (random weights: speed and memory
   do not depend on them) at the official evaluation geometry (the image resized to 640 x 640,
-  four 384-pixel windows 256 apart plus the whole image; ``--catseg-geometry``) for each ``--catseg-classes`` vocabulary size: the
-  backbone's and the head's seconds per image, their FLOPs against the GEMM rate, images/s, and
-  peak memory (CPU: resident set above the state before the step; GPU: peak allocated). The
-  head runs ``class_chunk`` classes at a time and, above 256 classes, only the 256 of highest
-  CLIP cost per window (as the official code), so its cost flattens above 256;
+  four 384-pixel windows 256 apart plus the whole image; ``--catseg-geometry``) for each
+  ``--catseg-classes`` vocabulary size: the backbone's and the head's seconds per image, their
+  FLOPs against the GEMM rate, images/s, and peak memory (CPU: resident set above the state
+  before the step; GPU: peak allocated). The head runs ``class_chunk`` classes at a time and,
+  above 256 classes, only the 256 of highest CLIP cost per window (as the official code), so
+  its cost flattens above 256;
 * ``video`` (only with ``--video-fps``): frames/s of the demo's video path.
 
 By default ``text`` and ``image`` run; ``--all`` runs text, image, memory, onnx and int8 in one
