@@ -128,6 +128,65 @@ def _bn_only(obj: Any) -> Any:
     return obj
 
 
+def _official_input(img: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """F-ViT's test pipeline on a uint8 ``[H, W, 3]`` RGB image whose long side is the test
+    size (the resize is the identity): ImageNet normalisation, zero padding to a square."""
+    import torch
+
+    h, w = img.shape[:2]
+    side = max(h, w)
+    mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+    std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+    x = (img.astype(np.float32) - mean) / std
+    padded = np.zeros((side, side, 3), np.float32)  # Pad(pad_to_square=True), zeros
+    padded[:h, :w] = x
+    tensor = torch.from_numpy(padded).permute(2, 0, 1)[None].contiguous()
+    meta = dict(
+        img_shape=(h, w, 3),
+        ori_shape=(h, w, 3),
+        pad_shape=(side, side, 3),
+        scale_factor=np.ones(4, dtype=np.float32),
+        flip=False,
+    )
+    return tensor, meta
+
+
+def _calibrate_bn(model: Any, run: Any) -> None:
+    """Give every batch norm outside the frozen tower statistics of what it sees on the test
+    image (each one set from its input in one test pass, in order) and an affine part near the
+    identity, as a trained model's are.
+
+    With purely random statistics a batch norm whose input is tiny (std-0.05 weights upstream)
+    outputs an almost constant map; the RPN's objectness then varies by ~1e-7 across anchors and
+    is tied at float precision for most of them (OV-LVIS's batch-normed RPN: 152 distinct scores
+    among 667 proposals), so which anchors survive the top-k and the NMS depends on the order
+    of float rounding and of tie-breaking inside ``topk`` / ``sort``, not on the model."""
+    import torch
+    from torch import nn
+
+    handles = []
+
+    def set_stats(mod: nn.Module, inputs: tuple[Any, ...]) -> None:
+        x = inputs[0].detach().transpose(0, 1).flatten(1).double()
+        with torch.no_grad():
+            mod.running_mean.copy_(x.mean(1))
+            mod.running_var.copy_(x.var(1, unbiased=False) + 1e-3)
+            mod.weight.copy_(1.0 + 0.1 * torch.randn_like(mod.weight))
+            mod.bias.copy_(0.1 * torch.randn_like(mod.bias))
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not name.startswith(
+            "backbone.visual."
+        ):
+            handles.append(mod.register_forward_pre_hook(set_stats))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def official(args: argparse.Namespace) -> None:
     """Runs in the venv with mmdet 2.x, cwd = the exported ``F-ViT`` folder."""
     sys.modules["mmcv._ext"] = _fake_mmcv_ext()
@@ -189,25 +248,12 @@ def official(args: argparse.Namespace) -> None:
             elif n.endswith("running_mean"):
                 b.normal_(0.0, 0.1)
     model.eval()
+    tensor, meta = _official_input(np.load(out / "image.npy"))
+    if args.bn == "calibrated":
+        _calibrate_bn(model, lambda: model.simple_test(tensor, [meta], rescale=True))
     sd = {k: v for k, v in model.state_dict().items()}
     torch.save({"meta": {"CLASSES": tuple(all_classes)}, "state_dict": sd}, out / "fvit.pth")
-
-    img = np.load(out / "image.npy")  # uint8 [H, W, 3] RGB, long side = the config's size
-    h, w = img.shape[:2]
-    side = max(h, w)
-    mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-    std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-    x = (img.astype(np.float32) - mean) / std
-    padded = np.zeros((side, side, 3), np.float32)  # Pad(pad_to_square=True), zeros
-    padded[:h, :w] = x
-    tensor = torch.from_numpy(padded).permute(2, 0, 1)[None].contiguous()
-    meta = dict(
-        img_shape=(h, w, 3),
-        ori_shape=(h, w, 3),
-        pad_shape=(side, side, 3),
-        scale_factor=np.ones(4, dtype=np.float32),
-        flip=False,
-    )
+    h, w = meta["ori_shape"][:2]
     start = time.time()
     with torch.no_grad():
         res = model.simple_test(tensor, [meta], rescale=True)[0]
@@ -341,6 +387,7 @@ def ovdense_side(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out = {
         "config": args.config,
         "size": args.size,
+        "bn": args.bn,
         "image": list(img.shape[:2]),
         "official_detections": int(len(os_)),
         "ovdense_detections": int(len(ns)),
@@ -357,13 +404,17 @@ def ovdense_side(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     if (work / "masks.npy").exists() and "masks" in pred:
         om = np.load(work / "masks.npy")[order]
-        nm = (pred["masks"][:, 0] > 0.5).numpy()
+        nm = (pred["masks"][:, 0] >= 0.5).numpy()  # mmdet's mask_thr_binary
         ious = []
         for i in range(min(len(om), len(nm))):
             if ol[i] == nl[i]:
                 inter = np.logical_and(om[i], nm[i]).sum()
                 union = np.logical_or(om[i], nm[i]).sum()
                 ious.append(inter / union if union else 1.0)
+        out["mask_pixels_differing"] = int(
+            sum(np.logical_xor(om[i], nm[i]).sum() for i in range(min(len(om), len(nm))))
+        )
+        out["mask_pixels_total"] = int(sum(om[i].sum() for i in range(len(om))))
         out["mask_iou_mean"] = float(np.mean(ious)) if ious else None
         out["mask_iou_min"] = float(np.min(ious)) if ious else None
     return out
@@ -395,6 +446,12 @@ def main() -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-std", type=float, default=0.05)
+    p.add_argument(
+        "--bn",
+        default="calibrated",
+        choices=("calibrated", "random"),
+        help="batch norms outside the tower: statistics of the test image (default) or random",
+    )
     p.add_argument("--out", default=None, help="write the figures here (markdown table row)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -431,6 +488,8 @@ def main() -> int:
             str(args.seed),
             "--weight-std",
             str(args.weight_std),
+            "--bn",
+            args.bn,
         ]
         subprocess.run(cmd, check=True, cwd=repo / "F-ViT", env=env)
         result = ovdense_side(args, work)

@@ -1,4 +1,5 @@
-"""Evaluate an open-vocabulary detector (F-ViT, ``ovdense.modeling.detection``) with COCO box AP.
+"""Evaluate an open-vocabulary detector (F-ViT, ``ovdense.modeling.detection``): COCO box AP, or
+LVIS's APr / APc / APf (box, and mask for a detector with a mask head) on an LVIS file.
 
 Example (the shapes world; held-out compositions are the novel classes)::
 
@@ -16,12 +17,22 @@ no config needed (the vocabulary's embeddings are the checkpoint's own)::
     ovdense eval-det --fvit fvit_eva_vitb16_ovcoco_clipself_proposals.pth \\
         --json coco/zero-shot/instances_val2017_all_2.json --images coco/val2017 --split coco_ov
 
+OV-LVIS (LVIS v1 val, all 1203 categories; the rare ones are novel)::
+
+    ovdense eval-det --config train/fvit_vitb16_ovlvis --checkpoint output/fvit_vitb16_ovlvis \
+        --dataset lvis_v1_val --data-root datasets
+    ovdense eval-det --fvit fvit_eva_vitb16_ovlvis_clipself_patches.pth \
+        --dataset lvis_v1_val --data-root datasets
+
 The vocabulary is every category of the ground truth (``--split coco_ov``: the 65 OV-COCO
 classes); ``--split`` names the base / novel groups (``shapes``: the categories' ``held_out``
-flag; ``coco_ov``: :mod:`ovdense.data.ov_splits`; ``none``: no groups, every class novel for the
-ensemble). Prints COCO's AP / AP50 and AP50 over novel / base / all classes (F-ViT's
-definition), and writes ``<output>/results.json``. ``--checkpoint`` is a training run folder
-(its last checkpoint) or a checkpoint file; ``--no-ensemble`` scores with the detector alone.
+flag; ``coco_ov``: :mod:`ovdense.data.ov_splits`; ``lvis``: rare categories novel, common and
+frequent base, and LVIS's evaluation; ``none``: no groups, every class novel for the
+ensemble); ``auto`` picks ``lvis`` when every category has an LVIS ``frequency``. Prints COCO's
+AP / AP50 and AP50 over novel / base / all classes (F-ViT's definition), or for LVIS AP / APr /
+APc / APf of boxes and masks (:mod:`ovdense.evaluation.lvis`: the federated protocol, 300
+detections per image), and writes ``<output>/results.json``. ``--checkpoint`` is a training run
+folder (its last checkpoint) or a checkpoint file; ``--no-ensemble`` scores with the detector alone.
 ``key=value`` arguments override the config. (``python tools/eval_det.py ...`` runs the same.)
 """
 
@@ -39,10 +50,16 @@ import torch
 from ..config import instantiate
 from ..data import get_instances_files
 from ..data.detection import CocoDetection
-from ..data.ov_splits import COCO_OV_BASE, COCO_OV_NOVEL, coco_ov_classes
+from ..data.ov_splits import (
+    COCO_OV_BASE,
+    COCO_OV_NOVEL,
+    coco_ov_classes,
+    lvis_frequency_groups,
+)
 from ..engine.checkpoint import load_checkpoint, read_last_checkpoint
-from ..evaluation.base import format_metric, json_safe
+from ..evaluation.base import DatasetEvaluator, format_metric, json_safe
 from ..evaluation.detection import COCODetectionEvaluator
+from ..evaluation.lvis import LVISEvaluator
 from ..model_zoo import get_config
 from ..utils.cli import (
     UserError,
@@ -53,7 +70,7 @@ from ..utils.cli import (
 )
 from ..utils.io import atomic_write_text
 
-SPLITS = ("auto", "shapes", "coco_ov", "none")
+SPLITS = ("auto", "shapes", "coco_ov", "lvis", "none")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -81,15 +98,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)
 
 
+def resolve_split(split: str, dataset: CocoDetection) -> str:
+    """``auto`` -> ``shapes`` (``held_out`` flags), ``lvis`` (LVIS ``frequency`` fields),
+    ``coco_ov`` (the 65 OV-COCO names present) or ``none``; other values are returned."""
+    cats = dataset.coco.dataset["categories"]
+    if split != "auto":
+        return split
+    if cats and all("held_out" in c for c in cats):
+        return "shapes"
+    if cats and all(c.get("frequency") in ("r", "c", "f") for c in cats):
+        return "lvis"
+    if {c["name"] for c in cats} >= set(coco_ov_classes()):
+        return "coco_ov"
+    return "none"
+
+
 def _groups(split: str, dataset: CocoDetection) -> tuple[list[str], dict[str, list[str]]]:
     cats = dataset.coco.dataset["categories"]
-    if split == "auto":
-        if cats and all("held_out" in c for c in cats):
-            split = "shapes"
-        elif {c["name"] for c in cats} >= set(coco_ov_classes()):
-            split = "coco_ov"
-        else:
-            split = "none"
+    split = resolve_split(split, dataset)
     if split == "shapes":
         if not all("held_out" in c for c in cats):
             raise UserError("--split shapes needs categories with a 'held_out' flag.")
@@ -101,7 +127,20 @@ def _groups(split: str, dataset: CocoDetection) -> tuple[list[str], dict[str, li
         return names, groups
     if split == "coco_ov":
         return coco_ov_classes(), {"novel": list(COCO_OV_NOVEL), "base": list(COCO_OV_BASE)}
+    if split == "lvis":
+        try:
+            freq = lvis_frequency_groups(cats)
+        except ValueError as e:
+            raise UserError(f"--split lvis: {e}") from e
+        names = [c["name"] for c in sorted(cats, key=lambda c: int(c["id"]))]
+        base = set(freq["c"]) | set(freq["f"])
+        return names, {"novel": list(freq["r"]), "base": [n for n in names if n in base]}
     return [c["name"] for c in cats], {}
+
+
+def has_mask_head(model: Any) -> bool:
+    """Whether a detector predicts masks (F-ViT's OV-LVIS Mask R-CNN)."""
+    return getattr(getattr(model, "roi_heads", None), "mask_head", None) is not None
 
 
 def evaluate_detector(
@@ -113,10 +152,17 @@ def evaluate_detector(
     ensemble: bool = True,
     device: str = "cpu",
     embeds: torch.Tensor | None = None,
+    lvis: bool = False,
 ) -> dict[str, Any]:
     """Detect ``classes`` on every image of ``dataset`` and return the evaluator's results
-    (``embeds``: their ``[K, D]`` embeddings; default ``model.encode(classes)``)."""
-    evaluator = COCODetectionEvaluator(dataset.coco, classes, groups)
+    (``embeds``: their ``[K, D]`` embeddings; default ``model.encode(classes)``; ``lvis``: LVIS's
+    evaluation, with masks when the model has a mask head)."""
+    evaluator: DatasetEvaluator
+    if lvis:
+        types = ("bbox", "segm") if has_mask_head(model) else ("bbox",)
+        evaluator = LVISEvaluator(dataset.coco, classes, groups, iou_types=types)
+    else:
+        evaluator = COCODetectionEvaluator(dataset.coco, classes, groups)
     base = set(groups.get("base", []))
     is_base = [c in base for c in classes]
     if embeds is None:
@@ -162,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.load_state_dict(load_checkpoint(ckpt)["model"])
     model.to(device).eval()
     dataset = CocoDetection(json_path, image_dir, limit=args.limit)
-    classes, groups = _groups(args.split, dataset)
+    split = resolve_split(args.split, dataset)
+    classes, groups = _groups(split, dataset)
     embeds = None
     if fvit is not None:
         try:
@@ -172,7 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
     with torch.no_grad():
         results = evaluate_detector(
-            model, dataset, classes, groups, args.batch_size, not args.no_ensemble, device, embeds
+            model,
+            dataset,
+            classes,
+            groups,
+            args.batch_size,
+            not args.no_ensemble,
+            device,
+            embeds,
+            lvis=split == "lvis",
         )
     bbox = results["bbox"]
     name = Path(str(args.config or args.fvit)).with_suffix("").name
@@ -187,8 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         **results,
     }
     atomic_write_text(out / "results.json", json.dumps(json_safe(record), indent=2))
-    keys = ["AP", "AP50", *[f"AP50_{g}" for g in groups], "AP50_all"]
-    print(" | ".join(keys))
-    print(" | ".join(format_metric(bbox[k]) for k in keys))
+    if split == "lvis":
+        keys = ["AP", "APr", "APc", "APf", "AP50"]
+        print(" | ".join(["", *keys]))
+        for kind, res in results.items():
+            print(" | ".join([kind, *(format_metric(res[k]) for k in keys)]))
+    else:
+        keys = ["AP", "AP50", *[f"AP50_{g}" for g in groups], "AP50_all"]
+        print(" | ".join(keys))
+        print(" | ".join(format_metric(bbox[k]) for k in keys))
     print(f"results: {out / 'results.json'}")
     return 0

@@ -19,6 +19,12 @@ shapes_seg                ``shapes/seg_val`` (generated on first use, see below)
 shapes_seg_objects        the same files, background pixels ignored (like VOC20)            30
 ========================  ==========================================================  =======
 
+Instance (detection) sets: ``lvis_v1_train`` / ``lvis_v1_val`` (``lvis_v1/annotations/
+lvis_v1_{train,val}.json``, images ``lvis_v1/{train2017,val2017}``, the COCO 2017 images) and
+the OV-LVIS training set ``lvis_v1_train_norare`` (``lvis_v1/annotations/
+lvis_v1_train_seen_1203_cat.json``: F-ViT's file, or
+:func:`~ovdense.data.ov_splits.write_lvis_ov_train` of ``lvis_v1_train.json``).
+
 The shapes world (:mod:`ovdense.data.synthetic`) is generated, not downloaded: ``shapes_seg``
 and the instance set ``shapes_det`` (``shapes/det_val/instances.json``, COCO format) are
 written on first use under the data root, or ``~/.cache/ovdense/datasets`` without one.
@@ -293,6 +299,20 @@ def _register_all() -> None:
     )
 
     _register_shapes()
+    _register_lvis()
+
+
+def _register_lvis() -> None:
+    """LVIS v1 (mmdet's / F-ViT's layout: one folder with ``annotations/`` and COCO's image
+    folders; an image's path is its ``coco_url``'s ``train2017/...`` or ``val2017/...``)."""
+    from .catalog import register_instances
+
+    for name, json_name in (
+        ("lvis_v1_train", "lvis_v1_train.json"),
+        ("lvis_v1_val", "lvis_v1_val.json"),
+        ("lvis_v1_train_norare", "lvis_v1_train_seen_1203_cat.json"),
+    ):
+        register_instances(name, "lvis_v1", json_name=f"annotations/{json_name}", image_dir=".")
 
 
 def _register_shapes() -> None:

@@ -2,7 +2,8 @@
 ``boxes`` / ``labels`` targets indexed by a vocabulary.
 
 Items are dicts ``{"image": float [3, H, W] in [0, 1], "targets": {"boxes": [M, 4] XYXY
-pixels, "labels": [M] int64 indices into the vocabulary}, "image_id": int}``;
+pixels, "labels": [M] int64 indices into the vocabulary (, "masks": [M, H, W] uint8)},
+"image_id": int}``;
 :func:`detection_collate` batches them as lists (``{"images", "targets", "image_ids"}``).
 
 What is left out of the targets, and counted in one warning per dataset: crowd annotations,
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from torch import Tensor
 
 from . import synthetic
 from .coco import load_coco_instances
+from .ov_splits import check_no_novel_targets
 
-__all__ = ["CocoDetection", "ShapesDetection", "detection_collate"]
+__all__ = ["CocoDetection", "ShapesDetection", "detection_collate", "image_file_name"]
 
 
 def detection_collate(items: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -40,8 +42,21 @@ def detection_collate(items: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     }
 
 
+def image_file_name(img: Mapping[str, Any]) -> str:
+    """An image's path relative to the image folder: COCO's ``file_name``, or for LVIS v1 (whose
+    images have only a ``coco_url``) the URL's last two parts, ``train2017/<id>.jpg`` or
+    ``val2017/<id>.jpg`` (mmdet's ``LVISV1Dataset`` rule; the folder holds COCO's
+    ``train2017/`` and ``val2017/``)."""
+    if "file_name" in img:
+        return str(img["file_name"])
+    url = img.get("coco_url")
+    if not url:
+        raise ValueError(f"Image {img.get('id')} has neither 'file_name' nor 'coco_url'.")
+    return "/".join(str(url).rstrip("/").split("/")[-2:])
+
+
 class CocoDetection(torch.utils.data.Dataset):
-    """A COCO-format instances JSON + image folder as detection items.
+    """A COCO-format instances JSON + image folder as detection items (LVIS v1 files too).
 
     Args:
         json_path: the instances JSON.
@@ -52,6 +67,10 @@ class CocoDetection(torch.utils.data.Dataset):
             :data:`~ovdense.data.ov_splits.COCO_OV_BASE`.
         limit: keep only the first ``limit`` images (JSON order).
         keep_empty: keep images without any target (background-only images).
+        with_masks: add ``masks`` ``[M, H, W]`` uint8 to the targets (decoded from the
+            annotations' polygons / RLE; for a detector with a mask head).
+        novel_classes: the split's novel classes (OV-COCO's 17, OV-LVIS's 337 rare ones): a
+            vocabulary holding one is refused, and every target is checked not to be one.
 
     Attributes:
         classes: the vocabulary.
@@ -68,23 +87,32 @@ class CocoDetection(torch.utils.data.Dataset):
         classes: Sequence[str] | None = None,
         limit: int | None = None,
         keep_empty: bool = True,
+        with_masks: bool = False,
+        novel_classes: Sequence[str] | None = None,
     ) -> None:
         self.image_dir = Path(image_dir)
+        self.with_masks = bool(with_masks)
         self.coco = load_coco_instances(json_path)
         data = self.coco.dataset
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         self.classes = [str(c["name"]) for c in cats] if classes is None else list(classes)
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes has duplicated names.")
+        novel = set(novel_classes or ())
+        check_no_novel_targets(self.classes, novel)
         index = {n: i for i, n in enumerate(self.classes)}
         self.cat_to_label = {int(c["id"]): index[c["name"]] for c in cats if c["name"] in index}
         self.skipped: Counter[str] = Counter()
         self.skipped_category_ids: set[int] = set()
         self.records: list[tuple[int, str, Tensor, Tensor]] = []
+        self._ann_ids: dict[int, list[int]] = {}
         for img in data["images"][:limit]:
             boxes, labels = self._parse(img, self.coco.imgToAnns.get(int(img["id"]), []))
             if keep_empty or len(labels):
-                self.records.append((int(img["id"]), str(img["file_name"]), boxes, labels))
+                self.records.append((int(img["id"]), image_file_name(img), boxes, labels))
+        if novel:
+            hit = {self.classes[int(k)] for r in self.records for k in r[3]} & novel
+            assert not hit, f"novel classes among the training targets: {sorted(hit)}"
         _warn_skipped(f"'{Path(json_path).name}'", self.skipped, self.skipped_category_ids)
 
     def _parse(self, img: dict[str, Any], anns: list[dict[str, Any]]) -> tuple[Tensor, Tensor]:
@@ -107,6 +135,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             boxes.append([x, y, x + w, y + h])
             labels.append(self.cat_to_label[cat])
+            self._ann_ids.setdefault(int(img["id"]), []).append(int(ann["id"]))
         return (
             torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             torch.tensor(labels, dtype=torch.int64),
@@ -120,11 +149,17 @@ class CocoDetection(torch.utils.data.Dataset):
         with Image.open(self.image_dir / file_name) as im:
             arr = np.asarray(im.convert("RGB"))
         image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        return {
-            "image": image,
-            "targets": {"boxes": boxes.clone(), "labels": labels.clone()},
-            "image_id": image_id,
-        }
+        targets = {"boxes": boxes.clone(), "labels": labels.clone()}
+        if self.with_masks:
+            h, w = arr.shape[:2]
+            anns = self.coco.loadAnns(self._ann_ids.get(image_id, []))
+            masks = [self.coco.annToMask(a) for a in anns]
+            targets["masks"] = (
+                torch.from_numpy(np.stack(masks)).to(torch.uint8)
+                if masks
+                else torch.zeros(0, h, w, dtype=torch.uint8)
+            )
+        return {"image": image, "targets": targets, "image_id": image_id}
 
 
 def _warn_skipped(what: str, skipped: Counter[str], cat_ids: set[int]) -> None:

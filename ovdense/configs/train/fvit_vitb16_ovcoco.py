@@ -26,7 +26,7 @@ import torch
 
 from ovdense.config import LazyCall as L
 from ovdense.data.detection import CocoDetection
-from ovdense.data.ov_splits import COCO_OV_BASE
+from ovdense.data.ov_splits import COCO_OV_BASE, COCO_OV_NOVEL
 from ovdense.engine import WarmupStep
 from ovdense.modeling.clip import load_clip
 from ovdense.modeling.detection import build_fvit
@@ -62,6 +62,7 @@ dataloader = dict(
         image_dir="datasets/coco/train2017",
         classes=list(COCO_OV_BASE),
         keep_empty=False,
+        novel_classes=list(COCO_OV_NOVEL),
     ),
     batch_size=_BATCH_PER_GPU,
     num_workers=8,

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
@@ -75,9 +76,11 @@ __all__ = [
     "FViTTransform",
     "LevelRoIAlign",
     "MMDetAnchorGenerator",
+    "MMDetBoxCoder",
     "OVRoIHeads",
     "build_fvit",
     "default_taps",
+    "paste_masks_mmdet",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -194,6 +197,32 @@ class MMDetAnchorGenerator(AnchorGenerator):
         return super().grid_anchors(grid_sizes, own)
 
 
+class MMDetBoxCoder(BoxCoder):
+    """Box deltas decoded as mmdet 2.x's ``DeltaXYWHBBoxCoder`` decodes them (F-ViT's RPN and
+    box head): the log-size deltas are clamped to ``[-log(1000/16), log(1000/16)]`` on *both*
+    sides (torchvision clamps only from above, so a delta under ``-4.135`` shrinks a box further
+    than mmdet lets it), centres and sizes computed in mmdet's order.
+
+    Same contract as torchvision's ``BoxCoder`` (``weights`` = the inverse of mmdet's
+    ``target_stds``); :meth:`encode` is torchvision's (the same targets as mmdet's).
+    """
+
+    def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
+        """``rel_codes`` ``[N, 4 K]`` deltas, ``boxes`` ``[N, 4]`` XYXY -> ``[N, 4 K]`` XYXY."""
+        boxes = boxes.to(rel_codes.dtype)
+        n = rel_codes.shape[0]
+        stds = rel_codes.new_tensor([1.0 / w for w in self.weights])
+        deltas = rel_codes.reshape(n, -1, 4) * stds
+        centre = ((boxes[:, :2] + boxes[:, 2:]) * 0.5)[:, None]
+        size = (boxes[:, 2:] - boxes[:, :2])[:, None]
+        clip = self.bbox_xform_clip
+        out_centre = centre + size * deltas[..., :2]
+        out_size = size * deltas[..., 2:].clamp(min=-clip, max=clip).exp()
+        return torch.cat([out_centre - out_size * 0.5, out_centre + out_size * 0.5], -1).reshape(
+            n, -1
+        )
+
+
 class LevelRoIAlign(nn.Module):
     """RoIAlign over pyramid levels as mmdet's ``SingleRoIExtractor`` does it (F-ViT).
 
@@ -265,14 +294,54 @@ class LevelRoIAlign(nn.Module):
         return out
 
 
+def paste_masks_mmdet(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
+    """Paste RoI masks into the image as mmdet 2.x's ``FCNMaskHead`` does (``_do_paste_mask``):
+    every image pixel centre inside or near a box samples the box's mask bilinearly
+    (``grid_sample``, ``align_corners=False``, zeros outside the mask).
+
+    torchvision's ``paste_masks_in_image`` instead pads the mask by one cell, resizes it to the
+    box rounded to whole pixels and copies it in: the same mask lands up to a pixel off, and on
+    the small boxes of a 28x28 mask head the two can disagree on most pixels.
+
+    Args:
+        masks: ``[N, 1, h, w]`` mask probabilities (or logits: sampling is linear).
+        boxes: ``[N, 4]`` XYXY in the image's pixels.
+        height, width: the image size.
+
+    Returns:
+        ``[N, 1, height, width]`` sampled values (threshold at mmdet's ``mask_thr_binary``,
+        ``>= 0.5``, for binary masks).
+    """
+    n = masks.shape[0]
+    out = masks.new_zeros(n, 1, height, width)
+    if n == 0:
+        return out
+    boxes = boxes.to(torch.float32)
+    ys = torch.arange(height, device=masks.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5
+    x0, y0, x1, y1 = boxes.split(1, dim=1)
+    gy = (ys[None] - y0) / (y1 - y0) * 2 - 1  # [N, H]
+    gx = (xs[None] - x0) / (x1 - x0) * 2 - 1  # [N, W]
+    gy = torch.where(torch.isinf(gy), torch.zeros_like(gy), gy)  # zero-size boxes, as mmdet
+    gx = torch.where(torch.isinf(gx), torch.zeros_like(gx), gx)
+    grid = torch.stack(
+        [gx[:, None, :].expand(n, height, width), gy[:, :, None].expand(n, height, width)], 3
+    )
+    return F.grid_sample(masks.float(), grid, align_corners=False).to(out.dtype)
+
+
 class FViTTransform(GeneralizedRCNNTransform):
     """torchvision's resize / normalise / batch, optionally padding the batch to a square
     (mmdet's ``Pad(pad_to_square=True)`` in F-ViT's test pipeline: the ViT then sees the same
-    padded grid as F-ViT's), still a multiple of ``size_divisible``."""
+    padded grid as F-ViT's), still a multiple of ``size_divisible``, and optionally pasting
+    masks as mmdet does (:func:`paste_masks_mmdet`, ``mmdet_paste=True``)."""
 
-    def __init__(self, *args: Any, pad_square: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pad_square: bool = False, mmdet_paste: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pad_square = bool(pad_square)
+        self.mmdet_paste = bool(mmdet_paste)
 
     def batch_images(self, images: list[Tensor], size_divisible: int = 32) -> Tensor:
         if not self.pad_square:
@@ -283,6 +352,21 @@ class FViTTransform(GeneralizedRCNNTransform):
         for im, o in zip(images, out):
             o[:, : im.shape[-2], : im.shape[-1]].copy_(im)
         return out
+
+    def postprocess(
+        self,
+        result: list[dict[str, Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        if self.training or not self.mmdet_paste:
+            return super().postprocess(result, image_shapes, original_image_sizes)
+        masks = [r.pop("masks", None) for r in result]
+        result = super().postprocess(result, image_shapes, original_image_sizes)
+        for r, m, (h, w) in zip(result, masks, original_image_sizes, strict=True):
+            if m is not None:
+                r["masks"] = paste_masks_mmdet(m, r["boxes"], h, w)
+        return result
 
 
 class OVRoIHeads(RoIHeads):
@@ -494,8 +578,9 @@ class FViTDetector(nn.Module):
 
     ``forward(batch)`` in training mode takes ``{"images": [3, H, W] floats in [0, 1] (list),
     "targets": [{"boxes": [M, 4] XYXY pixels, "labels": [M] indices into the training
-    vocabulary}]}`` and returns the losses (``loss_objectness``, ``loss_rpn_box_reg``,
-    ``loss_cls``, ``loss_box_reg``). :meth:`predict` detects any vocabulary.
+    vocabulary (, "masks": [M, H, W] with a mask head)}]}`` and returns the losses
+    (``loss_objectness``, ``loss_rpn_box_reg``, ``loss_cls``, ``loss_box_reg`` (,
+    ``loss_mask``)). :meth:`predict` detects any vocabulary.
     """
 
     train_class_embeds: Tensor
@@ -553,17 +638,20 @@ class FViTDetector(nn.Module):
         if not self.training:
             raise RuntimeError("forward(batch) computes training losses; use .predict(...).")
         images = list(batch["images"])
-        targets: list[dict[str, Tensor]] = [
-            {"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1}
-            for t in batch["targets"]
-        ]
+        targets: list[dict[str, Tensor]] = []
+        for t in batch["targets"]:
+            target = {"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1}
+            if "masks" in t:  # [M, H, W] at the image's size, for the mask head
+                target["masks"] = t["masks"]
+            targets.append(target)
         dropped = 0
         for t in targets:  # degenerate boxes would give infinite regression targets
             keep = (t["boxes"][:, 2] - t["boxes"][:, 0] >= 1) & (
                 t["boxes"][:, 3] - t["boxes"][:, 1] >= 1
             )
             dropped += int((~keep).sum())
-            t["boxes"], t["labels"] = t["boxes"][keep], t["labels"][keep]
+            for key in list(t):
+                t[key] = t[key][keep]
         if dropped:
             warnings.warn(
                 f"{dropped} degenerate target boxes (under 1 px wide or high) left out of this "
@@ -606,7 +694,9 @@ class FViTDetector(nn.Module):
 
         Returns:
             One dict per image: ``boxes`` ``[M, 4]`` XYXY in the input image's pixels,
-            ``scores`` ``[M]``, ``labels`` ``[M]`` (class index ``0..K-1``).
+            ``scores`` ``[M]``, ``labels`` ``[M]`` (class index ``0..K-1``); with a mask head
+            also ``masks`` ``[M, 1, H, W]`` mask probabilities pasted into the input image
+            (binary masks: ``>= 0.5``).
         """
         was_training = self.training
         self.eval()
@@ -799,6 +889,7 @@ def build_fvit(
     )
     if mmdet_ops:
         rpn.min_size = 1e-12  # mmdet keeps proposals wider and higher than 0
+        rpn.box_coder = MMDetBoxCoder(rpn.box_coder.weights)
     head = FViTBoxHead(
         pyramid_channels, roi_size, d, box_conv_dim, box_convs, box_fc_dim, num_fcs=2
     )
@@ -821,6 +912,8 @@ def build_fvit(
         mask_roi_pool=mask_pool if mask_head else None,
         mask_head=FViTMaskHead(pyramid_channels, box_conv_dim, mask_convs) if mask_head else None,
     )
+    if mmdet_ops:
+        roi_heads.box_coder = MMDetBoxCoder(roi_heads.box_coder.weights)
     transform = FViTTransform(
         min_size,
         max_size,
@@ -828,6 +921,7 @@ def build_fvit(
         list(backbone.std if image_std is None else image_std),
         size_divisible=4 * backbone.patch_size,
         pad_square=mmdet_ops,
+        mmdet_paste=mmdet_ops,
     )
     return FViTDetector(
         backbone, pyramid, rpn, roi_heads, transform, embeds, train_classes, encoder
