@@ -53,6 +53,9 @@ setup(
         "sam3": ["sam3>=0.1.4", "einops>=0.8", "iopath>=0.1.10", "psutil"],
         # precision="int8" through torchao (else torch.ao's deprecated quantize_dynamic)
         "int8": ["torchao>=0.18"],
+        # the official LVIS API, the reference tests/detection/test_lvis.py compares
+        # ovdense.evaluation.lvis against (ovdense does not import it: 0.5.3 uses np.float)
+        "lvis": ["lvis==0.5.3"],
         "dev": [
             "pytest>=7.4",
             "ruff==0.17.6",

@@ -28,7 +28,9 @@ from ovdense.modeling.detection import (
     IMAGENET_STD,
     LevelRoIAlign,
     MMDetAnchorGenerator,
+    MMDetBoxCoder,
     build_fvit,
+    paste_masks_mmdet,
 )
 from ovdense.utils.weights import CheckpointFormatError
 
@@ -207,3 +209,47 @@ def test_level_roi_align_uses_mmdet_levels_and_aligned_sampling():
     # = (2.5, 2.5) in cell centres: the bilinear value of the 8x8 ramp there is 2.5 * 8 + 2.5
     torch.testing.assert_close(out[0, 0, 0, 0], torch.tensor(2.5 * 8 + 2.5))
     assert float(out[1, 0, 0, 0]) == -1.0
+
+
+def test_mmdet_box_decoding_clamps_log_sizes_on_both_sides():
+    coder = MMDetBoxCoder((10.0, 10.0, 5.0, 5.0))
+    anchor = torch.tensor([[10.0, 20.0, 55.0, 40.0]])  # centre (32.5, 30), size 45 x 20
+    clip = math.log(1000 / 16)
+    for dw, dh in ((-30.0, 1.0), (30.0, -0.5), (2.0, 3.0)):  # stds 0.2: deltas / 5
+        codes = torch.tensor([[1.0, -2.0, dw, dh]])
+        w = 45 * math.exp(max(-clip, min(clip, dw / 5)))
+        h = 20 * math.exp(max(-clip, min(clip, dh / 5)))
+        cx, cy = 32.5 + 45 * 0.1, 30 - 20 * 0.2
+        expected = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
+        torch.testing.assert_close(coder.decode_single(codes, anchor), expected)
+    # torchvision lets a very negative delta shrink the box further than mmdet does
+    from torchvision.models.detection._utils import BoxCoder
+
+    codes = torch.tensor([[0.0, 0.0, -30.0, 0.0]])
+    tv = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(codes, anchor)
+    ours = coder.decode_single(codes, anchor)
+    assert float(ours[0, 2] - ours[0, 0]) == pytest.approx(45 * 0.016, rel=1e-5)
+    assert float(tv[0, 2] - tv[0, 0]) < float(ours[0, 2] - ours[0, 0])
+
+
+def test_mmdet_mask_pasting_samples_pixel_centres():
+    # a 2x2 mask [[0, 1], [1, 1]] pasted into the box (2, 2)-(6, 6) of an 8x8 image
+    mask = torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])
+    out = paste_masks_mmdet(mask, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8)[0, 0]
+    assert out.shape == (8, 8)
+
+    def expected(px: int, py: int) -> float:
+        # grid_sample, align_corners=False, zeros outside: mask cell centres at box coordinates
+        # 1 and 3; the pixel centre px + 0.5 is at (px + 0.5 - 2) in box units of 2 cells / 4 px
+        u, v = (px + 0.5 - 2) / 2 - 0.5, (py + 0.5 - 2) / 2 - 0.5
+        total = 0.0
+        for j in (0, 1):
+            for i in (0, 1):
+                wx, wy = max(0.0, 1 - abs(u - i)), max(0.0, 1 - abs(v - j))
+                total += wx * wy * float(mask[0, 0, j, i])
+        return total
+
+    for py in range(8):
+        for px in range(8):
+            assert float(out[py, px]) == pytest.approx(expected(px, py), abs=1e-6), (px, py)
+    assert float(out[0, 0]) == 0.0 and float(out[4, 4]) == pytest.approx(0.9375)

@@ -345,3 +345,28 @@ def test_ovlvis_config_builds_and_trains_a_few_steps(tmp_path, tiny_clip_config)
     assert any("loss_mask" in r for r in rows)
     batch = detection_collate([trainer.loader.dataset[0]])
     assert "masks" in batch["targets"][0]
+
+
+def test_eval_det_detects_an_lvis_file(tmp_path, tiny_clip_config):
+    gt = synthetic_lvis(seed=6, images=3)
+    _write_lvis_layout(tmp_path, gt)
+    cfg = tmp_path / "tiny_fvit.py"
+    cfg.write_text(
+        "from ovdense.config import LazyCall as L\n"
+        "from ovdense.modeling.clip import load_clip\n"
+        "from ovdense.modeling.detection import build_fvit\n"
+        f"model = L(build_fvit)(clip=L(load_clip)(config={tiny_clip_config!r}, seed=0),\n"
+        "    train_classes=['bee', 'cat'], templates='single', scales=(1.0, 0.5),\n"
+        "    min_size=64, max_size=64, pyramid_channels=16, box_convs=0, box_fc_dim=32,\n"
+        "    mask_head=True, mask_convs=1, score_thresh=1e-4, detections_per_img=300)\n"
+    )
+    from ovdense.cli import main
+
+    out = tmp_path / "out"
+    args = ["eval-det", "--config", str(cfg), "--dataset", "lvis_v1_val"]
+    assert main([*args, "--data-root", str(tmp_path), "--output", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) >= {"bbox", "segm"} and res["images"] == 3
+    for kind in ("bbox", "segm"):
+        assert {"AP", "APr", "APc", "APf", "AP50_novel", "AP50_base"} <= set(res[kind])
+        assert len(res[kind]["per_class_AP"]) == len(CATS)

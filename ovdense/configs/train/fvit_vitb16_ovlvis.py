@@ -29,7 +29,8 @@ layout: ``datasets/README.md`` (LVIS v1)::
     ovdense eval-det --config train/fvit_vitb16_ovlvis --checkpoint output/fvit_vitb16_ovlvis \\
         --dataset lvis_v1_val --data-root datasets
 
-Length: 48 epochs of LVIS v1 train's 100,170 images at 64 images per step (8 GPUs x 8):
+Length: 48 epochs of LVIS v1 train's 100,170 images (LVIS's published count, not measured here;
+F-ViT's epochs count only the images with base annotations) at 64 images per step (8 GPUs x 8):
 ``max_iter = 48 * 100170 // 64 = 75127``, lr steps at epochs 32 and 44 (50085, 68866).
 """
 

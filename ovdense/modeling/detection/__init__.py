@@ -17,8 +17,10 @@ from .fvit import (
     FViTTransform,
     LevelRoIAlign,
     MMDetAnchorGenerator,
+    MMDetBoxCoder,
     OVRoIHeads,
     build_fvit,
+    paste_masks_mmdet,
 )
 from .pyramid import SimpleFeaturePyramid
 
@@ -31,6 +33,7 @@ __all__ = [
     "FViTTransform",
     "LevelRoIAlign",
     "MMDetAnchorGenerator",
+    "MMDetBoxCoder",
     "OVRoIHeads",
     "SimpleFeaturePyramid",
     "TextBoxPredictor",
@@ -39,4 +42,5 @@ __all__ = [
     "class_embedding_matrix",
     "clip_region_probs",
     "geometric_ensemble",
+    "paste_masks_mmdet",
 ]
