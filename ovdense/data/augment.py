@@ -1,4 +1,5 @@
-"""Training-time augmentation of semantic-segmentation samples (random crops for trained heads).
+"""Training-time augmentation: semantic-segmentation samples (random crops for trained heads)
+and detection items (large-scale jitter, :class:`LargeScaleJitter`).
 
 :class:`SemSegCropDataset` wraps a dataset of ``{"image": uint8 [H, W, 3], "label": int64
 [H, W]}`` samples (e.g. :func:`~ovdense.data.build_semseg_dataset`'s) the way
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SemSegCropDataset", "photometric_distort"]
+__all__ = ["LargeScaleJitter", "SemSegCropDataset", "photometric_distort"]
 
 
 def _uniform(lo: float, hi: float) -> float:
@@ -167,3 +168,107 @@ class SemSegCropDataset(torch.utils.data.Dataset):
             img = F.pad(img, (0, max(pw, 0), 0, max(ph, 0)), value=0.5)
             lab = F.pad(lab, (0, max(pw, 0), 0, max(ph, 0)), value=self.ignore_label)
         return {"image": img.contiguous(), "label": lab.contiguous()}
+
+
+class LargeScaleJitter(torch.utils.data.Dataset):
+    """Large-scale jitter of detection items, F-ViT's OV-LVIS training pipeline (mmdet's
+    ``Resize(ratio_range=(0.1, 2.0), keep_ratio=True)``, ``RandomCrop(crop_type=
+    "absolute_range", recompute_bbox=True, allow_negative_crop=True)``,
+    ``FilterAnnotations``, ``RandomFlip(0.5)``; the ``Pad`` to ``size`` is the detector's, see
+    ``build_fvit(train_size=...)``).
+
+    Per item: rescale so that the long side is ``size x r``, ``r`` uniform in ``ratio_range``
+    (bilinear image, nearest masks, boxes scaled); crop a random window of at most
+    ``size x size`` (the whole image when smaller); boxes shifted and clipped to the window, or
+    with masks recomputed as the masks' tight boxes (``x2`` = last column + 1, as mmdet's
+    ``BitmapMasks.get_bboxes``); boxes not wider and higher than ``min_box_size`` dropped (an
+    image may end with no target: kept as background); a horizontal flip with probability
+    ``flip``.
+
+    Args:
+        dataset: detection items (``{"image": float [3, H, W], "targets": {"boxes" [M, 4],
+            "labels" [M], optional "masks" [M, H, W]}, "image_id"}``, e.g.
+            :class:`~ovdense.data.detection.CocoDetection`).
+        size: the output side bound (F-ViT OV-LVIS: 1024).
+        ratio_range: the scale range (F-ViT: 0.1 to 2.0).
+        flip: probability of a horizontal flip.
+        min_box_size: boxes must be wider and higher than this (mmdet: 0.01 px; the F-ViT
+            detector drops boxes under 1 px, so the OV-LVIS config filters at 1).
+
+    Randomness comes from torch's global generator (seeded by the trainer).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        size: int = 1024,
+        ratio_range: tuple[float, float] = (0.1, 2.0),
+        flip: float = 0.5,
+        min_box_size: float = 0.01,
+    ) -> None:
+        lo, hi = (float(v) for v in ratio_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"ratio_range must be 0 < low <= high, got {ratio_range}.")
+        if size < 1 or not 0 <= flip <= 1:
+            raise ValueError(f"size must be >= 1 and flip in [0, 1], got {size}, {flip}.")
+        self.dataset = dataset
+        self.size, self.ratio_range = int(size), (lo, hi)
+        self.flip, self.min_box_size = float(flip), float(min_box_size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        image: Tensor = item["image"]
+        t = item["targets"]
+        boxes, labels = t["boxes"].float(), t["labels"]
+        masks: Tensor | None = t.get("masks")
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        f = self.size * _uniform(*self.ratio_range) / max(h, w)
+        nh, nw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))
+        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)
+        image = image[0].clamp_(0, 1)
+        boxes = boxes * boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
+        if masks is not None and masks.shape[0]:
+            masks = F.interpolate(masks[None].float(), size=(nh, nw), mode="nearest")[0]
+            masks = masks.to(t["masks"].dtype)
+        elif masks is not None:
+            masks = masks.new_zeros(0, nh, nw)
+        ch, cw = min(nh, self.size), min(nw, self.size)
+        y0 = int(torch.randint(0, nh - ch + 1, ()))
+        x0 = int(torch.randint(0, nw - cw + 1, ()))
+        image = image[:, y0 : y0 + ch, x0 : x0 + cw]
+        boxes = boxes - boxes.new_tensor([x0, y0, x0, y0])
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, cw)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ch)
+        if masks is not None:
+            masks = masks[:, y0 : y0 + ch, x0 : x0 + cw]
+            boxes = _tight_boxes(masks)
+        keep = (boxes[:, 2] - boxes[:, 0] > self.min_box_size) & (
+            boxes[:, 3] - boxes[:, 1] > self.min_box_size
+        )
+        boxes, labels = boxes[keep], labels[keep]
+        if masks is not None:
+            masks = masks[keep]
+        if float(torch.rand(())) < self.flip:
+            image = image.flip(-1)
+            boxes = torch.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], 1)
+            if masks is not None:
+                masks = masks.flip(-1)
+        targets: dict[str, Tensor] = {"boxes": boxes, "labels": labels}
+        if masks is not None:
+            targets["masks"] = masks.contiguous()
+        return {"image": image.contiguous(), "targets": targets, "image_id": item["image_id"]}
+
+
+def _tight_boxes(masks: Tensor) -> Tensor:
+    """``[M, 4]`` XYXY boxes of ``[M, H, W]`` masks: first column / row, last + 1; zeros for an
+    empty mask."""
+    out = torch.zeros(masks.shape[0], 4)
+    for i, m in enumerate(masks.bool()):
+        ys = torch.nonzero(m.any(1)).flatten()
+        xs = torch.nonzero(m.any(0)).flatten()
+        if len(xs) and len(ys):
+            out[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    return out

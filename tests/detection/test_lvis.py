@@ -313,8 +313,15 @@ def test_ovlvis_config_builds_and_trains_a_few_steps(tmp_path, tiny_clip_config)
     m = cfg.model
     assert (m.min_size, m.rpn_norm, m.mask_head, m.background_weight) == (1024, True, True, 0.9)
     assert (m.clip_temperature, m.alpha, m.beta, m.detections_per_img) == (50.0, 0.1, 0.6, 300)
-    assert len(m.train_classes) == 866 and cfg.dataloader.dataset.with_masks
-    assert set(cfg.dataloader.dataset.novel_classes) == set(lvis_ov_split()[1])
+    jitter = cfg.dataloader.dataset
+    assert (jitter.size, tuple(jitter.ratio_range), jitter.flip, m.train_size) == (
+        1024,
+        (0.1, 2.0),
+        0.5,
+        1024,
+    )
+    assert len(m.train_classes) == 866 and jitter.dataset.with_masks
+    assert set(jitter.dataset.novel_classes) == set(lvis_ov_split()[1])
     assert cfg.train.max_iter == 75127 and cfg.lr_scheduler.steps == [50085, 68866]
 
     gt = synthetic_lvis(seed=5, images=4)
@@ -328,9 +335,10 @@ def test_ovlvis_config_builds_and_trains_a_few_steps(tmp_path, tiny_clip_config)
         train_classes=base, templates="single", scales=(1.0, 0.5), min_size=64, max_size=64,
         pyramid_channels=16, box_convs=0, box_fc_dim=32, mask_convs=1, out_indices=None,
         rpn_batch_size_per_image=32, rpn_pre_nms_top_n=(200, 100),
-        rpn_post_nms_top_n=(100, 50), roi_batch_size_per_image=32,
+        rpn_post_nms_top_n=(100, 50), roi_batch_size_per_image=32, train_size=96,
     )  # fmt: skip
-    ds = cfg.dataloader.dataset
+    cfg.dataloader.dataset.update(size=96, ratio_range=(0.3, 1.2))
+    ds = cfg.dataloader.dataset.dataset
     ds.update(json_path=str(train_json), image_dir=str(tmp_path / "lvis_v1"), classes=base)
     ds.novel_classes = ["ant", "dog"]
     cfg.dataloader.update(batch_size=2, num_workers=0)
@@ -344,7 +352,7 @@ def test_ovlvis_config_builds_and_trains_a_few_steps(tmp_path, tiny_clip_config)
     assert rows and all(math.isfinite(r["loss"]) for r in rows)
     assert any("loss_mask" in r for r in rows)
     batch = detection_collate([trainer.loader.dataset[0]])
-    assert "masks" in batch["targets"][0]
+    assert "masks" in batch["targets"][0] and max(batch["images"][0].shape[-2:]) <= 96
 
 
 def test_eval_det_detects_an_lvis_file(tmp_path, tiny_clip_config):
@@ -370,3 +378,83 @@ def test_eval_det_detects_an_lvis_file(tmp_path, tiny_clip_config):
     for kind in ("bbox", "segm"):
         assert {"AP", "APr", "APc", "APf", "AP50_novel", "AP50_base"} <= set(res[kind])
         assert len(res[kind]["per_class_AP"]) == len(CATS)
+
+
+# ------------------------------------------------------------------------------ jitter
+class _Items(torch.utils.data.Dataset):
+    """One 120x160 item: a ramp image (every pixel distinct) and two rectangle masks."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        h, w = 120, 160
+        ramp = torch.arange(h * w, dtype=torch.float32).reshape(h, w) / (h * w)
+        masks = torch.zeros(2, h, w, dtype=torch.uint8)
+        masks[0, 8:40, 16:64] = 1
+        masks[1, 100:120, 140:160] = 1
+        boxes = torch.tensor([[16.0, 8.0, 64.0, 40.0], [140.0, 100.0, 160.0, 120.0]])
+        return {
+            "image": ramp.expand(3, h, w).clone(),
+            "targets": {"boxes": boxes, "labels": torch.tensor([3, 5]), "masks": masks},
+            "image_id": 7,
+        }
+
+
+def test_large_scale_jitter_scales_crops_and_flips():
+    from ovdense.data.augment import LargeScaleJitter
+
+    # scale 80 * 0.5 / 160 = 0.25, no crop (30 x 40 <= 80): the rectangles scale exactly
+    out = LargeScaleJitter(_Items(), size=80, ratio_range=(0.5, 0.5), flip=0.0)[0]
+    assert out["image"].shape == (3, 30, 40) and out["image_id"] == 7
+    expected = torch.tensor([[4.0, 2, 16, 10], [35, 25, 40, 30]])
+    torch.testing.assert_close(out["targets"]["boxes"], expected)
+    assert out["targets"]["masks"].shape == (2, 30, 40)
+    # scale 1, a random 80 x 80 crop: find it from the ramp, boxes = clipped tight boxes
+    for seed in range(5):
+        torch.manual_seed(seed)  # scale 80 * 2 / 160 = 1
+        item = LargeScaleJitter(_Items(), size=80, ratio_range=(2.0, 2.0), flip=0.0)[0]
+        img = item["image"][0]
+        assert img.shape == (80, 80)
+        first = int(round(float(img[0, 0]) * 120 * 160))
+        y0, x0 = divmod(first, 160)
+        expected = []
+        for x1, y1, x2, y2 in ([16, 8, 64, 40], [140, 100, 160, 120]):
+            bx1, by1 = max(x1 - x0, 0), max(y1 - y0, 0)
+            bx2, by2 = min(x2 - x0, 80), min(y2 - y0, 80)
+            if bx2 - bx1 > 0.01 and by2 - by1 > 0.01:
+                expected.append([bx1, by1, bx2, by2])
+        got = item["targets"]["boxes"]
+        torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float32).reshape(-1, 4))
+        assert len(item["targets"]["labels"]) == len(expected) == len(item["targets"]["masks"])
+    # a flip mirrors the boxes (same random draws otherwise)
+    torch.manual_seed(3)
+    plain = LargeScaleJitter(_Items(), size=80, ratio_range=(0.5, 1.5), flip=0.0)[0]
+    torch.manual_seed(3)
+    flipped = LargeScaleJitter(_Items(), size=80, ratio_range=(0.5, 1.5), flip=1.0)[0]
+    cw = plain["image"].shape[-1]
+    b = plain["targets"]["boxes"]
+    mirrored = torch.stack([cw - b[:, 2], b[:, 1], cw - b[:, 0], b[:, 3]], 1)
+    torch.testing.assert_close(flipped["targets"]["boxes"], mirrored)
+    torch.testing.assert_close(flipped["image"], plain["image"].flip(-1))
+
+
+def test_train_size_keeps_jittered_images_unresized(tiny_clip_factory):
+    from ovdense.modeling.detection import build_fvit
+
+    det = build_fvit(
+        tiny_clip_factory(seed=1), ["bee"], templates="single", scales=(1.0, 0.5),
+        pyramid_channels=16, box_convs=0, box_fc_dim=32, train_size=96,
+    )  # fmt: skip
+    t = {"boxes": torch.tensor([[1.0, 1.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
+    det.train()
+    images, targets = det.transform([torch.rand(3, 50, 70)], [t])
+    d = det.transform.size_divisible
+    side = -(-96 // d) * d
+    assert images.image_sizes == [(50, 70)] and images.tensors.shape[-2:] == (side, side)
+    torch.testing.assert_close(targets[0]["boxes"], t["boxes"])
+    with pytest.raises(ValueError, match="train_size"):
+        det.transform([torch.rand(3, 50, 100)], [t])
+    det.eval()
+    images, _ = det.transform([torch.rand(3, 50, 70)])
+    assert images.image_sizes != [(50, 70)]  # evaluation resizes as before

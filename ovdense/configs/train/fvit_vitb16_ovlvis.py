@@ -19,8 +19,12 @@ The training set is LVIS v1 train without the rare categories' annotations (F-Vi
 without base annotations left out (mmdet's ``filter_empty_gt``). ``novel_classes`` makes the
 dataset refuse a rare class as a target. No repeat-factor sampling (F-ViT's config has none).
 
-Differences: torchvision's RPN losses; no large-scale jitter (F-ViT: resize by 0.1-2.0, random
-1024 crop, flip): images are resized to 1024 by torchvision's transform.
+Large-scale jitter as F-ViT's pipeline (:class:`~ovdense.data.augment.LargeScaleJitter`: long
+side scaled to 1024 x U(0.1, 2.0), a random crop of at most 1024 x 1024 with boxes recomputed
+from the cropped masks, horizontal flip 0.5, batches padded to 1024: ``train_size``).
+Differences: torchvision's RPN losses; boxes under 1 px are dropped (mmdet keeps those over
+0.01 px); an image left without targets by the crop trains as background (mmdet draws another
+image).
 
 Weights: CLIPSelf's ``eva_vitb16_lvis_clipself_patches.pt`` read by ``load_clip``. Data
 layout: ``datasets/README.md`` (LVIS v1)::
@@ -37,6 +41,7 @@ F-ViT's epochs count only the images with base annotations) at 64 images per ste
 import torch
 
 from ovdense.config import LazyCall as L
+from ovdense.data.augment import LargeScaleJitter
 from ovdense.data.detection import CocoDetection
 from ovdense.data.ov_splits import lvis_ov_split
 from ovdense.engine import WarmupStep
@@ -77,16 +82,23 @@ model = L(build_fvit)(
     mask_head=True,
     mask_roi_size=14,
     mask_convs=4,
+    train_size=1024,
 )
 
 dataloader = dict(
-    dataset=L(CocoDetection)(
-        json_path="datasets/lvis_v1/annotations/lvis_v1_train_seen_1203_cat.json",
-        image_dir="datasets/lvis_v1",
-        classes=BASE,
-        keep_empty=False,
-        with_masks=True,
-        novel_classes=NOVEL,
+    dataset=L(LargeScaleJitter)(
+        dataset=L(CocoDetection)(
+            json_path="datasets/lvis_v1/annotations/lvis_v1_train_seen_1203_cat.json",
+            image_dir="datasets/lvis_v1",
+            classes=BASE,
+            keep_empty=False,
+            with_masks=True,
+            novel_classes=NOVEL,
+        ),
+        size=1024,
+        ratio_range=(0.1, 2.0),
+        flip=0.5,
+        min_box_size=1.0,
     ),
     batch_size=_BATCH_PER_GPU,
     num_workers=8,

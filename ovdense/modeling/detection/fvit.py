@@ -334,19 +334,47 @@ class FViTTransform(GeneralizedRCNNTransform):
     """torchvision's resize / normalise / batch, optionally padding the batch to a square
     (mmdet's ``Pad(pad_to_square=True)`` in F-ViT's test pipeline: the ViT then sees the same
     padded grid as F-ViT's), still a multiple of ``size_divisible``, and optionally pasting
-    masks as mmdet does (:func:`paste_masks_mmdet`, ``mmdet_paste=True``)."""
+    masks as mmdet does (:func:`paste_masks_mmdet`, ``mmdet_paste=True``).
+
+    ``train_size``: training images arrive already scaled and cropped to at most
+    ``train_size`` (large-scale jitter, :class:`~ovdense.data.augment.LargeScaleJitter`); in
+    training they are not resized and the batch is padded to a ``train_size`` square (mmdet's
+    ``Pad(size=...)``). Evaluation resizes as usual."""
 
     def __init__(
-        self, *args: Any, pad_square: bool = False, mmdet_paste: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        pad_square: bool = False,
+        mmdet_paste: bool = False,
+        train_size: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.pad_square = bool(pad_square)
         self.mmdet_paste = bool(mmdet_paste)
+        self.train_size = None if train_size is None else int(train_size)
+
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        if self.training and self.train_size is not None:  # already scaled (LargeScaleJitter)
+            if max(image.shape[-2:]) > self.train_size:
+                raise ValueError(
+                    f"A training image is {tuple(image.shape[-2:])}, larger than train_size "
+                    f"{self.train_size}: scale and crop it first (ovdense.data.augment."
+                    "LargeScaleJitter), or build the detector with train_size=None."
+                )
+            return image, target
+        return super().resize(image, target)
 
     def batch_images(self, images: list[Tensor], size_divisible: int = 32) -> Tensor:
-        if not self.pad_square:
+        fixed = self.training and self.train_size is not None
+        if not (self.pad_square or fixed):
             return super().batch_images(images, size_divisible)
         side = max(max(int(im.shape[-2]), int(im.shape[-1])) for im in images)
+        if fixed:
+            assert self.train_size is not None
+            side = max(side, self.train_size)
         side = -(-side // size_divisible) * size_divisible
         out = images[0].new_zeros(len(images), images[0].shape[0], side, side)
         for im, o in zip(images, out):
@@ -771,6 +799,7 @@ def build_fvit(
     mask_roi_size: int = 14,
     mask_convs: int = 4,
     mmdet_ops: bool = False,
+    train_size: int | None = None,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     train_class_embeds: Tensor | None = None,
@@ -805,6 +834,9 @@ def build_fvit(
             configs: 4 convolutions, 14).
         mmdet_ops: mmdet 2.x's anchors, RoI pooling and post-processing and a square-padded
             batch (see the module doc), to run F-ViT's released weights as F-ViT does.
+        train_size: training images come scaled and cropped to at most this side (F-ViT's
+            OV-LVIS large-scale jitter, :class:`~ovdense.data.augment.LargeScaleJitter`): no
+            resize in training, batches padded to this square (:class:`FViTTransform`).
         image_mean, image_std: input normalisation (default the CLIP's; F-ViT's configs use
             ImageNet's, :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`).
         train_class_embeds, background_embed: ``[K, D]`` / ``[D]`` embeddings to use instead of
@@ -922,6 +954,7 @@ def build_fvit(
         size_divisible=4 * backbone.patch_size,
         pad_square=mmdet_ops,
         mmdet_paste=mmdet_ops,
+        train_size=train_size,
     )
     return FViTDetector(
         backbone, pyramid, rpn, roi_heads, transform, embeds, train_classes, encoder
