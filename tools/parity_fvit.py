@@ -20,7 +20,10 @@ compiled op raises if called. SyncBN becomes BN (same tensors; one process). The
 ``EvaCLIPViT`` calls ``open_clip.create_model(name, pretrained="eva", ...)``; here that call
 builds the fork's EVA-CLIP from its own config with random weights (``--size tiny``: 4 blocks,
 width 64, patch 16, 64 px, the structure of EVA02-CLIP-B/16: RoPE, sub-LN, SwiGLU;
-``xattn``/``fusedLN`` off, which need xformers / apex). Nothing of the official code is copied.
+``xattn``/``fusedLN`` off, which need xformers / apex). The batch norms outside the tower get
+the statistics of their inputs on the test image (``--bn calibrated``, the default; with
+``--bn random`` OV-LVIS's batch-normed RPN ties most objectness scores, see
+``docs/parity_fvit.md``). Nothing of the official code is copied.
 """
 
 from __future__ import annotations
