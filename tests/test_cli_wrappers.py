@@ -30,6 +30,7 @@ WRAPPERS = {
     "tools/convert_clip_dinoiser.py": "ovdense.cli.convert_clip_dinoiser",
     "tools/convert_eva_clip.py": "ovdense.cli.convert_eva_clip",
     "tools/convert_fvit.py": "ovdense.cli.convert_fvit",
+    "tools/convert_catseg.py": "ovdense.cli.convert_catseg",
     "tools/benchmark.py": "ovdense.cli.benchmark",
     "tools/export_onnx.py": "ovdense.cli.export_onnx",
     "tools/prepare_coco.py": "ovdense.data.converters.coco",

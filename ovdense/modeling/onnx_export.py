@@ -82,9 +82,17 @@ def _size_dims(seg: Segmentor) -> dict[int, Any]:
 
 
 def check_head_exportable(seg: Segmentor) -> None:
-    """Raise ``ValueError`` for a head that takes more than ``(dense, embeds [N, D])`` (e.g.
-    CAT-Seg's: per-template embeddings and intermediate blocks), which these graphs do not
-    feed; such a head exports on its own with ``torch.export`` (tensor in / tensor out)."""
+    """Raise ``ValueError`` for a strategy that cannot be traced (``not_exportable``, e.g.
+    CorrCLIP's) or a head that takes more than ``(dense, embeds [N, D])`` (e.g. CAT-Seg's:
+    per-template embeddings and intermediate blocks), which these graphs do not feed; such a
+    head exports on its own with ``torch.export`` (tensor in / tensor out)."""
+    strategy = getattr(seg.backbone, "strategy", None)
+    reason = getattr(strategy, "not_exportable", None)
+    if reason:
+        raise ValueError(
+            f"The strategy {getattr(strategy, 'name', '?')!r} cannot be exported: {reason}. "
+            "Run it in PyTorch, or export another strategy."
+        )
     if seg.head_per_template or seg.head_layers:
         raise ValueError(
             f"The head {type(seg.head).__name__} takes per-template embeddings or intermediate "

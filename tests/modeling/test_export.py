@@ -52,6 +52,9 @@ def _caches(backbone: DenseTowerBackbone) -> list[dict]:
 @pytest.mark.parametrize("tower", ["vit", "eva"])
 def test_exported_backbone_equals_eager(frozen_towers, tower, name):
     strategy = build_strategy(name, **OFFLINE_STRATEGY_KWARGS.get(name, dict)())
+    if strategy.not_exportable:  # declared; the ONNX tools refuse it (test_onnx_export.py)
+        assert name == "corrclip"
+        return
     backbone = dense_backbone_for(frozen_towers[tower], strategy).eval()
     images = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

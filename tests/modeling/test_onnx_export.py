@@ -11,8 +11,12 @@ import torch.nn.functional as F
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from ovdense.modeling.onnx_export import (  # noqa: E402
+from tiny_strategies import tiny_strategy_kwargs  # noqa: E402
+
+from ovdense.modeling.backbones import build_strategy  # noqa: E402
+from ovdense.modeling.onnx_export import (
     DYNAMIC_SIZE_STRATEGIES,
+    TextConditionedBackbone,  # noqa: E402
     check_exportable,
     dynamic_size_supported,
     export_backbone_onnx,
@@ -82,6 +86,12 @@ def test_what_the_graph_cannot_hold_is_refused(tiny_clip):
     seg = TrainingFreeSegmentor(tiny_clip, "naclip", templates="single", area_thd=0.1)
     with pytest.raises(ValueError, match="area_thd"):
         check_exportable(seg)
+    strategy = build_strategy("corrclip", **tiny_strategy_kwargs("corrclip"))
+    seg = TrainingFreeSegmentor(tiny_clip, strategy, templates="single")
+    with pytest.raises(ValueError, match="'corrclip' cannot be exported: its mask merging"):
+        check_exportable(seg)
+    with pytest.raises(ValueError, match="'corrclip' cannot be exported"):
+        TextConditionedBackbone(seg)
 
 
 def test_fixed_vocabulary_dynamic_size(tiny_clip, tmp_path):

@@ -159,6 +159,9 @@ class AttentionStrategy(nn.Module):
     #: whether the strategy reads class-agnostic region maps (``ctx.extras[REGIONS]``), which a
     #: segmentor with a ``mask_source`` passes (CorrCLIP).
     needs_regions: bool = False
+    #: why the strategy cannot be traced by ``torch.export`` / ONNX (data-dependent control
+    #: flow, e.g. CorrCLIP's mask merging), or ``None`` when it can.
+    not_exportable: str | None = None
 
     def __init__(self, keep_residual: bool | None = None) -> None:
         super().__init__()

@@ -172,6 +172,10 @@ class CorrCLIPAttention(AttentionStrategy):
 
     default_keep_residual = False
     needs_regions = True
+    not_exportable = (
+        "its mask merging and mask-scoped attention branch on the number of regions present "
+        "in each image (data-dependent shapes)"
+    )
 
     def __init__(
         self,
