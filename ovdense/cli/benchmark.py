@@ -69,11 +69,12 @@ from ..data import CLASSNAMES_DIR
 from ..modeling.backbones import (
     AttentionStrategy,
     ProxyAttention,
+    build_strategy,
     build_vfm,
     list_strategies,
 )
 from ..modeling.clip import load_clip
-from ..modeling.refiners import CLIPDINOiserHead
+from ..modeling.refiners import CLIPDINOiserHead, build_aggregator
 from ..modeling.segmentors import (
     CLIPDINOiserSegmentor,
     TrainingFreeSegmentor,
@@ -211,25 +212,147 @@ def bench_text(
 
 
 def make_strategy(name: str, args: argparse.Namespace) -> str | AttentionStrategy:
-    """Strategies holding another model get it with random weights unless --pretrained."""
+    """Strategies holding another model get it with random weights unless --pretrained;
+    ``--strategy-kwargs`` gives a strategy other constructor arguments."""
+    kwargs = _strategy_kwargs(name, args)
     if name == "proxy":
-        return ProxyAttention(vfm=build_vfm(args.vfm, pretrained=bool(args.pretrained)))
-    return name
+        vfm = build_vfm(args.vfm, pretrained=bool(args.pretrained))
+        return ProxyAttention(vfm=vfm, **kwargs)
+    if name == "corrclip":
+        return build_strategy(
+            "corrclip", vfm=_method_vfm("dino_vitb8", "query_key", args), **kwargs
+        )
+    return build_strategy(name, **kwargs) if kwargs else name
+
+
+def _strategy_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    given = json.loads(getattr(args, "strategy_kwargs", None) or "{}")
+    return dict(given.get(name, {}))
 
 
 #: The vocabulary of strategies that need one to encode an image (ResCLIP's semantic feedback):
 #: as many names as VOC21.
 _VOCABULARY = [f"class {i}" for i in range(21)]
 
+#: The methods the image section builds with their own parts (besides the strategy names), and
+#: what their row is made of.
+METHODS = {
+    "corrclip": "DINO ViT-B/8 query+key; synthetic masks (4x4 grid), SAM masks timed apart",
+    "trident": "proxy + DINO ViT-B/16, SAM ViT-B encoder aggregation; SAM refinement: stages",
+    "sam3": "SAM 3 image backbone (grounding per phrase in stages only)",
+}
 
-def make_segmentor(
-    clip: Any, name: str, args: argparse.Namespace, **kwargs: Any
-) -> TrainingFreeSegmentor | CLIPDINOiserSegmentor:
-    """A strategy name, or ``clip_dinoiser`` (MaskCLIP + affinity pooling, random heads)."""
+#: The training-free methods whose rows get a breakdown of their time (:func:`bench_stages`).
+NEW_METHODS = ("resclip", "scclip", "corrclip", "trident", "sam3")
+
+#: ``--method-parts tiny``: the random DINO / SAM / SAM 3 sizes of the tests (a smoke run with
+#: ``--model ovdense-tiny-vit``); ``full``: the sizes the methods use.
+_TINY_VIT = {"img_size": 32, "embed_dim": 24, "depth": 2, "num_heads": 2}
+_TINY_SAM_ENCODER = {
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "global_attn_indexes": (1,),
+    "window_size": 4,
+}
+#: CorrCLIP's mask generator settings (its presets): 8 points per side, thresholds 0.4.
+_CORRCLIP_MASK_OPTIONS = {
+    "points_per_side": 8,
+    "pred_iou_thresh": 0.4,
+    "stability_score_thresh": 0.4,
+}
+
+
+def _tiny_parts(args: argparse.Namespace) -> bool:
+    return getattr(args, "method_parts", "full") == "tiny"
+
+
+def _method_vfm(name: str, feature: str, args: argparse.Namespace) -> Any:
+    """A random-weight (unless --pretrained) DINO of ``name`` giving ``feature``."""
+    extra = _TINY_VIT if _tiny_parts(args) else {}
+    return build_vfm(name, pretrained=bool(args.pretrained), feature=feature, **extra)
+
+
+def _random_sam(args: argparse.Namespace) -> Any:
+    """A random SAM ViT-B (a tiny one with ``--method-parts tiny``)."""
+    from ..sam import build_sam, tiny_sam
+
+    return tiny_sam(0, img_size=64) if _tiny_parts(args) else build_sam("vit_b", pretrained=False)
+
+
+def sam3_available() -> str | None:
+    """``None`` when the optional ``sam3`` package imports, else why not (one line)."""
+    try:
+        from ..sam.sam3 import require_sam3
+
+        require_sam3()
+    except ImportError as err:
+        return " ".join(str(err).split())
+    return None
+
+
+def make_segmentor(clip: Any, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    """A strategy name, ``clip_dinoiser`` (MaskCLIP + affinity pooling, random heads), or a method
+    of :data:`METHODS` with random parts: ``corrclip`` (its mask source a fixed 4 x 4 grid,
+    :class:`~ovdense.sam.GridMaskSource`, and the region vote), ``trident`` (ProxyCLIP attention
+    from DINO ViT-B/16 over all windows, SAM ViT-B affinity aggregation, SAM refinement) and
+    ``sam3`` (:class:`~ovdense.sam.SAM3Segmentor`, full size with ``--sam3-size full``)."""
     if name == "clip_dinoiser":
         head = CLIPDINOiserHead(width=clip.visual.transformer.width)
         return CLIPDINOiserSegmentor(clip, head=head, **kwargs)
+    if name == "corrclip":
+        from ..sam import GridMaskSource
+
+        return TrainingFreeSegmentor(
+            clip,
+            strategy=make_strategy(name, args),
+            mask_source=GridMaskSource(4, 4),
+            label_refiner="region_vote",
+            **kwargs,
+        )
+    if name == "trident":
+        from ..sam.refine import SAMRefiner
+
+        tiny = _tiny_parts(args)
+        strategy = ProxyAttention(
+            vfm=_method_vfm("dino_vitb16", "tokens", args),
+            **{"beta": 1.2, "gamma": 3.0, "mean_over": "batch", **_strategy_kwargs(name, args)},
+        )
+        aggregator = build_aggregator(
+            "sam_affinity",
+            sam="vit_b",
+            pretrained=False,
+            sam_kwargs=_TINY_SAM_ENCODER if tiny else None,
+            cos_fac=1.2,
+        )
+        refiner = SAMRefiner(sam=_random_sam(args), coarse_thresh=0.2, minimal_area=225)
+        return TrainingFreeSegmentor(
+            clip, strategy=strategy, aggregator=aggregator, post_refiner=refiner, **kwargs
+        )
+    if name == "sam3":
+        from ..sam.sam3 import SAM3Segmentor, build_sam3, tiny_sam3
+
+        full = getattr(args, "sam3_size", "tiny") == "full" and not _tiny_parts(args)
+        model = build_sam3(pretrained=False) if full else tiny_sam3(0)
+        # SAM 3 runs fp32 or bf16 (autocast): any half precision asked for is bf16
+        half = kwargs.get("precision", "fp32") != "fp32"
+        return SAM3Segmentor(model, precision="bf16" if half else "fp32")
     return TrainingFreeSegmentor(clip, strategy=make_strategy(name, args), **kwargs)
+
+
+def _image_and_text(
+    seg: Any, args: argparse.Namespace, device: torch.device
+) -> tuple[torch.Tensor, Any, Any]:
+    """The random ``--image-size`` image ``[1, 3, H, W]``, the vocabulary's embeddings for
+    decoding (``_VOCABULARY``) and those ``encode_image`` needs (``None`` unless the strategy
+    reads the vocabulary, ResCLIP)."""
+    h, w = args.image_size
+    image = torch.rand(1, 3, h, w, device=device)
+    text = seg.encode_text(_VOCABULARY)
+    needs = getattr(seg, "_strategy_needs_text", None)
+    return image, text, text if needs is not None and needs() else None
 
 
 def bench_image(
@@ -241,8 +364,11 @@ def bench_image(
     precision: str | None = None,
     short_side: int | None = None,
 ) -> dict:
-    """One strategy at one precision and short side (default: the first of ``--precision``
-    and ``--short-side``)."""
+    """One strategy (or method of :data:`METHODS`) at one precision and short side (default:
+    the first of ``--precision`` and ``--short-side``): ``encode_image`` of one image, the
+    vocabulary encoded beforehand. The FLOPs are those of one window times the windows for a
+    strategy, of one whole ``encode_image`` call for a method (its VFM, SAM encoder and mask
+    source included)."""
     precision = precision or args.precision
     short_side = short_side or args.short_side
     seg = make_segmentor(
@@ -256,37 +382,193 @@ def bench_image(
         window_batch_size=args.window_batch_size,
         precision=precision,
     ).to(device)
-    h, w = args.image_size
-    image = torch.rand(1, 3, h, w, device=device)
-    hr, wr = rescale_size(h, w, short_side)
-    windows = sliding_windows(hr, wr, args.window, args.stride)
-    crop = windows[0]
-    one = torch.randn(1, 3, crop[1] - crop[0], crop[3] - crop[2], device=device)
+    image, _, text = _image_and_text(seg, args, device)
     extra = _EXTRA_FLOP_FORMULAS if device.type == "cpu" else {}
-    # a strategy whose features depend on the vocabulary (ResCLIP) gets a 21-class one
-    text = seg.encode_text(_VOCABULARY) if seg._strategy_needs_text() else None
-    extras = seg._text_extras(text)
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as counter:
-        seg.backbone(one) if extras is None else seg.backbone(one, extras)
-    flops_window = counter.get_total_flops()
+    if strategy in METHODS:
+        windows = seg._resize_and_window(image)[2] if hasattr(seg, "_resize_and_window") else [None]
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as counter:
+            seg.encode_image(image, text)
+        total_flops = counter.get_total_flops()
+    else:
+        h, w = args.image_size
+        hr, wr = rescale_size(h, w, short_side)
+        windows = sliding_windows(hr, wr, args.window, args.stride)
+        crop = windows[0]
+        one = torch.randn(1, 3, crop[1] - crop[0], crop[3] - crop[2], device=device)
+        # a strategy whose features depend on the vocabulary (ResCLIP) gets a 21-class one
+        extras = seg._text_extras(text)
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as counter:
+            seg.backbone(one) if extras is None else seg.backbone(one, extras)
+        total_flops = counter.get_total_flops() * len(windows)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t = _best_time(lambda: seg.encode_image(image, text), device, args.repeats)
-    total_flops = flops_window * len(windows)
     bound = total_flops / rate
-    return {
+    result = {
         "strategy": strategy,
         "precision": precision,
         "short_side": short_side,
         "windows": len(windows),
         "s_per_image": t,
         "images_per_s": 1.0 / t,
-        "gflops_per_window": flops_window / 1e9,
+        "gflops_per_window": total_flops / len(windows) / 1e9,
         "achieved_gflops": total_flops / t / 1e9,
         "flop_bound_s": bound,
         "time_over_bound": t / bound,
         "peak_mem_mb": peak_memory_mb(device),
     }
+    if strategy in METHODS:
+        result["parts"] = _parts_note(strategy, args)
+    if strategy in NEW_METHODS:
+        result["stages"] = bench_stages(seg, strategy, args, device)
+    return result
+
+
+def _parts_note(name: str, args: argparse.Namespace) -> str:
+    """What a method's row is made of (synthetic masks, tiny models)."""
+    note = METHODS[name]
+    if name == "sam3":
+        full = getattr(args, "sam3_size", "tiny") == "full" and not _tiny_parts(args)
+        note = ("full-size" if full else "tiny (tiny_sam3)") + " random " + note
+    elif _tiny_parts(args):
+        note = "tiny random DINO/SAM; " + note
+    return note
+
+
+class StageClock:
+    """Self time per stage (seconds): a stage's time excludes the stages it calls, so the
+    stages of one run sum to its wall time. Stages are entered by wrapping callables
+    (:meth:`wrap`) or explicitly (:meth:`stage`); time outside every stage goes to ``root``.
+    On CUDA the device is synchronised at every boundary."""
+
+    def __init__(self, device: torch.device, root: str = "other") -> None:
+        self.device = device
+        self.times: dict[str, float] = {}
+        self._stack: list[list[Any]] = []
+        self._wrapped: list[tuple[Any, str, bool, Any]] = []
+        self.root = root
+
+    def _now(self) -> float:
+        _sync(self.device)
+        return time.perf_counter()
+
+    def enter(self, name: str) -> None:
+        t = self._now()
+        if self._stack:
+            top = self._stack[-1]
+            self.times[top[0]] = self.times.get(top[0], 0.0) + t - top[1]
+        self._stack.append([name, t])
+
+    def leave(self) -> None:
+        t = self._now()
+        name, since = self._stack.pop()
+        self.times[name] = self.times.get(name, 0.0) + t - since
+        if self._stack:
+            self._stack[-1][1] = t
+
+    def stage(self, name: str, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        """``fn(*a, **kw)`` timed as stage ``name``."""
+        self.enter(name)
+        try:
+            return fn(*a, **kw)
+        finally:
+            self.leave()
+
+    def wrap(self, obj: Any, attr: str, name: str) -> None:
+        """Time every call of ``obj.attr`` (a module's ``forward``, a method, a callable
+        attribute) as stage ``name`` until :meth:`unwrap_all`."""
+        if obj is None:
+            return
+        had = attr in vars(obj)
+        original = getattr(obj, attr)
+        object.__setattr__(obj, attr, partial(self.stage, name, original))
+        self._wrapped.append((obj, attr, had, original))
+
+    def unwrap_all(self) -> None:
+        for obj, attr, had, original in reversed(self._wrapped):
+            if had:
+                object.__setattr__(obj, attr, original)
+            else:
+                object.__delattr__(obj, attr)
+        self._wrapped.clear()
+
+    def run(self, fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
+        """``(wall seconds, {stage: self seconds})`` of one call of ``fn``."""
+        self.times = {}
+        t0 = self._now()
+        self.stage(self.root, fn)
+        return time.perf_counter() - t0, dict(self.times)
+
+
+#: Stage names of the breakdown table, in its column order.
+STAGES = (
+    "CLIP tower",
+    "last block (method)",
+    "VFM (DINO)",
+    "SAM encoder",
+    "aggregation",
+    "mask generation",
+    "SAM 3 backbone",
+    "SAM 3 grounding",
+    "decode",
+    "refinement",
+    "other",
+)
+
+
+def _wrap_stages(clock: StageClock, seg: Any) -> None:
+    """Put ``clock`` around the stages of ``seg`` (see :data:`STAGES`)."""
+    if hasattr(seg, "sam3"):  # SAM3Segmentor
+        clock.wrap(seg, "encode_image", "SAM 3 backbone")
+        clock.wrap(seg, "class_scores", "SAM 3 grounding")
+        clock.wrap(seg, "decode", "decode")
+        return
+    bb = seg.backbone
+    clock.wrap(bb, "forward", "CLIP tower")
+    clock.wrap(bb, "forward_tokens", "CLIP tower")
+    strategy = getattr(bb, "strategy", None)
+    if strategy is not None:
+        clock.wrap(strategy, "forward", "last block (method)")
+        clock.wrap(getattr(strategy, "vfm", None), "forward", "VFM (DINO)")
+    if seg.aggregator is not None:
+        clock.wrap(seg.aggregator, "forward", "aggregation")
+        clock.wrap(seg.aggregator.sam, "last_attention", "SAM encoder")
+    if seg.mask_source is not None:
+        clock.wrap(seg, "mask_source", "mask generation")
+    clock.wrap(seg, "decode", "decode")
+    clock.wrap(seg.label_refiner, "forward", "decode")
+    clock.wrap(seg.post_refiner, "forward", "refinement")
+
+
+def bench_stages(seg: Any, name: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Where the time of one prediction goes: ``encode_image`` then ``decode`` of one
+    ``--image-size`` image (the vocabulary encoded beforehand, not timed), once, with a
+    :class:`StageClock` around the stages of :data:`STAGES`. For ``corrclip`` also the random
+    SAM ViT-B automatic mask generator with CorrCLIP's settings on the same image, timed
+    apart (``sam_masks_s``: not in the total; the row uses synthetic masks).
+
+    Returns:
+        ``{"total_s", "stages": {stage: seconds}}`` (the stages sum to the total up to the
+        clock's own overhead), plus ``sam_masks_s`` for ``corrclip``.
+    """
+    image, text, image_text = _image_and_text(seg, args, device)
+    clock = StageClock(device)
+    _wrap_stages(clock, seg)
+    try:
+        with torch.no_grad():
+            seg.decode(seg.encode_image(image, image_text), text)  # warm-up, paths cached
+            total, stages = clock.run(lambda: seg.decode(seg.encode_image(image, image_text), text))
+    finally:
+        clock.unwrap_all()
+    out: dict[str, Any] = {"total_s": total, "stages": stages}
+    if name == "corrclip":
+        from ..sam import SamMaskSource
+
+        source = SamMaskSource(sam=_random_sam(args).to(device), options=_CORRCLIP_MASK_OPTIONS)
+        rgb = (image[0].permute(1, 2, 0).cpu().numpy() * 255).astype("uint8")
+        out["sam_masks_s"] = _best_time(lambda: source(rgb), device, 1, warmup=0)
+        out["sam_masks"] = ("tiny " if _tiny_parts(args) else "") + "SAM ViT-B"
+    return out
 
 
 class _PeakRSS:
@@ -603,8 +885,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategies",
         nargs="+",
-        default=[*list_strategies(), "clip_dinoiser"],
-        help="strategy names, and clip_dinoiser",
+        default=[*list_strategies(), "clip_dinoiser", "trident", "sam3"],
+        help="strategy names, clip_dinoiser, and the methods with their own parts: corrclip "
+        "(synthetic grid masks), trident, sam3 (needs the sam3 package)",
+    )
+    p.add_argument(
+        "--strategy-kwargs",
+        default=None,
+        metavar="JSON",
+        help='constructor arguments per strategy, e.g. \'{"resclip": {"rcs_layers": [3]}}\'',
+    )
+    p.add_argument(
+        "--method-parts",
+        choices=["full", "tiny"],
+        default="full",
+        help="sizes of the random DINO / SAM / SAM 3 of corrclip, trident and sam3: full (the "
+        "methods') or tiny (the tests'; with --model ovdense-tiny-vit, a smoke run)",
+    )
+    p.add_argument(
+        "--sam3-size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="sam3's random model: tiny (tiny_sam3) or full (the official sizes, slow)",
     )
     p.add_argument("--vfm", default="dino_vitb8", help="vision foundation model of 'proxy'")
     p.add_argument(
@@ -798,29 +1100,72 @@ def _run_image(clip: Any, args: argparse.Namespace, device: torch.device, result
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    strategies = list(args.strategies)
+    if "sam3" in strategies and (why := sam3_available()) is not None:
+        strategies.remove("sam3")
+        print(f"(sam3 skipped: {why})")
     for prec in args.precisions:
         for side in args.short_sides:
-            for strategy in args.strategies:
+            for strategy in strategies:
                 r = bench_image(clip, strategy, args, device, rates[prec], prec, side)
                 results["image"].append(r)
+                mark = "*" if strategy in METHODS else ""
                 print(
-                    f"| {strategy} | {prec} | {side} | {r['windows']} | {r['s_per_image']:.3f} | "
-                    f"{r['images_per_s']:.2f} | {r['achieved_gflops']:.1f} | "
-                    f"{r['time_over_bound']:.3f} | {r['peak_mem_mb']:.0f} |"
+                    f"| {strategy}{mark} | {prec} | {side} | {r['windows']} | "
+                    f"{r['s_per_image']:.3f} | {r['images_per_s']:.2f} | "
+                    f"{r['achieved_gflops']:.1f} | {r['time_over_bound']:.3f} | "
+                    f"{r['peak_mem_mb']:.0f} |"
                 )
-    if args.strategies and args.window_batch_size > 1:
+    _print_stages(results["image"])
+    plain = [r for r in results["image"] if r["strategy"] not in METHODS]
+    if plain and args.window_batch_size > 1:
         one = argparse.Namespace(**{**vars(args), "window_batch_size": 1})
-        first = results["image"][0]
+        first = plain[0]
         r1 = bench_image(
-            clip, args.strategies[0], one, device, rates[args.precision], args.precision
-        )
+            clip, first["strategy"], one, device, rates[first["precision"]], first["precision"],
+            first["short_side"],
+        )  # fmt: skip
         batched = first["s_per_image"]
         results["unbatched"] = {**r1, "batching_speedup": r1["s_per_image"] / batched}
         print(
-            f"\n{args.strategies[0]} ({args.precision}, short side {args.short_side}) with one "
-            f"window per backbone call: {r1['s_per_image']:.3f} s/image; batching "
+            f"\n{first['strategy']} ({first['precision']}, short side {first['short_side']}) "
+            f"with one window per backbone call: {r1['s_per_image']:.3f} s/image; batching "
             f"{args.window_batch_size} windows is {r1['s_per_image'] / batched:.2f}x faster"
         )
+
+
+def _print_stages(rows: list[dict]) -> None:
+    """The rows of the methods (``*``): what they are made of, and where their time goes."""
+    rows = [r for r in rows if "stages" in r]
+    if not rows:
+        return
+    print()
+    for r in rows:
+        if "parts" in r:
+            print(f"* {r['strategy']}: {r['parts']}")
+    used = [s for s in STAGES if any(s in r["stages"]["stages"] for r in rows)]
+    print(
+        "\n## Where the time goes: one prediction (encode_image + decode, the vocabulary "
+        f"of {len(_VOCABULARY)} names encoded beforehand), self seconds per stage"
+    )
+    header = ("method", "precision", "short side", *used, "sum", "total")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        st = r["stages"]
+        cells = [f"{st['stages'].get(s, 0.0):.3f}" if s in st["stages"] else "-" for s in used]
+        print(
+            f"| {r['strategy']} | {r['precision']} | {r['short_side']} | "
+            + " | ".join(cells)
+            + f" | {sum(st['stages'].values()):.3f} | {st['total_s']:.3f} |"
+        )
+    for r in rows:
+        if "sam_masks_s" in r["stages"]:
+            print(
+                f"{r['strategy']}: {r['stages']['sam_masks']} automatic masks (random weights, "
+                "8 x 8 points, CorrCLIP's thresholds) on the same image, timed apart (not in "
+                f"the rows, which use the synthetic grid): {r['stages']['sam_masks_s']:.3f} s"
+            )
 
 
 def _run_memory(clip: Any, args: argparse.Namespace, device: torch.device, results: dict) -> None:

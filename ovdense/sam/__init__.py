@@ -24,6 +24,7 @@ from .instances import (
 from .mask_source import (
     MASK_SOURCES,
     CachedMaskSource,
+    GridMaskSource,
     MaskSource,
     Sam2MaskSource,
     SamMaskSource,
@@ -41,6 +42,7 @@ __all__ = [
     "SAM3Segmentor",
     "SCORE_MODES",
     "CachedMaskSource",
+    "GridMaskSource",
     "Instances",
     "MaskGenerator",
     "MaskGeneratorOptions",

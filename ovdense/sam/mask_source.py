@@ -17,7 +17,9 @@ correction, :class:`~ovdense.sam.SamInstanceSegmenter`, the demo).
 
 Registry :data:`MASK_SOURCES`: ``"sam"`` (segment-anything's automatic masks,
 :class:`SamMaskSource`) and ``"sam2"`` (SAM 2's, :class:`Sam2MaskSource`; needs the optional
-``sam2`` package: ``pip install "ovdense[sam2]"``). :func:`build_mask_source` builds one by
+``sam2`` package: ``pip install "ovdense[sam2]"``); ``"grid"`` (:class:`GridMaskSource`, a fixed
+grid of rectangles: no model, for timing a mask-reading method without a mask generator).
+:func:`build_mask_source` builds one by
 name; a config writes ``L(SamMaskSource)(kind="vit_h", checkpoint=...)``.
 """
 
@@ -45,6 +47,7 @@ __all__ = [
     "MASK_SOURCES",
     "SAM2_DEFAULTS",
     "CachedMaskSource",
+    "GridMaskSource",
     "MaskSource",
     "Sam2MaskSource",
     "SamMaskSource",
@@ -254,6 +257,33 @@ class SamMaskSource(MaskSource):
             self._digest,
         )
         return {"source": "sam", "kind": self.kind, **weights, "options": asdict(self.options)}
+
+
+@MASK_SOURCES.register("grid")
+class GridMaskSource(MaskSource):
+    """A fixed ``rows x cols`` grid of rectangles covering the image (cell ``(i, j)`` spans rows
+    ``i * H // rows .. (i + 1) * H // rows``, likewise for columns), in row-major order: the same
+    masks for every image of a size, computed in no time. Synthetic: for timing a method that
+    reads masks (CorrCLIP) apart from the mask generator (``ovdense benchmark``), not for results.
+
+    Raises:
+        ValueError: ``rows`` or ``cols`` below 1.
+    """
+
+    def __init__(self, rows: int = 4, cols: int = 4) -> None:
+        if int(rows) < 1 or int(cols) < 1:
+            raise ValueError(f"rows and cols must be >= 1, got {rows} and {cols}.")
+        self.rows, self.cols = int(rows), int(cols)
+
+    def generate(self, image: np.ndarray) -> Tensor:
+        h, w = image.shape[:2]
+        ys = torch.arange(h) * self.rows // h  # [H] row of the grid of each pixel row
+        xs = torch.arange(w) * self.cols // w  # [W]
+        cell = ys[:, None] * self.cols + xs[None, :]  # [H, W]
+        return cell[None] == torch.arange(self.rows * self.cols)[:, None, None]
+
+    def settings(self) -> dict[str, Any]:
+        return {"source": "grid", "rows": self.rows, "cols": self.cols}
 
 
 #: SAM 2's ``SAM2AutomaticMaskGenerator`` options and their defaults (sam2's own).
