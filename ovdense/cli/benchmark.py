@@ -10,7 +10,17 @@ Sections (for a ViT-B/16-sized open_clip model, random weights unless --pretrain
   largest differences, and the cached re-run;
 * ``image``, per strategy, precision and short side: seconds per image, images/s, peak memory,
   achieved GFLOP/s next to a ``torch.matmul`` GEMM rate measured in the same run, and the ratio
-  of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate);
+  of the measured time to the FLOP bound (windows x FLOPs per window / GEMM rate). The
+  methods with parts of their own (random weights, ``--method-parts``), marked ``*``:
+  ``corrclip`` (DINO ViT-B/8 query+key; its masks a fixed 4 x 4 grid, ``GridMaskSource``,
+  with a random SAM ViT-B's automatic masks timed apart), ``trident`` (DINO ViT-B/16 proxy
+  attention over all windows, SAM ViT-B affinity aggregation; its SAM refinement is timed in
+  the breakdown only) and ``sam3`` (only with the ``sam3`` package: tiny, or ``--sam3-size
+  full``); their FLOPs are those of a whole ``encode_image``. For ResCLIP, SC-CLIP and these,
+  a second table says where the time of one prediction (``encode_image`` + ``decode``) goes:
+  self seconds of the CLIP tower, the method's last block, the VFM, the SAM encoder, the
+  aggregation, the mask generation, SAM 3's backbone and grounding, decoding, refinement,
+  and the rest (resize, windows, stitching);
 * ``memory``: peak memory (resident set, sampled every 0.5 ms, above the state before each
   step) of the demo's steps on one ``--demo-image-size`` image — ``set_image``, the labels-only
   ``predict`` for each ``--demo-classes`` count, the overlay, the label PNG — as MB per
@@ -247,7 +257,7 @@ NEW_METHODS = ("resclip", "scclip", "corrclip", "trident", "sam3")
 
 #: ``--method-parts tiny``: the random DINO / SAM / SAM 3 sizes of the tests (a smoke run with
 #: ``--model ovdense-tiny-vit``); ``full``: the sizes the methods use.
-_TINY_VIT = {"img_size": 32, "embed_dim": 24, "depth": 2, "num_heads": 2}
+_TINY_VIT: dict[str, Any] = {"img_size": 32, "embed_dim": 24, "depth": 2, "num_heads": 2}
 _TINY_SAM_ENCODER = {
     "img_size": 64,
     "patch_size": 8,
