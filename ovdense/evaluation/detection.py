@@ -20,7 +20,7 @@ import torch
 
 from .base import DatasetEvaluator
 
-__all__ = ["COCODetectionEvaluator", "COCO_STAT_NAMES"]
+__all__ = ["COCODetectionEvaluator", "COCO_STAT_NAMES", "coco_results"]
 
 #: Names of ``COCOeval.stats`` (bbox), in order.
 COCO_STAT_NAMES = (
@@ -71,25 +71,9 @@ class COCODetectionEvaluator(DatasetEvaluator):
     def process(self, inputs: Sequence[int], outputs: Sequence[Mapping[str, torch.Tensor]]) -> None:
         if len(inputs) != len(outputs):
             raise ValueError(f"{len(inputs)} image ids but {len(outputs)} outputs.")
-        for image_id, out in zip(inputs, outputs):
+        for image_id, out in zip(inputs, outputs, strict=True):
             self._image_ids.append(int(image_id))
-            boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
-            scores = out["scores"].detach().float().cpu().numpy().reshape(-1)
-            labels = out["labels"].detach().cpu().numpy().reshape(-1)
-            if labels.size and (labels.min() < 0 or labels.max() >= len(self.classes)):
-                raise ValueError(
-                    f"Detection labels must index the {len(self.classes)} classes, got values "
-                    f"in [{labels.min()}, {labels.max()}]."
-                )
-            for (x1, y1, x2, y2), s, k in zip(boxes, scores, labels):
-                self._results.append(
-                    {
-                        "image_id": int(image_id),
-                        "category_id": self.cat_ids[int(k)],
-                        "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                        "score": float(s),
-                    }
-                )
+            self._results.extend(coco_results(int(image_id), out, self.cat_ids))
 
     def evaluate(self) -> dict[str, Any]:
         """``{"bbox": {AP, AP50, ..., AR100, ..., AP50_<group>..., AP50_all,
@@ -123,6 +107,47 @@ class COCODetectionEvaluator(DatasetEvaluator):
         result["AP50_all"] = _nanmean(list(per_class.values()))
         result["per_class_AP50"] = per_class
         return {"bbox": result}
+
+
+def coco_results(
+    image_id: int,
+    out: Mapping[str, torch.Tensor],
+    cat_ids: Sequence[int],
+    segmentations: Sequence[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One image's detections as COCO result records (``bbox`` as XYWH).
+
+    Args:
+        image_id: the image's id.
+        out: ``boxes`` ``[M, 4]`` XYXY, ``scores`` ``[M]``, ``labels`` ``[M]`` (indices into
+            ``cat_ids``).
+        cat_ids: the category id of each label.
+        segmentations: ``M`` RLEs to store as ``segmentation`` (mask evaluation), or ``None``.
+
+    Raises:
+        ValueError: a label outside ``0 .. len(cat_ids) - 1``.
+    """
+    boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
+    scores = out["scores"].detach().float().cpu().numpy().reshape(-1)
+    labels = out["labels"].detach().cpu().numpy().reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(cat_ids)):
+        raise ValueError(
+            f"Detection labels must index the {len(cat_ids)} classes, got values in "
+            f"[{labels.min()}, {labels.max()}]."
+        )
+    rles = [None] * len(labels) if segmentations is None else list(segmentations)
+    records = []
+    for (x1, y1, x2, y2), s, k, rle in zip(boxes, scores, labels, rles, strict=True):
+        record: dict[str, Any] = {
+            "image_id": int(image_id),
+            "category_id": int(cat_ids[int(k)]),
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "score": float(s),
+        }
+        if rle is not None:
+            record["segmentation"] = rle
+        records.append(record)
+    return records
 
 
 def _nanmean(values: Sequence[float]) -> float:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .base import DatasetEvaluator
+from .detection import _nanmean, coco_results
 
 __all__ = [
     "LVIS_STAT_NAMES",
@@ -385,15 +386,7 @@ class LVISEvaluator(DatasetEvaluator):
             raise ValueError(f"{len(inputs)} image ids but {len(outputs)} outputs.")
         for image_id, out in zip(inputs, outputs, strict=True):
             self._image_ids.append(int(image_id))
-            boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
-            scores = out["scores"].detach().float().cpu().numpy().reshape(-1)
-            labels = out["labels"].detach().cpu().numpy().reshape(-1)
-            if labels.size and (labels.min() < 0 or labels.max() >= len(self.classes)):
-                raise ValueError(
-                    f"Detection labels must index the {len(self.classes)} classes, got values "
-                    f"in [{labels.min()}, {labels.max()}]."
-                )
-            rles: list[Any] = [None] * len(labels)
+            rles = None
             if "segm" in self.iou_types:
                 if "masks" not in out:
                     raise ValueError(
@@ -405,17 +398,8 @@ class LVISEvaluator(DatasetEvaluator):
                     m = m[:, 0]
                 binary = m.bool() if m.dtype == torch.bool else m.float() >= self.mask_threshold
                 arr = np.asfortranarray(binary.numpy().astype(np.uint8).transpose(1, 2, 0))
-                rles = list(mask_utils.encode(arr)) if len(labels) else []
-            for (x1, y1, x2, y2), s, k, rle in zip(boxes, scores, labels, rles, strict=True):
-                res: dict[str, Any] = {
-                    "image_id": int(image_id),
-                    "category_id": self.cat_ids[int(k)],
-                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                    "score": float(s),
-                }
-                if rle is not None:
-                    res["segmentation"] = rle
-                self._results.append(res)
+                rles = list(mask_utils.encode(arr)) if len(m) else []
+            self._results.extend(coco_results(int(image_id), out, self.cat_ids, rles))
 
     def evaluate(self) -> dict[str, Any]:
         """``{"bbox": {AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300, ...,
@@ -440,8 +424,3 @@ class LVISEvaluator(DatasetEvaluator):
             }
             out[iou_type] = res
         return out
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return float(np.mean(vals)) if vals else float("nan")
