@@ -1327,9 +1327,14 @@ class Segmentor(LabelRules, nn.Module):
     def window_logits(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
         """Head scores per name at the resized size: ``[B, N, Hr, Wr]`` (window scores
         upsampled to their crop, averaged where windows overlap)."""
+        return self.merge_windows(self.window_scores(feats, text), feats, feats.resized_size)
+
+    def window_scores(self, feats: ImageFeatures, text: ClassEmbeddings) -> Tensor:
+        """The head on every window map of ``feats``, ``window_batch_size`` maps at a time:
+        ``[num_maps, N, h', w']`` in the order of ``feats.dense`` (see :meth:`head_scores`)."""
         embeds = self._head_embeds(text, feats.dense.device)
-        step = self.window_batch_size
-        scores = torch.cat(
+        step = max(1, self.window_batch_size)
+        return torch.cat(
             [
                 self.head_scores(
                     feats.dense[s : s + step],
@@ -1340,7 +1345,6 @@ class Segmentor(LabelRules, nn.Module):
             ],
             dim=0,
         )
-        return self.merge_windows(scores, feats, feats.resized_size)
 
     def _to_input_size(self, logits: Tensor, feats: ImageFeatures) -> Tensor:
         if tuple(logits.shape[-2:]) == tuple(feats.image_size):
@@ -1521,19 +1525,7 @@ class Segmentor(LabelRules, nn.Module):
         probabilities are made ``name_chunk`` names at a time, keeping a running maximum, so
         the memory does not grow with the vocabulary."""
         dev = feats.dense.device
-        embeds = self._head_embeds(text, dev)
-        step = max(1, self.window_batch_size)
-        scores = torch.cat(
-            [
-                self.head_scores(
-                    feats.dense[s : s + step],
-                    embeds,
-                    self._window_intermediates(feats, s, s + step) if self.head_layers else None,
-                )
-                for s in self._window_chunks(feats)
-            ],
-            dim=0,
-        )
+        scores = self.window_scores(feats, text)
         n2c = text.name_to_class.to(dev)
         full = return_probs or self.area_thd is not None or self._keeps_images
         if full:
