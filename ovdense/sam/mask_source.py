@@ -317,22 +317,47 @@ def require_sam2() -> Any:
     return sam2
 
 
+def _sam2_postprocessing(model: nn.Module) -> bool:
+    """Whether a SAM 2 model was built with ``apply_postprocessing`` (its mask decoder falls
+    back to multi-mask output when a single mask is unstable)."""
+    decoder = getattr(model, "sam_mask_decoder", None)
+    return bool(getattr(decoder, "dynamic_multimask_via_stability", False))
+
+
+def _sam2_model_settings(model: nn.Module) -> dict[str, Any]:
+    """What changes a SAM 2 model's masks beyond its weights: its input size and its mask
+    decoder's dynamic multi-mask settings."""
+    decoder = getattr(model, "sam_mask_decoder", None)
+    names = ("dynamic_multimask_stability_delta", "dynamic_multimask_stability_thresh")
+    return {
+        "type": type(model).__name__,
+        "image_size": getattr(model, "image_size", None),
+        **{n: getattr(decoder, n, None) for n in names},
+    }
+
+
 @MASK_SOURCES.register("sam2")
 class Sam2MaskSource(MaskSource):
     """SAM 2's automatic masks (``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator``,
     binary masks). Needs the optional ``sam2`` package (``pip install "ovdense[sam2]"``).
 
-    Ordering: the generator's record order.
+    Ordering: the generator's record order; the masks are exactly those of a
+    ``SAM2AutomaticMaskGenerator(model, output_mode="binary_mask", **options)`` on the same image
+    (checked against sam2 1.1.0 in ``tests/sam/test_sam2_source.py``).
 
     Args:
         model: a SAM 2 model (``sam2.build_sam.build_sam2(...)``); default: built from
             ``config`` and ``checkpoint``.
-        config: sam2's model config name (``"sam2_hiera_l.yaml"``, SAM 2 Hiera-L, CorrCLIP's;
-            ``"configs/sam2.1/sam2.1_hiera_l.yaml"`` for SAM 2.1).
-        checkpoint: the official file of that model (``sam2_hiera_large.pt``), read with
-            ``weights_only=True``.
-        device: where a model built here runs.
-        apply_postprocessing: sam2's ``build_sam2`` option (CorrCLIP: ``False``).
+        config: sam2's model config name; default ``"sam2_hiera_l.yaml"`` (SAM 2 Hiera-L,
+            CorrCLIP's) when a model is built here; ``"configs/sam2.1/sam2.1_hiera_l.yaml"`` for
+            SAM 2.1. With ``model`` given it is only a label in :meth:`settings`.
+        checkpoint: the official file of that model (``sam2_hiera_large.pt``: a dict with the
+            state dict under ``"model"``, or a bare state dict), read with ``weights_only=True``
+            and loaded strictly.
+        device: where a model built here runs (a given ``model`` stays where it is).
+        apply_postprocessing: sam2's ``build_sam2`` option for a model built here (CorrCLIP:
+            ``False``; sam2's own default is ``True``); a given ``model``'s mask decoder is read
+            instead.
         generator: any object with ``generate(image) -> records`` instead (tests; give
             ``cache_id`` to cache it).
         cache_id: a name of the model and weights for the cache key.
@@ -341,13 +366,14 @@ class Sam2MaskSource(MaskSource):
 
     Raises:
         ImportError: sam2 is not installed (naming the extra).
-        ValueError: no model, generator nor checkpoint; an unknown option.
+        ValueError: no model, generator nor checkpoint; an unknown option; a checkpoint that
+            does not fit ``config``.
     """
 
     def __init__(
         self,
         model: nn.Module | None = None,
-        config: str = "sam2_hiera_l.yaml",
+        config: str | None = None,
         checkpoint: str | os.PathLike | None = None,
         *,
         device: str | torch.device = "cpu",
@@ -370,11 +396,14 @@ class Sam2MaskSource(MaskSource):
         if generator is None:
             require_sam2()
         self.options = {**SAM2_DEFAULTS, **options}
+        if model is None and generator is None:
+            config = config or "sam2_hiera_l.yaml"
+            model = self._build(config, str(checkpoint), device, bool(apply_postprocessing))
         self.config = config
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        if model is not None:
+            apply_postprocessing = _sam2_postprocessing(model)
         self.apply_postprocessing = bool(apply_postprocessing)
-        if model is None and generator is None:
-            model = self._build(config, str(checkpoint), device, self.apply_postprocessing)
         self.model = model
         self._generator = generator
         self.cache_id = cache_id
@@ -386,10 +415,20 @@ class Sam2MaskSource(MaskSource):
 
         from ..utils.weights import load_weights_file
 
-        model = build_sam2(config, None, device="cpu", apply_postprocessing=postprocess)
         state = load_weights_file(checkpoint, what="SAM 2 checkpoint")
-        state = state.get("model", state) if isinstance(state, dict) else state
-        model.load_state_dict(state)
+        if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+            state = state["model"]
+        model = build_sam2(config, None, device="cpu", apply_postprocessing=postprocess)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(
+                f"SAM 2 checkpoint {checkpoint} does not fit config {config!r} ({first}); pass "
+                "the config of the checkpoint's model, e.g. config='sam2_hiera_l.yaml' for "
+                "sam2_hiera_large.pt, 'configs/sam2.1/sam2.1_hiera_l.yaml' for "
+                "sam2.1_hiera_large.pt."
+            ) from None
         return model.to(device).eval()
 
     @property
@@ -416,10 +455,12 @@ class Sam2MaskSource(MaskSource):
             self.cache_id,
             self._digest,
         )
+        model = {} if self.model is None else {"model": _sam2_model_settings(self.model)}
         return {
             "source": "sam2",
             "config": self.config,
             "apply_postprocessing": self.apply_postprocessing,
+            **model,
             **weights,
             "options": dict(sorted(self.options.items())),
         }
