@@ -144,6 +144,39 @@ def test_predict_equals_ovdense_inference(tiny_model):
     assert out.seg_logits.data.shape == (4, 45, 58)
 
 
+def test_text_needing_strategy_gets_the_vocabulary():
+    """A strategy whose image features need the vocabulary (ResCLIP's semantic feedback) runs
+    through ``predict`` and the tensor mode, with ovdense's own results; without the text the
+    features differ (the test can fail)."""
+    model = MODELS.build(
+        _model_cfg(
+            preset="resclip",
+            classnames=list(CLASSES),
+            overrides=[
+                *TINY,
+                "model.strategy_kwargs.rcs_layers=(1,)",
+                "model.strategy_kwargs.temp_thd=0.0",
+            ],  # fmt: skip
+        )
+    ).eval()
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (45, 58, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    out = model.predict(x, [SegDataSample(metainfo=dict(ori_shape=(45, 58), img_shape=(45, 58)))])
+    seg = model.seg
+    text = seg.encode_text(list(CLASSES))
+    ref = seg.decode(seg.encode_image(x / 255.0, text=text), text)
+    assert torch.equal(out[0].pred_sem_seg.data, ref.labels[0:1])
+    assert torch.allclose(out[0].seg_logits.data, ref.probs[0], atol=1e-6)
+    assert torch.allclose(model._forward(x), ref.probs, atol=1e-6)
+    # the feedback matters here: other names give other features
+    other = seg.encode_text(["sky", "grass", "road", "car"])
+    assert not torch.allclose(
+        model.extract_feat(x), seg.encode_image(x / 255.0, text=other).dense, atol=1e-4
+    )
+    assert torch.allclose(model.extract_feat(x), seg.encode_image(x / 255.0, text=text).dense)
+
+
 def test_mmseg_resized_input_comes_back_at_ori_shape(tiny_model):
     """An image resized by the pipeline (img_shape != ori_shape): maps at ori_shape, the merged
     window maps resized there (the official repositories' order)."""

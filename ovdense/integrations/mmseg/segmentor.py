@@ -208,7 +208,8 @@ class OVDenseSegmentor(BaseSegmentor):
         metas = [s.metainfo for s in data_samples]
         text = self.seg.encode_text(self._vocabulary())
         for image, meta, sample in zip(self._images(inputs, metas), metas, data_samples):
-            feats = self.seg.encode_image(image.to(self.seg.device))
+            # the vocabulary goes to encode_image too: a strategy may need it (ResCLIP's SFR)
+            feats = self.seg.encode_image(image.to(self.seg.device), text=text)
             oh, ow = meta.get("ori_shape", image.shape[-2:])[:2]
             ori = (int(oh), int(ow))
             if ori != tuple(feats.image_size):
@@ -231,7 +232,8 @@ class OVDenseSegmentor(BaseSegmentor):
     def _forward(self, inputs: Tensor, data_samples: list[SegDataSample] | None = None) -> Tensor:
         """The class probabilities ``[B, C, H, W]`` at the input size (``mode='tensor'``)."""
         text = self.seg.encode_text(self._vocabulary())
-        feats = self.seg.encode_image((inputs / 255.0).clamp(0.0, 1.0).to(self.seg.device))
+        images = (inputs / 255.0).clamp(0.0, 1.0).to(self.seg.device)
+        feats = self.seg.encode_image(images, text=text)
         out = self.seg.decode(feats, text, return_probs=True)
         assert out.probs is not None
         return out.probs
@@ -243,8 +245,11 @@ class OVDenseSegmentor(BaseSegmentor):
         )
 
     def extract_feat(self, inputs: Tensor) -> Any:
-        """The dense features of the ovdense backbone (windows of the resized images)."""
-        return self.seg.encode_image((inputs / 255.0).clamp(0.0, 1.0).to(self.seg.device)).dense
+        """The dense features of the ovdense backbone (windows of the resized images); with the
+        vocabulary when one is set (a strategy such as ResCLIP's needs it)."""
+        text = self.seg.encode_text(self.vocabulary) if self.vocabulary is not None else None
+        images = (inputs / 255.0).clamp(0.0, 1.0).to(self.seg.device)
+        return self.seg.encode_image(images, text=text).dense
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         return self._forward(inputs)
