@@ -1,15 +1,20 @@
 """Parity of ovdense's presets with the official SCLIP-family code, both run through mmseg.
 
 The official repositories are the reference: their segmentors (SCLIP, NACLIP, ClearCLIP,
-ProxyCLIP) are imported as they are from a checkout given on the command line (never copied
-into ovdense) and run on identical random weights next to ovdense's ``OVDenseSegmentor``, on the
-same synthetic images, with each repository's own ``configs/cfg_<benchmark>.py`` settings and
-class-name files. Reported per method and benchmark setting: the largest absolute difference of
-the final class-probability maps (``seg_logits``, what each repository stores there) and the
-share of pixels whose label (``pred_sem_seg``) agrees.
+ProxyCLIP, ResCLIP, SC-CLIP) are imported as they are from a checkout given on the command line
+(never copied into ovdense) and run on identical random weights next to ovdense's
+``OVDenseSegmentor``, on the same synthetic images, with each repository's own
+``configs/cfg_<benchmark>.py`` settings and class-name files. Reported per method and
+benchmark setting: the largest absolute difference of the final class-probability maps
+(``seg_logits``, what each repository stores there) and the share of pixels whose label
+(``pred_sem_seg``) agrees.
 
     python tools/parity_official.py --sclip DIR --naclip DIR --clearclip DIR \\
-        --proxyclip DIR --dino DIR --out docs/parity_mmseg.md
+        --proxyclip DIR --dino DIR --resclip DIR --scclip DIR --out docs/parity_mmseg.md
+
+Any subset of the methods runs; with ``--merge`` the rows already in ``--out``'s table for the
+methods not given are kept (e.g. ``--resclip DIR --scclip DIR --merge`` adds or refreshes those
+two). ``--json`` / ``--rows-from`` carry the rows of separate runs (e.g. one per ``--settings``).
 
 A ``DIR`` is a checkout or a git directory (e.g. what the ``fetch`` tool returns: it is
 exported with ``git archive HEAD`` into a temporary folder). ``--dino`` is
@@ -28,6 +33,12 @@ How the weights are made identical:
   ``clip.load(path)``; ClearCLIP and ProxyCLIP with their own ``open_clip`` copy's
   ``create_model`` (the architecture added with its ``add_model_config``; the call's model name
   and weight tag are replaced, nothing else). ovdense loads the same file with ``load_clip``.
+- ResCLIP and SC-CLIP use blocks at fixed indices of ViT-B/16's 12 (ResCLIP's RCS blocks 6-9
+  are hard-coded; SC-CLIP's defaults reach block 10): for them the same narrow CLIP with 12
+  blocks, drawn after the others (which stay as they were). ResCLIP moves tensors to "cuda"
+  itself (``.cuda()``, ``.to(torch.device('cuda'))``); on a machine without CUDA those moves are
+  made no-ops in its process. Its feedback matrix is rounded to fp16 by its code; ovdense runs as
+  shipped and with ``sfr_half=True`` (the same rounding).
 - DINO (ProxyCLIP): a small ViT/8 (width 128, 3 blocks, 2 heads) built by DINO's own
   ``vision_transformer.py`` in place of ``torch.hub.load(..., 'dino_vitb8')``; ovdense builds the
   same size through timm and loads the same state dict.
@@ -48,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +73,19 @@ CLIP_CFG = {
     "vision_cfg": {"image_size": 224, "layers": 4, "width": 128, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
 }
+#: the same narrow CLIP with ViT-B/16's 12 blocks, for the methods whose official code uses
+#: blocks at fixed indices (ResCLIP: blocks 6-9 hard-coded; SC-CLIP: blocks 3-10 by default)
+PARITY_NAME_12 = "ovdense-parity-ViT-tiny-16-12blocks"
+CLIP_CFG_12 = {**CLIP_CFG, "vision_cfg": {**CLIP_CFG["vision_cfg"], "layers": 12}}
 DINO_SIZE = {"embed_dim": 128, "depth": 3, "num_heads": 2}
 
-#: method -> (module of the official segmentor, CLIP loader, extra model settings)
+#: method -> module of the official segmentor, CLIP loader, extra model settings; ``blocks``:
+#: the CLIP's depth (default 4); ``renormalised``: the stored probabilities sum to 1 over the
+#: classes; ``cuda_moves``: the code moves tensors to "cuda" itself (made no-ops on a CPU);
+#: ``ovdense_variants``: extra ovdense runs (row suffix -> overrides) next to the preset as shipped
 METHODS: dict[str, dict[str, Any]] = {
     "sclip": {"module": "clip_segmentor", "loader": "openai"},
-    "naclip": {"module": "naclip", "loader": "openai"},
+    "naclip": {"module": "naclip", "loader": "openai", "renormalised": True},
     # the released base config says model_type='vanilla' (q-k attention); the paper's method,
     # per the authors (mc-lan/ClearCLIP#12), is model_type='ClearCLIP'
     "clearclip": {
@@ -76,6 +95,18 @@ METHODS: dict[str, dict[str, Any]] = {
         "fp16": True,
     },
     "proxyclip": {"module": "proxyclip_segmentor", "loader": "open_clip", "fp16": True},
+    # ResCLIP's segmentor default attn_strategy='resclip' is NACLIP's attention (k-k, Gaussian
+    # window, reduced last block: the same branch as 'naclip'); it rounds the feedback matrix to
+    # fp16 before mixing it in, which ovdense does with sfr_half=True (default off)
+    "resclip": {
+        "module": "resclip_segmentor",
+        "loader": "openai",
+        "blocks": 12,
+        "renormalised": True,
+        "cuda_moves": True,
+        "ovdense_variants": {" (ovdense sfr_half)": ["+model.strategy_kwargs.sfr_half=True"]},
+    },
+    "scclip": {"module": "scclip_segmentor", "loader": "openai", "blocks": 12},
 }
 #: official config -> ovdense benchmark
 SETTINGS = {"voc21": "voc21", "ade20k": "ade20k_150"}
@@ -142,22 +173,27 @@ def make_weights(work: Path) -> dict[str, Path]:
     cfg_dir = work / "model_configs"
     cfg_dir.mkdir(parents=True, exist_ok=True)
     (cfg_dir / f"{PARITY_NAME}.json").write_text(json.dumps(CLIP_CFG))
+    (cfg_dir / f"{PARITY_NAME_12}.json").write_text(json.dumps(CLIP_CFG_12))
     gen = torch.Generator().manual_seed(0)
-    clip = load_clip(config={k: v for k, v in CLIP_CFG.items() if k != "quick_gelu"}, seed=0)
-    state = {}
-    for name, p in clip.state_dict().items():
-        if name == "logit_scale":
-            value = p.clone()
-        elif p.ndim == 1 and ("ln" in name or "norm" in name) and name.endswith("weight"):
-            value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
-        elif name.endswith("positional_embedding") or name.endswith("class_embedding"):
-            value = 0.5 * torch.randn(p.shape, generator=gen)
-        else:
-            fan_in = p.shape[-1] if p.ndim > 1 else 16
-            value = torch.randn(p.shape, generator=gen) * (1.5 / fan_in**0.5)
-        state[name] = value.half().float()
-    clip_file = work / "clip_tiny_openai_layout.pt"
-    torch.save(state, clip_file)
+
+    def random_clip(cfg: dict, path: Path) -> Path:
+        clip = load_clip(config={k: v for k, v in cfg.items() if k != "quick_gelu"}, seed=0)
+        state = {}
+        for name, p in clip.state_dict().items():
+            if name == "logit_scale":
+                value = p.clone()
+            elif p.ndim == 1 and ("ln" in name or "norm" in name) and name.endswith("weight"):
+                value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("positional_embedding") or name.endswith("class_embedding"):
+                value = 0.5 * torch.randn(p.shape, generator=gen)
+            else:
+                fan_in = p.shape[-1] if p.ndim > 1 else 16
+                value = torch.randn(p.shape, generator=gen) * (1.5 / fan_in**0.5)
+            state[name] = value.half().float()
+        torch.save(state, path)
+        return path
+
+    clip_file = random_clip(CLIP_CFG, work / "clip_tiny_openai_layout.pt")
 
     torch.manual_seed(1)
     dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, **DINO_SIZE)
@@ -171,7 +207,16 @@ def make_weights(work: Path) -> dict[str, Path]:
         dstate[name] = value.half().float()
     dino_file = work / "dino_tiny_vit8.pt"
     torch.save(dstate, dino_file)
-    return {"clip": clip_file, "config_dir": cfg_dir, "dino": dino_file}
+    # drawn last, so the 4-block CLIP and DINO above stay what they were before it existed
+    clip12_file = random_clip(CLIP_CFG_12, work / "clip_tiny12_openai_layout.pt")
+    return {"clip": clip_file, "clip12": clip12_file, "config_dir": cfg_dir, "dino": dino_file}
+
+
+def _clip_for(method: str) -> tuple[str, str]:
+    """The weight key and open_clip architecture name of ``method``'s CLIP."""
+    if METHODS[method].get("blocks") == 12:
+        return "clip12", PARITY_NAME_12
+    return "clip", PARITY_NAME
 
 
 def make_images(work: Path) -> list[Path]:
@@ -258,6 +303,20 @@ def worker(args: argparse.Namespace) -> None:
             return vit
 
         torch.hub.load = hub_load
+    if spec.get("cuda_moves") and not torch.cuda.is_available():
+        # ResCLIP moves its feedback maps with .cuda() and its feedback PAMR with
+        # .to(torch.device('cuda')) whatever the model's device; on a CPU those moves are made
+        # no-ops in this process (nothing else changes)
+        torch.Tensor.cuda = lambda self, *a, **kw: self  # type: ignore[method-assign]
+        module_to = torch.nn.Module.to
+
+        def to_cpu(self: Any, *a: Any, **kw: Any) -> Any:
+            a = tuple("cpu" if "cuda" in str(x) else x for x in a)
+            if "cuda" in str(kw.get("device", "")):
+                kw["device"] = "cpu"
+            return module_to(self, *a, **kw)
+
+        torch.nn.Module.to = to_cpu  # type: ignore[method-assign]
     if args.fp32:
         # ClearCLIP and ProxyCLIP cast their models and inputs to fp16 (a GPU setting); for an
         # fp32 reference those casts are made no-ops in this process (nothing else changes)
@@ -296,7 +355,7 @@ def worker(args: argparse.Namespace) -> None:
     model_cfg.update(spec.get("model", {}))
     model_cfg["device"] = "cpu"
     if spec["loader"] == "openai":
-        model_cfg["clip_path"] = weights["clip"]
+        model_cfg["clip_path"] = weights[_clip_for(args.method)[0]]
     from mmseg.registry import MODELS
 
     model = MODELS.build(model_cfg).eval()
@@ -349,7 +408,9 @@ def run_official(
 
 
 # -- the ovdense side -------------------------------------------------------------------------
-def build_ovdense(method: str, repo: Path, setting: str, weights: dict, work: Path) -> Any:
+def build_ovdense(
+    method: str, repo: Path, setting: str, weights: dict, work: Path, extra: Sequence[str] = ()
+) -> Any:
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
@@ -362,14 +423,15 @@ def build_ovdense(method: str, repo: Path, setting: str, weights: dict, work: Pa
         key = "model.strategy_kwargs.vfm_kwargs"
         overrides.append(f"{key}.checkpoint={str(weights['dino'])!r}")
         overrides += [f"+{key}.{k}={v}" for k, v in {"pretrained": False, **DINO_SIZE}.items()]
+    clip_key, clip_name = _clip_for(method)
     return MODELS.build(
         dict(
             type="OVDenseSegmentor",
             preset=method,
             benchmark=SETTINGS[setting],
             classnames=str(repo / "configs" / f"cls_{setting}.txt"),
-            clip=dict(model_name=PARITY_NAME, checkpoint=str(weights["clip"]), quick_gelu=True),
-            overrides=overrides,
+            clip=dict(model_name=clip_name, checkpoint=str(weights[clip_key]), quick_gelu=True),
+            overrides=[*overrides, *extra],
         )
     ).eval()
 
@@ -387,7 +449,7 @@ def compare(method: str, official: list[dict], ours: list[dict]) -> dict[str, fl
     classes: set[int] = set()
     for o, v in zip(official, ours):
         po, pv = o["probs"].astype(np.float64), v["probs"].astype(np.float64)
-        if method == "naclip":  # NACLIP stores the class probabilities renormalised to sum 1
+        if METHODS[method].get("renormalised"):  # NACLIP, ResCLIP: renormalised to sum 1
             pv = pv / pv.sum(0, keepdims=True)
         # SCLIP's area rule zeroes suppressed classes in its stored maps: leave those out
         keep = po.reshape(po.shape[0], -1).max(1) > 0
@@ -414,13 +476,33 @@ def compare(method: str, official: list[dict], ours: list[dict]) -> dict[str, fl
 
 def _settings_text(method: str, official: dict, model: Any) -> str:
     seg = model.seg
-    keys = ("logit_scale", "prob_thd", "area_thd", "slide_crop", "slide_stride", "pamr_steps")
+    keys = (
+        "logit_scale",
+        "prob_thd",
+        "area_thd",
+        "slide_crop",
+        "slide_stride",
+        "pamr_steps",
+        "temp_thd",  # ResCLIP
+        "attn_rcs_weights",
+        "attn_sfr_weights",
+        "pre_adjust_idx",  # SC-CLIP
+        "post_adjust_idx",
+        "multi_start_idx",
+        "multi_end_idx",
+        "res_cls",
+    )
     off = ", ".join(f"{k}={official[k]}" for k in keys if k in official)
     ours = (
         f"logit_scale={seg.logit_scale:g}, prob_thd={seg.prob_thd:g}, area_thd={seg.area_thd}, "
         f"window={seg.window}, stride={seg.stride}, short_side={seg.short_side}, "
         f"pamr={'on' if seg.pamr is not None else 'off'}, rule={model.class_rule}"
     )
+    strategy = getattr(seg.backbone, "strategy", None)
+    attrs = ("temp_thd", "rcs_weights", "sfr_weights", "sfr_half")  # ResCLIP's
+    attrs += ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
+    extra = [f"{k}={getattr(strategy, k)}" for k in attrs if hasattr(strategy, k)]
+    ours += "".join(f", {e}" for e in extra)
     return f"official: {off or 'defaults'}; ovdense: {ours}"
 
 
@@ -439,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="JSON",
         help="rows of earlier runs (their --json) to put in the table too, before this run's",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows already in --out's table for the methods not run now (this run's "
+        "methods replace theirs); rows are ordered as the methods above",
     )
     # worker mode (internal)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -481,21 +569,29 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             out = work / f"{method}_{setting}{'_fp32' if fp32 else ''}.npz"
             official, off_settings = run_official(method, repo, setting, weights, images, out, fp32)
-            row: dict[str, Any] = {
-                "method": method + (" (official in fp32)" if fp32 else ""),
-                "setting": setting,
-                "revision": _revision(src),
-            }
-            model = build_ovdense(method, repo, setting, weights, work)
-            for mode, resize in (("mmseg_resize", True), ("ovdense_resize", False)):
-                ours = run_ovdense(model, repo, setting, images, resize)
-                row[mode] = compare(method, official, ours)
-            row["settings"] = _settings_text(method, off_settings, model)
-            row["seconds"] = round(time.time() - t0, 1)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            ovdense_variants = {"": [], **METHODS[method].get("ovdense_variants", {})}
+            for suffix, extra in ovdense_variants.items():
+                row: dict[str, Any] = {
+                    "method": method + (" (official in fp32)" if fp32 else "") + suffix,
+                    "setting": setting,
+                    "revision": _revision(src),
+                }
+                model = build_ovdense(method, repo, setting, weights, work, extra)
+                for mode, resize in (("mmseg_resize", True), ("ovdense_resize", False)):
+                    ours = run_ovdense(model, repo, setting, images, resize)
+                    row[mode] = compare(method, official, ours)
+                row["settings"] = _settings_text(method, off_settings, model)
+                row["seconds"] = round(time.time() - t0, 1)
+                t0 = time.time()
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.merge:
+        ran = {_base(r["method"]) for r in rows}
+        kept = [r for r in read_rows(Path(args.out)) if _base(r["method"]) not in ran]
+        order = list(METHODS)
+        rows = sorted(kept + rows, key=lambda r: order.index(_base(r["method"])))
     write_table(Path(args.out), render(rows))
     print(f"wrote {args.out}")
     if not args.keep:
@@ -519,6 +615,34 @@ def write_table(path: Path, table: str) -> None:
     path.write_text(text)
 
 
+def _base(label: str) -> str:
+    """The method of a row label (``"clearclip (official in fp32)"`` -> ``"clearclip"``)."""
+    return label.split(" ", 1)[0]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of the table between the markers of ``path`` as written by :func:`render`
+    (``method``, ``setting`` and the two markdown lines kept verbatim), for ``--merge``."""
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN not in text or END not in text:
+        return []
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    rows: list[dict] = []
+    settings: dict[tuple[str, str], str] = {}
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 2 and cells[1].startswith("`cfg_"):
+            setting = cells[1].removeprefix("`cfg_").removesuffix(".py`")
+            rows.append({"method": cells[0], "setting": setting, "table_line": line})
+        elif line.startswith("- ") and " / " in line and ": " in line:
+            label, rest = line[2:].split(": ", 1)
+            method, setting = label.rsplit(" / ", 1)
+            settings[(method, setting)] = rest
+    for r in rows:
+        r["settings"] = settings.get((r["method"], r["setting"]), "?")
+    return rows
+
+
 def render(rows: list[dict]) -> str:
     import mmseg
     import torch
@@ -530,6 +654,9 @@ def render(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if "table_line" in r:  # kept from the table of an earlier run (--merge)
+            lines.append(r["table_line"])
+            continue
         a, b = r["mmseg_resize"], r["ovdense_resize"]
         lines.append(
             f"| {r['method']} | `cfg_{r['setting']}.py` | {r['revision']} | "
