@@ -106,6 +106,7 @@ def test_sclip_naclip_clearclip_maskclip_publish():
         "naclip",
         "clearclip",
         "maskclip",
+        "resclip",
         "trident",
     }
 

@@ -41,10 +41,17 @@ benchmarks = {
 }
 del _kwargs
 
-#: mIoU (%) published per benchmark of ``suite``. The paper's 8-benchmark mean is 41.4 (ResCLIP on
-#: NACLIP, CLIP ViT-B/16, no post-processing; main results table). Its per-benchmark figures were
-#: could not be read offline, so none are listed and ``eval-all`` prints no published row for
-#: this method (a known gap, see the README's methods table).
-published: dict[str, float] = {}
-#: (source, with the figures: "ResCLIP paper (CVPR 2025), main table, NACLIP + ResCLIP, B/16")
-published_source = ""
+#: mIoU (%) published per benchmark of ``suite``: the official repository's README results
+#: tables (``figs/main_results_w.png``, ``figs/main_results_wo.png``), row "+ResCLIP (ours)" on
+#: NACLIP, CLIP ViT-B/16; their mean is the paper's 41.4.
+published = {
+    "voc21": 61.1,
+    "context60": 33.5,
+    "coco_object": 35.0,
+    "voc20": 86.0,
+    "context59": 36.8,
+    "coco_stuff171": 24.7,
+    "cityscapes": 35.9,
+    "ade20k_150": 18.0,
+}
+published_source = "ResCLIP repository README (results tables), NACLIP + ResCLIP, ViT-B/16"
