@@ -67,54 +67,57 @@ _CLIP_SIZES = {
     (1024, 14, 24): ("ViT-L-14-336", "ViT-L/14@336px"),
 }
 
-# ovdense head name -> official Aggregator name (under HEAD_PREFIX), per-layer parts first
-_LAYER_RULES: list[tuple[str, str]] = [
-    (r"spatial\.(\d+)\.block([12])\.(norm[12])\.", r"layers.\1.swin_block.block_\2.\3."),
-    (r"spatial\.(\d+)\.block([12])\.([qkv]|proj)\.", r"layers.\1.swin_block.block_\2.attn.\3."),
-    (r"spatial\.(\d+)\.block([12])\.mlp\.0\.", r"layers.\1.swin_block.block_\2.mlp.fc1."),
-    (r"spatial\.(\d+)\.block([12])\.mlp\.2\.", r"layers.\1.swin_block.block_\2.mlp.fc2."),
-    (r"spatial\.(\d+)\.guidance_norm\.", r"layers.\1.swin_block.guidance_norm."),
-    (r"classwise\.(\d+)\.(norm[12])\.", r"layers.\1.attention.\2."),
-    (r"classwise\.(\d+)\.([qkv])\.", r"layers.\1.attention.attention.\2."),
-    (r"classwise\.(\d+)\.mlp\.([02])\.", r"layers.\1.attention.MLP.\2."),
-    (r"classwise\.(\d+)\.pad_token$", r"layers.\1.attention.padding_tokens"),
-    (r"classwise\.(\d+)\.pad_guidance$", r"layers.\1.attention.padding_guidance"),
-    (r"cost_embed\.", "conv1."),
-    (r"image_guidance\.0\.", "guidance_projection.0."),
-    (r"text_guidance\.0\.", "text_guidance_projection.0."),
-    (r"intermediate_proj\.([01])\.0\.", r"decoder_guidance_projection.\1.0."),
-    (r"decoder([12])\.up\.", r"decoder\1.up."),
-    (r"decoder([12])\.conv1\.", r"decoder\1.conv.double_conv.0."),
-    (r"decoder([12])\.norm1\.", r"decoder\1.conv.double_conv.1."),
-    (r"decoder([12])\.conv2\.", r"decoder\1.conv.double_conv.3."),
-    (r"decoder([12])\.norm2\.", r"decoder\1.conv.double_conv.4."),
-    (r"out\.", "head."),
+# ovdense head name <-> official Aggregator name (under HEAD_PREFIX), per-layer parts first.
+# ``{x}`` is a placeholder (:data:`_SLOTS`) carried from one side to the other; a trailing ``$``
+# anchors the name's end. Both directions are compiled from this one table.
+_NAME_PAIRS: list[tuple[str, str]] = [
+    ("spatial.{l}.block{b}.{n}.", "layers.{l}.swin_block.block_{b}.{n}."),
+    ("spatial.{l}.block{b}.{p}.", "layers.{l}.swin_block.block_{b}.attn.{p}."),
+    ("spatial.{l}.block{b}.mlp.0.", "layers.{l}.swin_block.block_{b}.mlp.fc1."),
+    ("spatial.{l}.block{b}.mlp.2.", "layers.{l}.swin_block.block_{b}.mlp.fc2."),
+    ("spatial.{l}.guidance_norm.", "layers.{l}.swin_block.guidance_norm."),
+    ("classwise.{l}.{n}.", "layers.{l}.attention.{n}."),
+    ("classwise.{l}.{q}.", "layers.{l}.attention.attention.{q}."),
+    ("classwise.{l}.mlp.{m}.", "layers.{l}.attention.MLP.{m}."),
+    ("classwise.{l}.pad_token$", "layers.{l}.attention.padding_tokens$"),
+    ("classwise.{l}.pad_guidance$", "layers.{l}.attention.padding_guidance$"),
+    ("cost_embed.", "conv1."),
+    ("image_guidance.0.", "guidance_projection.0."),
+    ("text_guidance.0.", "text_guidance_projection.0."),
+    ("intermediate_proj.{j}.0.", "decoder_guidance_projection.{j}.0."),
+    ("decoder{d}.up.", "decoder{d}.up."),
+    ("decoder{d}.conv1.", "decoder{d}.conv.double_conv.0."),
+    ("decoder{d}.norm1.", "decoder{d}.conv.double_conv.1."),
+    ("decoder{d}.conv2.", "decoder{d}.conv.double_conv.3."),
+    ("decoder{d}.norm2.", "decoder{d}.conv.double_conv.4."),
+    ("out.", "head."),
 ]
-_COMPILED = [(re.compile("^" + a), b) for a, b in _LAYER_RULES]
-# the inverse: official name -> ovdense name
-_INVERSE_RULES: list[tuple[str, str]] = [
-    (r"layers\.(\d+)\.swin_block\.block_([12])\.(norm[12])\.", r"spatial.\1.block\2.\3."),
-    (r"layers\.(\d+)\.swin_block\.block_([12])\.attn\.([qkv]|proj)\.", r"spatial.\1.block\2.\3."),
-    (r"layers\.(\d+)\.swin_block\.block_([12])\.mlp\.fc1\.", r"spatial.\1.block\2.mlp.0."),
-    (r"layers\.(\d+)\.swin_block\.block_([12])\.mlp\.fc2\.", r"spatial.\1.block\2.mlp.2."),
-    (r"layers\.(\d+)\.swin_block\.guidance_norm\.", r"spatial.\1.guidance_norm."),
-    (r"layers\.(\d+)\.attention\.(norm[12])\.", r"classwise.\1.\2."),
-    (r"layers\.(\d+)\.attention\.attention\.([qkv])\.", r"classwise.\1.\2."),
-    (r"layers\.(\d+)\.attention\.MLP\.([02])\.", r"classwise.\1.mlp.\2."),
-    (r"layers\.(\d+)\.attention\.padding_tokens$", r"classwise.\1.pad_token"),
-    (r"layers\.(\d+)\.attention\.padding_guidance$", r"classwise.\1.pad_guidance"),
-    (r"conv1\.", "cost_embed."),
-    (r"guidance_projection\.0\.", "image_guidance.0."),
-    (r"text_guidance_projection\.0\.", "text_guidance.0."),
-    (r"decoder_guidance_projection\.([01])\.0\.", r"intermediate_proj.\1.0."),
-    (r"decoder([12])\.up\.", r"decoder\1.up."),
-    (r"decoder([12])\.conv\.double_conv\.0\.", r"decoder\1.conv1."),
-    (r"decoder([12])\.conv\.double_conv\.1\.", r"decoder\1.norm1."),
-    (r"decoder([12])\.conv\.double_conv\.3\.", r"decoder\1.conv2."),
-    (r"decoder([12])\.conv\.double_conv\.4\.", r"decoder\1.norm2."),
-    (r"head\.", "out."),
-]
-_INVERSE = [(re.compile("^" + a), b) for a, b in _INVERSE_RULES]
+#: what each placeholder of :data:`_NAME_PAIRS` matches
+_SLOTS = {
+    "l": r"\d+",
+    "b": "[12]",
+    "n": "norm[12]",
+    "p": "[qkv]|proj",
+    "q": "[qkv]",
+    "m": "[02]",
+    "j": "[01]",
+    "d": "[12]",
+}
+
+
+def _rule(src: str, dst: str) -> tuple[re.Pattern[str], str]:
+    """``src`` as an anchored pattern (placeholders as named groups) and ``dst`` as its
+    replacement (placeholders as back-references)."""
+    end = "$" if src.endswith("$") else ""
+    parts = re.split(r"\{(\w)\}", src.rstrip("$"))
+    pattern = "".join(
+        f"(?P<{x}>{_SLOTS[x]})" if i % 2 else re.escape(x) for i, x in enumerate(parts)
+    )
+    return re.compile("^" + pattern + end), re.sub(r"\{(\w)\}", r"\\g<\1>", dst.rstrip("$"))
+
+
+_COMPILED = [_rule(a, b) for a, b in _NAME_PAIRS]
+_INVERSE = [_rule(b, a) for a, b in _NAME_PAIRS]
 _PADDING = re.compile(r"layers\.\d+\.attention\.padding_(tokens|guidance)$")
 _OFFICIAL_ONLY = re.compile(r"layers\.\d+\.swin_block\.block_[12]\.attn_mask$")
 

@@ -194,16 +194,19 @@ lr_multiplier = L(WarmupParamScheduler)(
     warmup_factor=0.001,
 )
 
+# the GPU when there is one (the recipe's setting); the CPU otherwise, where it runs (slowly)
+_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 train = dict(
     output_dir="output/d2_fvit_vitb16_ovcoco",
     init_checkpoint="",
     max_iter=_MAX_ITER,
-    amp=dict(enabled=True),
+    amp=dict(enabled=_DEVICE == "cuda"),  # fp16 as F-ViT, on a GPU
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=1000, max_to_keep=2),
     eval_period=_MAX_ITER,
     log_period=50,
     clip_grad=1.0,
-    device="cuda",
+    device=_DEVICE,
     seed=0,
 )
