@@ -1,21 +1,12 @@
 # COCO-Stuff 164k val, 171 classes.
-# ovdense's layout under one data root (docs/protocols.md#benchmarks).
-# No Resize: ovdense resizes to the preset's short side itself (see OVDenseSegmentor).
+# ovdense's layout under one data root (docs/protocols.md#benchmarks); the shared
+# test pipeline and dataloader are in ../test_loader.py.
+_base_ = ["../test_loader.py"]
 dataset_subdir = "coco_stuff164k"  # under the data root (tools/mmseg_test.py --data-root)
-test_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="LoadAnnotations"),
-    dict(type="PackSegInputs"),
-]
 test_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
     dataset=dict(
         type="COCOStuffDataset",
         data_root="data/coco_stuff164k",
         data_prefix=dict(img_path="images/val2017", seg_map_path="annotations/val2017"),
-        pipeline=test_pipeline,
     ),
 )
