@@ -541,6 +541,29 @@ def test_ovcoco_config_has_ovdenses_fvit_settings_and_builds(tiny_clip_factory):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+def test_lazy_parts_name_levels_by_stride_and_add_conv_norm_only_when_given():
+    from ovdense.integrations.detectron2.lazy_parts import fvit_roi_heads, fvit_rpn, level_name
+
+    assert [level_name(s) for s in (4, 8, 16, 32, 64)] == ["p2", "p3", "p4", "p5", "p6"]
+    with pytest.raises(ValueError, match="power of two"):
+        level_name(12)
+    rpn = fvit_rpn(
+        strides=[8, 16], channels=32, batch_size_per_image=64, pre_nms_topk=(9, 8),
+        post_nms_topk=(7, 6),
+    )  # fmt: skip
+    assert list(rpn.in_features) == ["p3", "p4"] and list(rpn.anchor_generator.strides) == [8, 16]
+    assert [list(s) for s in rpn.anchor_generator.sizes] == [[64], [128]]
+    kw = dict(clip=L(load_clip)(model_name="x"), train_classes=["a", "b", "c"], templates="single",
+              strides=[4, 16], channels=32, conv_dims=[], fc_dims=[48, 24],
+              batch_size_per_image=16, learn_background=True, clip_stride=8)  # fmt: skip
+    heads = fvit_roi_heads(**kw)
+    assert heads.num_classes == 3 and list(heads.box_in_features) == ["p2", "p4"]
+    assert list(heads.box_pooler.scales) == [0.25, 0.0625]
+    assert heads.box_predictor.input_shape.channels == heads.box_predictor.reg_fc_dim == 24
+    assert "conv_norm" not in heads.box_head
+    assert fvit_roi_heads(**kw, conv_norm="GN").box_head.conv_norm == "GN"
+
+
 def test_config_names_and_the_tool_wrapper():
     assert od.config_path("fvit_shapes") == od.CONFIGS_DIR / "fvit_shapes.py"
     with pytest.raises(FileNotFoundError, match="fvit_vitb16_ovcoco"):

@@ -34,14 +34,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import GeneralizedRCNN
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.matcher import Matcher
-from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
-from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params
 from fvcore.common.param_scheduler import ConstantParamScheduler
@@ -50,10 +43,9 @@ from ovdense.data.ov_splits import COCO_OV_BASE, coco_ov_classes
 from ovdense.integrations.detectron2 import (
     OVDenseCLIPBackbone,
     OVDenseDetectionEvaluator,
-    OVDenseROIHeads,
-    TextFastRCNNOutputLayers,
     encode_vocabulary,
 )
+from ovdense.integrations.detectron2.lazy_parts import fvit_roi_heads, fvit_rpn
 from ovdense.modeling.backbones.tower import OPENAI_MEAN, OPENAI_STD
 from ovdense.modeling.clip import load_clip
 
@@ -67,7 +59,6 @@ _CLIP = L(load_clip)(
     model_name="EVA02-B-16", checkpoint="checkpoints/eva_vitb16_coco_clipself_proposals.pt"
 )
 _TEMPLATES = "openai_imagenet"
-_STRIDES = [4, 8, 16, 32, 64]
 
 model = L(GeneralizedRCNN)(
     backbone=L(OVDenseCLIPBackbone)(
@@ -79,67 +70,25 @@ model = L(GeneralizedRCNN)(
         norm=True,
         dense_feature="clip_dense",
     ),
-    proposal_generator=L(RPN)(
-        in_features=["p2", "p3", "p4", "p5", "p6"],
-        head=L(StandardRPNHead)(in_channels=256, num_anchors=3, conv_dims=[-1, -1]),
-        anchor_generator=L(DefaultAnchorGenerator)(
-            sizes=[[8 * s] for s in _STRIDES],
-            aspect_ratios=[0.5, 1.0, 2.0],
-            strides=_STRIDES,
-            offset=0.0,
-        ),
-        anchor_matcher=L(Matcher)(
-            thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True
-        ),
-        box2box_transform=L(Box2BoxTransform)(weights=[1.0, 1.0, 1.0, 1.0]),
+    proposal_generator=fvit_rpn(
+        strides=[4, 8, 16, 32, 64],
+        channels=256,
         batch_size_per_image=256,
-        positive_fraction=0.5,
         pre_nms_topk=(2000, 1000),
         post_nms_topk=(1000, 1000),
-        nms_thresh=0.7,
     ),
-    roi_heads=L(OVDenseROIHeads)(
-        num_classes=len(_SEEN),
+    roi_heads=fvit_roi_heads(
+        clip=_CLIP,
+        train_classes=_SEEN,
+        templates=_TEMPLATES,
+        strides=[4, 8, 16, 32],
+        channels=256,
+        conv_dims=[256, 256, 256, 256],
+        fc_dims=[512, 512],
+        conv_norm="SyncBN",
         batch_size_per_image=512,
-        positive_fraction=0.25,
-        proposal_matcher=L(Matcher)(
-            thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False
-        ),
-        box_in_features=["p2", "p3", "p4", "p5"],
-        box_pooler=L(ROIPooler)(
-            output_size=7,
-            scales=(1 / 4, 1 / 8, 1 / 16, 1 / 32),
-            sampling_ratio=0,
-            pooler_type="ROIAlignV2",
-        ),
-        box_head=L(FastRCNNConvFCHead)(
-            input_shape=ShapeSpec(channels=256, height=7, width=7),
-            conv_dims=[256, 256, 256, 256],
-            fc_dims=[512, 512],
-            conv_norm="SyncBN",
-        ),
-        box_predictor=L(TextFastRCNNOutputLayers)(
-            input_shape=ShapeSpec(channels=512),
-            box2box_transform=L(Box2BoxTransform)(weights=(10.0, 10.0, 5.0, 5.0)),
-            class_embeds=L(encode_vocabulary)(clip=_CLIP, names=_SEEN, templates=_TEMPLATES),
-            background_embed=L(encode_vocabulary)(
-                clip=_CLIP, names=["background"], templates=_TEMPLATES
-            ),
-            temperature=50.0,
-            learn_background=False,
-            background_weight=0.6,
-            cls_relu=True,
-            reg_fc_dim=512,
-            clip_temperature=75.0,
-            alpha=0.1,
-            beta=0.8,
-            test_score_thresh=0.01,
-            test_nms_thresh=0.4,
-            test_topk_per_image=100,
-        ),
-        clip_in_feature="clip_dense",
+        learn_background=False,
         clip_stride=16,
-        ensemble=True,
     ),
     pixel_mean=[255.0 * m for m in OPENAI_MEAN],
     pixel_std=[255.0 * s for s in OPENAI_STD],
