@@ -1,7 +1,9 @@
-"""F-ViT's RPN and RoI heads as detectron2 ``LazyCall`` trees, shared by the shipped LazyConfigs.
+"""F-ViT's RPN, RoI heads, test loader and optimizer as detectron2 ``LazyCall`` trees, shared by
+the shipped LazyConfigs.
 
 The configs under :data:`~ovdense.integrations.detectron2.CONFIGS_DIR` differ in sizes only
-(pyramid levels and channels, sampled anchors / RoIs, box-head widths); F-ViT's fixed settings
+(pyramid levels and channels, sampled anchors / RoIs, box-head widths, image size, learning
+rate); F-ViT's fixed settings
 live here once. A level is named by its stride: stride ``s`` is ``p{log2 s}`` (4 -> ``p2``).
 Nothing is built: each function returns the ``L(...)(...)`` config a LazyConfig holds, and
 ``detectron2.config.instantiate`` builds it.
@@ -12,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from detectron2.config import LazyCall as L
+from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.data import transforms as T
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -20,10 +25,11 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
+from detectron2.solver.build import get_default_optimizer_params
 
 from .roi_heads import OVDenseROIHeads, TextFastRCNNOutputLayers, encode_vocabulary
 
-__all__ = ["fvit_roi_heads", "fvit_rpn", "level_name"]
+__all__ = ["fvit_adamw", "fvit_roi_heads", "fvit_rpn", "fvit_test_loader", "level_name"]
 
 
 def level_name(stride: int) -> str:
@@ -144,4 +150,29 @@ def fvit_roi_heads(
         clip_in_feature="clip_dense",
         clip_stride=clip_stride,
         ensemble=True,
+    )
+
+
+def fvit_test_loader(dataset: str, size: int, num_workers: int) -> Any:
+    """detectron2's test loader of the registered ``dataset`` (images without boxes kept), RGB
+    images resized to a shortest edge of ``size`` with the longest at most ``size``."""
+    return L(build_detection_test_loader)(
+        dataset=L(get_detection_dataset_dicts)(names=dataset, filter_empty=False),
+        mapper=L(DatasetMapper)(
+            is_train=False,
+            augmentations=[L(T.ResizeShortestEdge)(short_edge_length=size, max_size=size)],
+            image_format="RGB",
+        ),
+        num_workers=num_workers,
+    )
+
+
+def fvit_adamw(lr: float) -> Any:
+    """F-ViT's optimizer: AdamW at ``lr``, betas 0.9 / 0.999, weight decay 0.1 (none on norm
+    layers), over the model's trainable parameters (``params.model`` is set by the trainer)."""
+    return L(torch.optim.AdamW)(
+        params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
+        lr=lr,
+        betas=(0.9, 0.999),
+        weight_decay=0.1,
     )

@@ -13,18 +13,15 @@ on first use)::
         train.init_checkpoint=output/d2_fvit_shapes/model_final.pth
 """
 
-import torch
 from detectron2.config import LazyCall as L
 from detectron2.data import (
     DatasetMapper,
-    build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.solver import WarmupParamScheduler
-from detectron2.solver.build import get_default_optimizer_params
 from fvcore.common.param_scheduler import CosineParamScheduler
 
 from ovdense.data import synthetic
@@ -33,7 +30,12 @@ from ovdense.integrations.detectron2 import (
     OVDenseDetectionEvaluator,
     encode_vocabulary,
 )
-from ovdense.integrations.detectron2.lazy_parts import fvit_roi_heads, fvit_rpn
+from ovdense.integrations.detectron2.lazy_parts import (
+    fvit_adamw,
+    fvit_roi_heads,
+    fvit_rpn,
+    fvit_test_loader,
+)
 from ovdense.modeling.backbones.tower import OPENAI_MEAN, OPENAI_STD
 from ovdense.modeling.clip import load_clip
 
@@ -95,24 +97,11 @@ dataloader = dict(
         total_batch_size=4,
         num_workers=0,
     ),
-    test=L(build_detection_test_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="ovdense_shapes_det_val", filter_empty=False),
-        mapper=L(DatasetMapper)(
-            is_train=False,
-            augmentations=[L(T.ResizeShortestEdge)(short_edge_length=_SIZE, max_size=_SIZE)],
-            image_format="RGB",
-        ),
-        num_workers=0,
-    ),
+    test=fvit_test_loader("ovdense_shapes_det_val", size=_SIZE, num_workers=0),
     evaluator=L(OVDenseDetectionEvaluator)(dataset_name="${..test.dataset.names}"),
 )
 
-optimizer = L(torch.optim.AdamW)(
-    params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
-    lr=1e-3,
-    betas=(0.9, 0.999),
-    weight_decay=0.1,
-)
+optimizer = fvit_adamw(lr=1e-3)
 
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.0),
