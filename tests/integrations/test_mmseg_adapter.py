@@ -194,6 +194,125 @@ def test_mmseg_resized_input_comes_back_at_ori_shape(tiny_model):
     assert torch.allclose(probs, torch.softmax(up[0] * seg.logit_scale, 0), atol=1e-6)
 
 
+TINY_DINO = "model.strategy_kwargs.vfm_kwargs"
+TINY_CORRCLIP = [
+    *TINY,
+    f"+{TINY_DINO}.pretrained=False",
+    f"+{TINY_DINO}.img_size=32",
+    f"+{TINY_DINO}.embed_dim=24",
+    f"+{TINY_DINO}.depth=2",
+    f"+{TINY_DINO}.num_heads=2",
+    "model.precision='fp32'",
+]
+
+
+def _region_map(h: int, w: int) -> np.ndarray:
+    """Four boxes numbered 3, 5, 7, 9 over a background 0 (no mask)."""
+    r = np.zeros((h, w), np.int64)
+    r[: h // 2, : w // 2] = 3
+    r[: h // 2, w // 2 :] = 5
+    r[h // 2 :, : w // 3] = 7
+    r[h // 2 + 4 :, w // 2 :] = 9
+    return r
+
+
+def test_region_maps_from_files_reach_the_strategy_and_the_vote(tmp_path):
+    """CorrCLIP with region maps generated beforehand (``region_dir``, CorrCLIP's layout), on an
+    image the pipeline resized: the strategy gets the map resized (nearest) to the input, the
+    vote the map at ori_shape, so every region of the file has one label in the output."""
+    regions = _region_map(63, 81)
+    np.savez(tmp_path / "s0.npz", instance_mask=regions)
+    model = MODELS.build(
+        _model_cfg(
+            preset="corrclip",
+            classnames=list(CLASSES),
+            overrides=TINY_CORRCLIP,
+            region_dir=str(tmp_path),
+        )
+    ).eval()
+    assert model.seg.mask_source is None  # the preset's SAM 2 source is not built
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (1, 3, 40, 52)).float()
+    meta = dict(ori_shape=(63, 81), img_shape=(40, 52), img_path=str(tmp_path / "s0.png"))
+    labels = model.predict(x, [SegDataSample(metainfo=meta)])[0].pred_sem_seg.data[0]
+    assert labels.shape == (63, 81)
+    for v in (3, 5, 7, 9):
+        assert labels[torch.from_numpy(regions == v)].unique().numel() == 1
+    # the strategy saw the map resized (nearest) to the input: the tensor mode equals ovdense
+    # given that map directly, and differs without regions (the test can fail)
+    seg = model.seg
+    text = seg.encode_text(list(CLASSES))
+    idx_h = (torch.arange(40) * 63 / 40).floor().long()
+    idx_w = (torch.arange(52) * 81 / 52).floor().long()
+    small = torch.from_numpy(regions)[idx_h][:, idx_w][None]
+    given = seg.decode(seg.encode_image(x / 255.0, text, regions=small), text, return_probs=True)
+    probs = model._forward(x, [SegDataSample(metainfo=meta)])
+    assert torch.allclose(probs, given.probs, atol=1e-6)
+    flat = seg.encode_image(x / 255.0, text, regions=torch.zeros_like(small)).dense
+    assert not torch.allclose(seg.encode_image(x / 255.0, text, regions=small).dense, flat)
+    with pytest.raises(ValueError, match="found by each sample's img_path"):
+        model.extract_feat(x)
+
+
+def test_region_map_files_are_checked(tmp_path):
+    np.savez(tmp_path / "s0.npz", instance_mask=_region_map(30, 30), other=np.zeros(3))
+    model = MODELS.build(
+        _model_cfg(
+            preset="corrclip",
+            classnames=list(CLASSES),
+            overrides=TINY_CORRCLIP,
+            region_dir=str(tmp_path),
+        )
+    ).eval()
+    x = torch.randint(0, 256, (1, 3, 40, 52)).float()
+    meta = dict(ori_shape=(63, 81), img_shape=(40, 52), img_path=str(tmp_path / "s1.jpg"))
+    with pytest.raises(FileNotFoundError, match="No region map for s1.jpg"):
+        model.predict(x, [SegDataSample(metainfo=meta)])
+    meta["img_path"] = str(tmp_path / "s0.jpg")
+    with pytest.raises(ValueError, match="expected an integer 63x81 map"):
+        model.predict(x, [SegDataSample(metainfo=meta)])
+    model.region_key = "missing"
+    with pytest.raises(KeyError, match="set region_key"):
+        model.predict(x, [SegDataSample(metainfo=meta)])
+    with pytest.raises(FileNotFoundError, match="region_dir is not a folder"):
+        MODELS.build(_model_cfg(preset="corrclip", region_dir=str(tmp_path / "nope")))
+
+
+def test_mask_source_regions_follow_the_maps_to_ori_shape(tmp_path):
+    """With the preset's own mask source and an image the pipeline resized, the vote works at
+    ori_shape on the source's map resized there (it used to get the map at the input size)."""
+    from ovdense.sam.mask_source import MaskSource
+
+    class TwoStrips(MaskSource):
+        def generate(self, image):
+            h, w = image.shape[:2]
+            m = np.zeros((2, h, w), bool)  # the middle columns without a mask
+            m[0, :, : w // 4] = True
+            m[1, :, w // 2 :] = True
+            return m
+
+        def settings(self):
+            return {"source": "strips"}
+
+    model = MODELS.build(
+        _model_cfg(
+            preset="corrclip",
+            classnames=list(CLASSES),
+            overrides=[*TINY_CORRCLIP, "model.mask_source=None"],
+        )
+    ).eval()
+    model.seg.mask_source = TwoStrips()
+    x = torch.randint(0, 256, (1, 3, 40, 52)).float()
+    meta = dict(ori_shape=(63, 81), img_shape=(40, 52))
+    labels = model.predict(x, [SegDataSample(metainfo=meta)])[0].pred_sem_seg.data[0]
+    assert labels.shape == (63, 81)
+    # the source's masks at 52 columns (< 13, >= 26), nearest-resized to 81: output column c
+    # reads input column floor(c * 52 / 81)
+    col = (torch.arange(81) * 52 / 81).floor()
+    left, right = col < 13, col >= 26
+    assert labels[:, left].unique().numel() == 1 and labels[:, right].unique().numel() == 1
+
+
 def test_benchmark_settings_and_class_rule():
     """``benchmark=`` applies the paper protocol's per-benchmark settings and class-name rule."""
     m = MODELS.build(_model_cfg(preset="sclip", benchmark="voc21", overrides=TINY))

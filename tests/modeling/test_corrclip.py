@@ -320,13 +320,37 @@ def test_regions_reach_the_strategy_cut_like_the_windows(tiny_clip_config):
     assert torch.equal(crops.float(), want) and crops.shape[0] == len(feats.windows)
 
 
-def test_label_refiner_needs_a_mask_source(tiny_clip_config):
+def test_label_refiner_needs_regions(tiny_clip_config):
+    """Without a mask source the region maps come with the images; with neither, encoding
+    says what to give."""
     cfg = get_config("seg/corrclip_vitb16")
     cfg.model.clip = L(load_clip)(config=tiny_clip_config)
     cfg.model.strategy_kwargs = tiny_strategy_kwargs("corrclip")
     cfg.model.mask_source = None
-    with pytest.raises(ValueError, match="set mask_source"):
-        instantiate(cfg.model)
+    seg = instantiate(cfg.model)
+    images = torch.rand(1, 3, 40, 56)
+    with pytest.raises(ValueError, match="set mask_source .* or pass the region maps"):
+        seg.encode_image(images)
+    with pytest.raises(ValueError, match=r"regions must be \[B=1, H=40, W=56\] integer"):
+        seg.encode_image(images, regions=torch.zeros(1, 40, 50, dtype=torch.long))
+
+
+def test_given_regions_equal_the_mask_sources(tiny_clip_config):
+    """Region maps passed to encode_image (e.g. masks generated beforehand) give exactly what
+    the same maps from a mask source give, in the strategy and in the vote."""
+    source = BoxMasks()
+    seg = _tiny_preset("seg/corrclip_vitb16", tiny_clip_config, source)
+    images = torch.rand(1, 3, 40, 56)
+    text = seg.encode_text(["a", "b", "c"])
+    regions = seg.image_regions(images)
+    with_source = seg.decode(seg.encode_image(images, text), text)
+    seg.mask_source = None
+    given_feats = seg.encode_image(images, text, regions=regions.long())
+    given = seg.decode(given_feats, text)
+    assert torch.equal(given_feats.regions, regions.long())
+    assert torch.equal(given.labels, with_source.labels)
+    for v in torch.unique(regions[0])[1:]:
+        assert given.labels[0][regions[0] == v].unique().numel() == 1
 
 
 def test_sam_variant_needs_its_checkpoint(tiny_clip_config):

@@ -13,7 +13,18 @@ __all__ = ["CONFIGS_DIR", "METHODS", "BENCHMARKS", "config_path", "run_test"]
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 #: The training-free presets with an mmseg config per benchmark.
-METHODS = ("maskclip", "sclip", "clearclip", "naclip", "proxyclip")
+METHODS = (
+    "maskclip",
+    "sclip",
+    "clearclip",
+    "naclip",
+    "proxyclip",
+    "clip_dinoiser",
+    "resclip",
+    "scclip",
+    "corrclip",
+    "trident",
+)
 
 #: ovdense benchmark name -> the mmseg dataset config under ``_base_/datasets``.
 BENCHMARKS = (

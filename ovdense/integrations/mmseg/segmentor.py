@@ -19,6 +19,13 @@ Two ways to feed images:
   ``ori_shape``, as in SCLIP's and NACLIP's ``predict``. This reproduces the official code's
   order exactly, including OpenCV's 8-bit resize of the image.
 
+Region maps (CorrCLIP's attention scope and map correction): from the preset's mask source,
+or, with ``region_dir``, read from files generated beforehand, one ``<image stem>.npz`` per
+image holding an integer map at the image's original size (the layout of CorrCLIP's
+``instance_mask_path``: key ``instance_mask``, the smallest value where no mask lies). In the
+mmseg-resize mode the strategy gets the map resized (nearest) to the resized image and the
+label refiner the map at ``ori_shape``, as the official code does.
+
 The vocabulary, in order of precedence: ``classnames`` (a class-name file, read with
 ``class_rule``, or a list of classes), the benchmark's shipped class-name file read with the
 method's rule (``benchmark=...``), or the test dataset's ``metainfo['classes']`` set by
@@ -33,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.hooks import Hook
@@ -107,6 +115,10 @@ class OVDenseSegmentor(BaseSegmentor):
             class named like background.
         data_preprocessor: Default: ``SegDataPreProcessor`` converting mmcv's BGR images to RGB
             without normalising (ovdense normalises with the CLIP's own mean and std).
+        region_dir: A folder of region maps generated beforehand (``<image stem>.npz``, see
+            the module docstring) used instead of the preset's mask source (which is then not
+            built: ``model.mask_source=None``).
+        region_key: The array of each ``.npz`` file holding the map.
     """
 
     def __init__(
@@ -124,6 +136,8 @@ class OVDenseSegmentor(BaseSegmentor):
         background_index: int | None = None,
         data_preprocessor: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
+        region_dir: str | os.PathLike | None = None,
+        region_key: str = "instance_mask",
     ) -> None:
         # built here from mmseg's registry (the config's default_scope may be unset)
         pre = MODELS.build(data_preprocessor or dict(type="SegDataPreProcessor", bgr_to_rgb=True))
@@ -158,6 +172,12 @@ class OVDenseSegmentor(BaseSegmentor):
             cfg.model.clip = LazyCall(load_clip)(**dict(clip))
         if background_index is not None:
             cfg.model.background_index = int(background_index)
+        self.region_dir = None if region_dir is None else Path(region_dir).expanduser()
+        self.region_key = str(region_key)
+        if self.region_dir is not None:
+            if not self.region_dir.is_dir():
+                raise FileNotFoundError(f"region_dir is not a folder: {self.region_dir}")
+            sources = [*sources, "model.mask_source=None"]
         cfg = LazyConfig.apply_overrides(cfg, [*sources, *overrides])
         seg = instantiate(cfg.model)
         if not isinstance(seg, Segmentor):
@@ -208,17 +228,24 @@ class OVDenseSegmentor(BaseSegmentor):
         metas = [s.metainfo for s in data_samples]
         text = self.seg.encode_text(self._vocabulary())
         for image, meta, sample in zip(self._images(inputs, metas), metas, data_samples):
-            # the vocabulary goes to encode_image too: a strategy may need it (ResCLIP's SFR)
-            feats = self.seg.encode_image(image.to(self.seg.device), text=text)
             oh, ow = meta.get("ori_shape", image.shape[-2:])[:2]
             ori = (int(oh), int(ow))
+            regions = None if self.region_dir is None else self.read_regions(meta, ori)
+            # the vocabulary goes to encode_image too: a strategy may need it (ResCLIP's SFR)
+            feats = self.seg.encode_image(
+                image.to(self.seg.device),
+                text=text,
+                regions=self._input_regions([meta], image.shape[-2:]),
+            )
             if ori != tuple(feats.image_size):
-                # mmseg resized the image: maps (and PAMR's image) at ori_shape, as the
-                # official repositories do
+                # mmseg resized the image: maps (and PAMR's image, the label refiner's regions)
+                # at ori_shape, as the official repositories do
                 kept = feats.images
                 if kept is not None:
                     kept = F.interpolate(kept, size=ori, mode="bilinear", align_corners=False)
-                feats = dataclasses.replace(feats, image_size=ori, images=kept)
+                if regions is None and feats.regions is not None:
+                    regions = _resize_regions(feats.regions, ori)
+                feats = dataclasses.replace(feats, image_size=ori, images=kept, regions=regions)
             out = self.seg.decode(feats, text, return_probs=True)
             assert out.probs is not None
             sample.set_data(
@@ -229,11 +256,60 @@ class OVDenseSegmentor(BaseSegmentor):
             )
         return data_samples
 
+    def read_regions(self, meta: dict[str, Any], size: tuple[int, int]) -> Tensor:
+        """The region map ``[1, H, W]`` (int64) of the image of ``meta`` from ``region_dir``
+        (``<stem of meta['img_path']>.npz``), checked to be ``size`` (its ``ori_shape``)."""
+        assert self.region_dir is not None
+        img_path = meta.get("img_path")
+        if not img_path:
+            raise ValueError(
+                "region_dir needs each sample's img_path (mmseg's LoadImageFromFile sets it)."
+            )
+        path = self.region_dir / f"{Path(str(img_path)).stem}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No region map for {Path(str(img_path)).name}: expected {path} (generate the "
+                "masks of every image first, or drop region_dir to use the preset's mask source)."
+            )
+        with np.load(path, allow_pickle=False) as f:
+            if self.region_key not in f:
+                raise KeyError(
+                    f"{path} has no array {self.region_key!r} (it holds {sorted(f.files)}): "
+                    "set region_key."
+                )
+            array = f[self.region_key]
+        if array.ndim != 2 or tuple(array.shape) != tuple(size) or array.dtype.kind not in "iub":
+            raise ValueError(
+                f"{path}: expected an integer {size[0]}x{size[1]} map (the image's size), got "
+                f"{array.dtype} {tuple(array.shape)}."
+            )
+        return torch.from_numpy(array.astype(np.int64))[None]
+
+    def _input_regions(
+        self, metas: Sequence[dict[str, Any]] | None, size: Sequence[int]
+    ) -> Tensor | None:
+        """With ``region_dir``: the samples' region maps resized (nearest) to the input
+        ``size``, ``[B, h, w]``; else ``None``."""
+        if self.region_dir is None:
+            return None
+        if not metas:
+            raise ValueError(
+                "With region_dir the region maps are found by each sample's img_path: call the "
+                "model with its data_samples (mode='predict', or mode='tensor' with samples)."
+            )
+        maps = []
+        for meta in metas:
+            oh, ow = meta.get("ori_shape", size)[:2]
+            maps.append(_resize_regions(self.read_regions(meta, (int(oh), int(ow))), size))
+        return torch.cat(maps)
+
     def _forward(self, inputs: Tensor, data_samples: list[SegDataSample] | None = None) -> Tensor:
         """The class probabilities ``[B, C, H, W]`` at the input size (``mode='tensor'``)."""
         text = self.seg.encode_text(self._vocabulary())
         images = (inputs / 255.0).clamp(0.0, 1.0).to(self.seg.device)
-        feats = self.seg.encode_image(images, text=text)
+        metas = None if data_samples is None else [s.metainfo for s in data_samples]
+        regions = self._input_regions(metas, images.shape[-2:])
+        feats = self.seg.encode_image(images, text=text, regions=regions)
         out = self.seg.decode(feats, text, return_probs=True)
         assert out.probs is not None
         return out.probs
@@ -249,10 +325,20 @@ class OVDenseSegmentor(BaseSegmentor):
         vocabulary when one is set (a strategy such as ResCLIP's needs it)."""
         text = self.seg.encode_text(self.vocabulary) if self.vocabulary is not None else None
         images = (inputs / 255.0).clamp(0.0, 1.0).to(self.seg.device)
-        return self.seg.encode_image(images, text=text).dense
+        regions = self._input_regions(None, images.shape[-2:])
+        return self.seg.encode_image(images, text=text, regions=regions).dense
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         return self._forward(inputs)
+
+
+def _resize_regions(regions: Tensor, size: Sequence[int]) -> Tensor:
+    """``[B, H, W]`` region maps resized (nearest) to ``size``; unchanged at that size."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(regions.shape[-2:]) == size:
+        return regions
+    out = F.interpolate(regions[:, None].double(), size=size, mode="nearest")
+    return out[:, 0].to(regions.dtype)
 
 
 @HOOKS.register_module()

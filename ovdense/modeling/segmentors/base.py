@@ -612,11 +612,6 @@ class Segmentor(LabelRules, nn.Module):
         )
         if window is not None and stride is not None and stride > window:
             raise ValueError(f"stride ({stride}) > window ({window}) would leave gaps.")
-        if label_refiner is not None and mask_source is None:
-            raise ValueError(
-                f"label_refiner {type(label_refiner).__name__} refines labels by the images' "
-                "regions: set mask_source too (e.g. SamMaskSource(checkpoint=...))."
-            )
         if mask_source is not None and not callable(mask_source):
             raise TypeError(f"mask_source must be callable, got {type(mask_source).__name__}.")
         crop_resize = check_int("crop_resize", crop_resize, allow_none=True)
@@ -904,10 +899,31 @@ class Segmentor(LabelRules, nn.Module):
         return bool(getattr(getattr(self.backbone, "strategy", None), "needs_regions", False))
 
     @torch.no_grad()
-    def image_regions(self, images: Tensor) -> Tensor | None:
-        """Region maps ``[B, H, W]`` int32 of ``[B, 3, H, W]`` images in ``[0, 1]`` from the
-        ``mask_source`` (``None`` without one)."""
+    def image_regions(self, images: Tensor, regions: Tensor | None = None) -> Tensor | None:
+        """Region maps ``[B, H, W]`` int of ``[B, 3, H, W]`` images in ``[0, 1]``: ``regions``
+        when given (checked), else the ``mask_source``'s (int32), else ``None``.
+
+        Raises:
+            ValueError: ``regions`` not ``[B, H, W]`` integers of the images' size; or a
+                ``label_refiner`` with neither ``regions`` nor a ``mask_source``.
+        """
+        if regions is not None:
+            regions = torch.as_tensor(regions)
+            b, _, h, w = images.shape
+            if tuple(regions.shape) != (b, h, w) or regions.is_floating_point():
+                raise ValueError(
+                    f"regions must be [B={b}, H={h}, W={w}] integer region maps of the images "
+                    f"(0 or the smallest value: no region), got {regions.dtype} "
+                    f"{tuple(regions.shape)}."
+                )
+            return regions.to(images.device)
         if self.mask_source is None:
+            if self.label_refiner is not None:
+                raise ValueError(
+                    f"label_refiner {type(self.label_refiner).__name__} refines labels by the "
+                    "images' regions: set mask_source (e.g. SamMaskSource(checkpoint=...)) or "
+                    "pass the region maps (encode_image(images, regions=...))."
+                )
             return None
         pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
         maps = [
@@ -1050,7 +1066,12 @@ class Segmentor(LabelRules, nn.Module):
         )
 
     @torch.no_grad()
-    def encode_image(self, images: Tensor, text: ClassEmbeddings | None = None) -> ImageFeatures:
+    def encode_image(
+        self,
+        images: Tensor,
+        text: ClassEmbeddings | None = None,
+        regions: Tensor | None = None,
+    ) -> ImageFeatures:
         """Dense features (and the refiner's auxiliary maps) of every window of a batch of
         same-size images.
 
@@ -1060,12 +1081,16 @@ class Segmentor(LabelRules, nn.Module):
                 :func:`check_unit_images`.
             text: the vocabulary's embeddings, needed (and only used) when the strategy's
                 features depend on the vocabulary (``strategy.needs_text``, ResCLIP).
+            regions: ``[B, H, W]`` integer region maps of the images (e.g. masks generated
+                beforehand; 0, or the smallest value, where no mask lies) used instead of the
+                ``mask_source``'s, by a strategy that reads regions and by the
+                ``label_refiner``.
         """
         extras = self._text_extras(text)
         if self.aggregator is not None:
-            return self.encode_spliced(images, extras)
+            return self.encode_spliced(images, extras, regions)
         images, crops, windows, resized = self._resize_and_window(images)
-        regions = self.image_regions(images)
+        regions = self.image_regions(images, regions)
         crop_regions = self._crop_regions(regions, resized, windows)
         dense, aux, inter = self._forward_crops(crops, extras, crop_regions)
         return ImageFeatures(
@@ -1082,7 +1107,12 @@ class Segmentor(LabelRules, nn.Module):
         )
 
     @torch.no_grad()
-    def encode_spliced(self, images: Tensor, extras: dict[str, Any] | None = None) -> ImageFeatures:
+    def encode_spliced(
+        self,
+        images: Tensor,
+        extras: dict[str, Any] | None = None,
+        regions: Tensor | None = None,
+    ) -> ImageFeatures:
         """The splice-then-segment mode (Trident; the segmentor has an ``aggregator``).
 
         Per image: the short-side resize, rounded to whole patches (:func:`splice_size`); all
@@ -1091,7 +1121,9 @@ class Segmentor(LabelRules, nn.Module):
         tokens ``[n, C, gh, gw]`` spliced into one map on the patch grid (times
         :func:`splice_ratio`), averaged where windows overlap (:func:`stitch_windows`, each
         window map resized to its box when the strategy's grid differs); ``aggregator(map,
-        image)``; the tower's final norm and projection, L2-normalised.
+        image)``; the tower's final norm and projection, L2-normalised. ``regions``
+        (optional ``[B, H, W]``): as in :meth:`encode_image` (here only the ``label_refiner``
+        reads them).
 
         Returns:
             :class:`ImageFeatures` holding one whole-image map per image: ``dense [B, D, h',
@@ -1128,7 +1160,7 @@ class Segmentor(LabelRules, nn.Module):
             resized_size=size,
             image_size=size,
             images=images if self._keeps_images else None,
-            regions=self.image_regions(images),  # for a label_refiner
+            regions=self.image_regions(images, regions),  # for a label_refiner
         )
 
     @torch.no_grad()

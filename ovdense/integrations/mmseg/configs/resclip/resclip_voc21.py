@@ -1,0 +1,4 @@
+# ResCLIP (ovdense preset "resclip") on voc21, paper protocol: the settings of
+# ovdense/configs/eval/resclip.py for this benchmark and its class-name rule.
+_base_ = ["../_base_/default_runtime.py", "../_base_/datasets/voc21.py"]
+model = dict(type="OVDenseSegmentor", preset="resclip", benchmark="voc21", protocol="paper")

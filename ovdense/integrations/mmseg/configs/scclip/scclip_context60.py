@@ -1,0 +1,4 @@
+# SC-CLIP (ovdense preset "scclip") on context60, paper protocol: the settings of
+# ovdense/configs/eval/scclip.py for this benchmark and its class-name rule.
+_base_ = ["../_base_/default_runtime.py", "../_base_/datasets/context60.py"]
+model = dict(type="OVDenseSegmentor", preset="scclip", benchmark="context60", protocol="paper")

@@ -1,0 +1,4 @@
+# SC-CLIP (ovdense preset "scclip") on voc20, paper protocol: the settings of
+# ovdense/configs/eval/scclip.py for this benchmark and its class-name rule.
+_base_ = ["../_base_/default_runtime.py", "../_base_/datasets/voc20.py"]
+model = dict(type="OVDenseSegmentor", preset="scclip", benchmark="voc20", protocol="paper")
