@@ -1,16 +1,17 @@
 """Parity of ovdense's presets with the official SCLIP-family code, both run through mmseg.
 
 The official repositories are the reference: their segmentors (SCLIP, NACLIP, ClearCLIP,
-ProxyCLIP, ResCLIP, SC-CLIP) are imported as they are from a checkout given on the command line
-(never copied into ovdense) and run on identical random weights next to ovdense's
-``OVDenseSegmentor``, on the same synthetic images, with each repository's own
-``configs/cfg_<benchmark>.py`` settings and class-name files. Reported per method and
+ProxyCLIP, ResCLIP, SC-CLIP, CorrCLIP, Trident) are imported as they are from a checkout
+given on the command line (never copied into ovdense) and run on identical random weights
+next to ovdense's ``OVDenseSegmentor``, on the same synthetic images, with each repository's
+own ``configs/cfg_<benchmark>.py`` settings and class-name files. Reported per method and
 benchmark setting: the largest absolute difference of the final class-probability maps
 (``seg_logits``, what each repository stores there) and the share of pixels whose label
 (``pred_sem_seg``) agrees.
 
     python tools/parity_official.py --sclip DIR --naclip DIR --clearclip DIR \\
-        --proxyclip DIR --dino DIR --resclip DIR --scclip DIR --out docs/parity_mmseg.md
+        --proxyclip DIR --dino DIR --resclip DIR --scclip DIR --corrclip DIR --trident DIR \\
+        --out docs/parity_mmseg.md
 
 Any subset of the methods runs; with ``--merge`` the rows already in ``--out``'s table for the
 methods not given are kept (e.g. ``--resclip DIR --scclip DIR --merge`` adds or refreshes those
@@ -39,9 +40,20 @@ How the weights are made identical:
   itself (``.cuda()``, ``.to(torch.device('cuda'))``); on a machine without CUDA those moves are
   made no-ops in its process. Its feedback matrix is rounded to fp16 by its code; ovdense runs as
   shipped and with ``sfr_half=True`` (the same rounding).
-- DINO (ProxyCLIP): a small ViT/8 (width 128, 3 blocks, 2 heads) built by DINO's own
-  ``vision_transformer.py`` in place of ``torch.hub.load(..., 'dino_vitb8')``; ovdense builds the
-  same size through timm and loads the same state dict.
+- DINO (ProxyCLIP, CorrCLIP: ViT/8; Trident: ViT/16): a small ViT (width 128, 3 blocks, 2
+  heads) built by DINO's own ``vision_transformer.py`` in place of ``torch.hub.load(...,
+  'dino_vitb8' | 'dino_vitb16')``; ovdense builds the same size through timm and loads the same
+  state dict.
+- CorrCLIP (the repository's ``CorrCLIPv1`` folder) reads masks generated beforehand
+  (``instance_mask_path``, one ``<stem>.npz`` per image): random region maps are written in that
+  layout and ovdense reads the same files (``OVDenseSegmentor(region_dir=...)``). Trident builds
+  SAM ViT-B with its own ``segment_anything`` copy: its ``sam_model_registry['vit_b']`` is given
+  a narrow encoder (:data:`SAM_SIZE`; 12 heads and the 64 x 64 grid its code expects) and both
+  sides load one random SAM file; its SAM refinement is off, as in the released configs. Its
+  "SAM-size images" rows use images on which every resize is the identity, so that both SAMs see
+  the same pixels (Trident re-reads the file for SAM; ovdense gives SAM its own input). Modules
+  the official code imports only for branches not compared (CorrCLIP's ``transformers``,
+  Trident's ``skimage``) are placeholders that fail if called, when they are not installed.
 
 Each official segmentor is built from its config with ``device='cpu'`` and runs in its own
 process (the repositories' top-level ``clip`` / ``open_clip`` packages would clash). ovdense runs
@@ -78,6 +90,8 @@ CLIP_CFG = {
 PARITY_NAME_12 = "ovdense-parity-ViT-tiny-16-12blocks"
 CLIP_CFG_12 = {**CLIP_CFG, "vision_cfg": {**CLIP_CFG["vision_cfg"], "layers": 12}}
 DINO_SIZE = {"embed_dim": 128, "depth": 3, "num_heads": 2}
+#: SAM ViT-B's image encoder made narrow and shallow (Trident reads 12 heads on a 64 x 64 grid)
+SAM_SIZE = {"embed_dim": 96, "depth": 2, "num_heads": 12, "global_attn_indexes": (1,)}
 
 #: method -> module of the official segmentor, CLIP loader, extra model settings; ``blocks``:
 #: the CLIP's depth (default 4); ``renormalised``: the stored probabilities sum to 1 over the
@@ -107,6 +121,43 @@ METHODS: dict[str, dict[str, Any]] = {
         "ovdense_variants": {" (ovdense sfr_half)": ["+model.strategy_kwargs.sfr_half=True"]},
     },
     "scclip": {"module": "scclip_segmentor", "loader": "openai", "blocks": 12},
+    # CorrCLIP (its CorrCLIPv1 folder): the spatial branch averages blocks 5-9 of 12; the
+    # released configs read masks generated beforehand (mask_generator=None,
+    # instance_mask_path): here random region maps, given to ovdense with region_dir; it
+    # stores its probabilities as ``seg_logit``
+    "corrclip": {
+        "module": "corrclip_segmentor",
+        "loader": "open_clip",
+        "subdir": "CorrCLIPv1",
+        "blocks": 12,
+        "fp16": True,
+        "vfm": "dino_vitb8",
+        "regions": True,
+        "logits_key": "seg_logit",
+        "unused_modules": {
+            "transformers": ("AutoImageProcessor", "Mask2FormerForUniversalSegmentation")
+        },
+    },
+    # Trident: DINO ViT/16 in CLIP's windows, SAM ViT-B's last attention over the spliced map
+    # (a narrow SAM here: 12 heads as Trident's code expects of "vit_b", 64 x 64 grid); the
+    # released configs leave the SAM refinement off (sam_refinement=False)
+    "trident": {
+        "module": "trident",
+        "loader": "open_clip",
+        "fp16": True,
+        "vfm": "dino_vitb16",
+        "sam": True,
+        "unused_modules": {"skimage": ("measure",)},  # the SAM refinement's
+        # Trident reads the image file again for SAM (original size, cv2 to whole patches,
+        # SAM's own 8-bit resize to a 1024 long side); ovdense gives SAM its (resized) input.
+        # Images whose every resize is the identity (short side = the config's, long side
+        # 1024, whole patches) give both the same SAM input: compared in fp32
+        "image_variants": {
+            " (SAM-size images)": {"voc21": [(448, 1024), (1024, 448)], "ade20k": [(576, 1024)]}
+        },
+        # the released configs leave the SAM refinement off; so does ovdense here
+        "overrides": ["model.post_refiner=None"],
+    },
 }
 #: official config -> ovdense benchmark
 SETTINGS = {"voc21": "voc21", "ade20k": "ade20k_150"}
@@ -164,8 +215,7 @@ def _revision(src: str) -> str:
 
 def make_weights(work: Path) -> dict[str, Path]:
     """The random CLIP (OpenAI layout, fp16-representable values), its open_clip config file,
-    and a random DINO ViT/8 state dict."""
-    import timm
+    random DINO ViT/8 and ViT/16 state dicts and a random SAM (Trident)."""
     import torch
 
     from ovdense.modeling.clip import load_clip
@@ -195,21 +245,63 @@ def make_weights(work: Path) -> dict[str, Path]:
 
     clip_file = random_clip(CLIP_CFG, work / "clip_tiny_openai_layout.pt")
 
-    torch.manual_seed(1)
-    dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, **DINO_SIZE)
-    dstate = {}
-    for name, p in dino.state_dict().items():
-        if p.ndim == 1 and "norm" in name and name.endswith("weight"):
+    dino_file = work / "dino_tiny_vit8.pt"
+    torch.save(_random_dino(8, gen), dino_file)
+    # drawn after those, so the 4-block CLIP and DINO above stay what they were before it
+    # existed; then DINO ViT/16 and SAM (Trident), for the same reason
+    clip12_file = random_clip(CLIP_CFG_12, work / "clip_tiny12_openai_layout.pt")
+    dino16_file = work / "dino_tiny_vit16.pt"
+    torch.save(_random_dino(16, gen), dino16_file)
+    sam_file = work / "sam_narrow_vit_b.pt"
+    torch.save(_random_sam(gen), sam_file)
+    return {
+        "clip": clip_file,
+        "clip12": clip12_file,
+        "config_dir": cfg_dir,
+        "dino": dino_file,
+        "dino16": dino16_file,
+        "sam": sam_file,
+    }
+
+
+def _random_dino(patch: int, gen: Any) -> dict[str, Any]:
+    """A random DINO ViT of :data:`DINO_SIZE` with ``patch`` pixel patches (timm's layout, which
+    DINO's own ``vision_transformer.py`` shares), values fp16-representable."""
+    import timm
+    import torch
+
+    name = {8: "vit_base_patch8_224.dino", 16: "vit_base_patch16_224.dino"}[patch]
+    dino = timm.create_model(name, pretrained=False, **DINO_SIZE)
+    state = {}
+    for key, p in dino.state_dict().items():
+        if p.ndim == 1 and "norm" in key and key.endswith("weight"):
             value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
         else:
             fan_in = p.shape[-1] if p.ndim > 1 else 16
             value = torch.randn(p.shape, generator=gen) * (1.0 / fan_in**0.5)
-        dstate[name] = value.half().float()
-    dino_file = work / "dino_tiny_vit8.pt"
-    torch.save(dstate, dino_file)
-    # drawn last, so the 4-block CLIP and DINO above stay what they were before it existed
-    clip12_file = random_clip(CLIP_CFG_12, work / "clip_tiny12_openai_layout.pt")
-    return {"clip": clip_file, "clip12": clip12_file, "config_dir": cfg_dir, "dino": dino_file}
+        state[key] = value.half().float()
+    return state
+
+
+def _random_sam(gen: Any) -> dict[str, Any]:
+    """A random segment-anything ``Sam`` ("vit_b" with :data:`SAM_SIZE`'s encoder): every
+    weight drawn (the relative position tables start at zero in SAM), fp16-representable."""
+    import torch
+
+    from ovdense.sam.model import build_sam
+
+    sam = build_sam("vit_b", pretrained=False, **SAM_SIZE)
+    state = {}
+    for key, p in sam.state_dict().items():
+        if not p.is_floating_point() or key.endswith(("pixel_mean", "pixel_std")):
+            state[key] = p.clone()
+        elif p.ndim == 1 and "norm" in key and key.endswith("weight"):
+            state[key] = (1.0 + 0.1 * torch.randn(p.shape, generator=gen)).half().float()
+        else:
+            fan_in = p.shape[-1] if p.ndim > 1 else 16
+            value = torch.randn(p.shape, generator=gen) * (1.0 / fan_in**0.5)
+            state[key] = value.half().float()
+    return state
 
 
 def _clip_for(method: str) -> tuple[str, str]:
@@ -219,24 +311,48 @@ def _clip_for(method: str) -> tuple[str, str]:
     return "clip", PARITY_NAME
 
 
-def make_images(work: Path) -> list[Path]:
-    """Smooth random RGB images (bilinearly upsampled noise), PNG."""
+def make_images(
+    work: Path, sizes: Sequence[tuple[int, int]] = tuple(IMAGE_SIZES), name: str = "img"
+) -> list[Path]:
+    """Smooth random RGB images (bilinearly upsampled noise) of these sizes, PNG."""
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
     gen = torch.Generator().manual_seed(2)
     paths = []
-    for i, (h, w) in enumerate(IMAGE_SIZES):
+    for i, (h, w) in enumerate(sizes):
         low = torch.rand((1, 3, h // 24, w // 24), generator=gen)
         img = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0]
         img = (img + 0.15 * torch.rand((3, h, w), generator=gen)).clamp(0, 1)
         arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        path = work / "images" / f"img{i}.png"
+        path = work / "images" / f"{name}{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr).save(path)
         paths.append(path)
     return paths
+
+
+def make_regions(work: Path, images: list[Path]) -> Path:
+    """Random region maps of the images, as CorrCLIP's pre-generated masks: one
+    ``<stem>.npz`` per image with an int64 ``instance_mask`` at the image's size (cells of a
+    random Voronoi partition numbered 1..K, a few left 0: no mask)."""
+    import torch
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(3)
+    folder = work / "region_masks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        w, h = Image.open(path).size
+        seeds = torch.rand((12, 2), generator=gen) * torch.tensor([h, w])
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        pixels = torch.stack([ys, xs], -1).reshape(-1, 1, 2).float()
+        cell = ((pixels - seeds) ** 2).sum(-1).argmin(1).reshape(h, w)
+        ids = torch.randperm(12, generator=gen) + 1
+        ids[:3] = 0  # three cells without a mask
+        np.savez(folder / f"{path.stem}.npz", instance_mask=ids[cell].numpy().astype(np.int64))
+    return folder
 
 
 def _pipeline(cfg: Any, resize: bool) -> list[dict]:
@@ -244,7 +360,9 @@ def _pipeline(cfg: Any, resize: bool) -> list[dict]:
     return steps if resize else [s for s in steps if s["type"] != "Resize"]
 
 
-def _run(model: Any, pipeline: list[dict], images: list[Path]) -> list[dict[str, np.ndarray]]:
+def _run(
+    model: Any, pipeline: list[dict], images: list[Path], logits_key: str = "seg_logits"
+) -> list[dict[str, np.ndarray]]:
     import torch
     from mmengine.dataset import Compose, pseudo_collate
 
@@ -256,7 +374,7 @@ def _run(model: Any, pipeline: list[dict], images: list[Path]) -> list[dict[str,
             sample = model.test_step(data)[0]
         out.append(
             {
-                "probs": sample.seg_logits.data.float().cpu().numpy(),
+                "probs": sample.get(logits_key).data.float().cpu().numpy(),
                 "labels": sample.pred_sem_seg.data[0].cpu().numpy(),
             }
         )
@@ -284,25 +402,43 @@ def worker(args: argparse.Namespace) -> None:
 
         assert Path(open_clip.__file__).resolve().is_relative_to(repo.resolve())
         open_clip.add_model_config(weights["config_dir"])
-    if args.method == "proxyclip":  # facebookresearch/dino is on PYTHONPATH too
+    if spec.get("vfm") or args.method == "proxyclip":  # facebookresearch/dino on PYTHONPATH
         from functools import partial
 
         import vision_transformer as dino_vits  # facebookresearch/dino
 
         def hub_load(repo_or_dir: str, model: str, *a: Any, **kw: Any) -> Any:
-            assert model == "dino_vitb8", model
+            # torch.hub.load('facebookresearch/dino:main', 'dino_vitb8' | 'dino_vitb16')
+            patch = {"dino_vitb8": 8, "dino_vitb16": 16}[model]
             vit = dino_vits.VisionTransformer(
-                patch_size=8,
+                patch_size=patch,
                 qkv_bias=True,
                 norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
                 **DINO_SIZE,
             )
-            state = torch.load(weights["dino"], map_location="cpu", weights_only=True)
+            path = weights["dino" if patch == 8 else "dino16"]
+            state = torch.load(path, map_location="cpu", weights_only=True)
             missing, unexpected = vit.load_state_dict(state, strict=False)
             assert not missing and not [k for k in unexpected if not k.startswith("head")]
             return vit
 
         torch.hub.load = hub_load
+    if spec.get("sam"):
+        # Trident builds SAM with sam_model_registry['vit_b'] of its own segment_anything copy:
+        # the same builder with SAM_SIZE's encoder
+        from functools import partial
+
+        import segment_anything
+
+        build_sam = importlib.import_module("segment_anything.build_sam")
+        assert Path(segment_anything.__file__).resolve().is_relative_to(repo.resolve())
+        build_sam.sam_model_registry["vit_b"] = partial(
+            build_sam._build_sam,
+            encoder_embed_dim=SAM_SIZE["embed_dim"],
+            encoder_depth=SAM_SIZE["depth"],
+            encoder_num_heads=SAM_SIZE["num_heads"],
+            encoder_global_attn_indexes=list(SAM_SIZE["global_attn_indexes"]),
+        )
     if spec.get("cuda_moves") and not torch.cuda.is_available():
         # ResCLIP moves its feedback maps with .cuda() and its feedback PAMR with
         # .to(torch.device('cuda')) whatever the model's device; on a CPU those moves are made
@@ -339,15 +475,18 @@ def worker(args: argparse.Namespace) -> None:
             sys.modules[name] = types.ModuleType(name)
         sys.modules["BLIP.models.blip_retrieval"] = blip
         sys.modules["gem"] = gem
+    _placeholders(spec.get("unused_modules", {}))
     module = importlib.import_module(spec["module"])
     if spec["loader"] == "open_clip":
         original = module.create_model
         precision = "fp16" if spec.get("fp16") and not args.fp32 else "fp32"
 
+        clip_key, clip_name = _clip_for(args.method)
+
         def create_model(name: str, pretrained: str | None = None, **kw: Any) -> Any:
             # the same factory and precision, our architecture and weight file
             kw["precision"] = precision
-            return original(PARITY_NAME, pretrained=weights["clip"], **kw)
+            return original(clip_name, pretrained=weights[clip_key], **kw)
 
         module.create_model = create_model
     cfg = Config.fromfile(str(repo / "configs" / f"cfg_{args.setting}.py"))
@@ -356,15 +495,38 @@ def worker(args: argparse.Namespace) -> None:
     model_cfg["device"] = "cpu"
     if spec["loader"] == "openai":
         model_cfg["clip_path"] = weights[_clip_for(args.method)[0]]
+    if spec.get("regions"):  # CorrCLIP's masks generated beforehand
+        model_cfg["instance_mask_path"] = weights["regions"]
+    if spec.get("sam"):
+        model_cfg["sam_ckpt"] = weights["sam"]
     from mmseg.registry import MODELS
 
     model = MODELS.build(model_cfg).eval()
-    results = _run(model, _pipeline(cfg, resize=True), [Path(p) for p in args.images])
+    key = spec.get("logits_key", "seg_logits")
+    results = _run(model, _pipeline(cfg, resize=True), [Path(p) for p in args.images], key)
     np.savez(
         args.output,
         **{f"{k}{i}": r[k] for i, r in enumerate(results) for k in ("probs", "labels")},
         settings=json.dumps({k: v for k, v in model_cfg.items() if k not in ("device",)}),
     )
+
+
+def _placeholders(modules: dict[str, tuple[str, ...]]) -> None:
+    """Modules the official code imports for branches this comparison never takes, made of
+    placeholders that fail if called (only when the real module is not installed)."""
+    import importlib.util
+    import types
+
+    def unused(*a: Any, **kw: Any) -> Any:
+        raise RuntimeError("not part of this comparison")
+
+    for name, attrs in modules.items():
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            continue
+        module = types.ModuleType(name)
+        for attr in attrs:
+            setattr(module, attr, unused)
+        sys.modules[name] = module
 
 
 def run_official(
@@ -407,6 +569,48 @@ def run_official(
     return results, json.loads(str(data["settings"]))
 
 
+def compare_method(
+    method: str,
+    src: str,
+    repo: Path,
+    setting: str,
+    weights: dict,
+    images: list[Path],
+    work: Path,
+    fp32: bool,
+    image_suffix: str = "",
+) -> list[dict[str, Any]]:
+    """The official segmentor and ovdense's (each of its ``ovdense_variants``) on ``images``:
+    one table row per ovdense variant."""
+    t0 = time.time()
+    out = work / f"{method}_{setting}{'_fp32' if fp32 else ''}_{images[0].stem}.npz"
+    official, off_settings = run_official(method, repo, setting, weights, images, out, fp32)
+    rows = []
+    for suffix, extra in {"": [], **METHODS[method].get("ovdense_variants", {})}.items():
+        label = method + (" (official in fp32)" if fp32 else "") + image_suffix + suffix
+        row: dict[str, Any] = {"method": label, "setting": setting, "revision": _revision(src)}
+        model = build_ovdense(method, repo, setting, weights, work, extra)
+        for mode, resize in (("mmseg_resize", True), ("ovdense_resize", False)):
+            ours = run_ovdense(model, repo, setting, images, resize)
+            row[mode] = compare(method, official, ours)
+        row["settings"] = _settings_text(method, off_settings, model)
+        if image_suffix:
+            row["settings"] += f"; images {[_image_size(p) for p in images]}"
+        row["seconds"] = round(time.time() - t0, 1)
+        t0 = time.time()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file."""
+    from PIL import Image
+
+    w, h = Image.open(path).size
+    return h, w
+
+
 # -- the ovdense side -------------------------------------------------------------------------
 def build_ovdense(
     method: str, repo: Path, setting: str, weights: dict, work: Path, extra: Sequence[str] = ()
@@ -417,12 +621,18 @@ def build_ovdense(
     import ovdense.integrations.mmseg  # noqa: F401
 
     init_default_scope("mmseg")
+    spec = METHODS[method]
     overrides = [f"model.text_cache_dir={str(work / 'text_cache')!r}"]
-    if method == "proxyclip":
+    vfm = spec.get("vfm", "dino_vitb8" if method == "proxyclip" else None)
+    if vfm is not None:
         # the preset's VFM settings kept (feature, ...); weights and size replaced
         key = "model.strategy_kwargs.vfm_kwargs"
-        overrides.append(f"{key}.checkpoint={str(weights['dino'])!r}")
+        dino = weights["dino" if vfm == "dino_vitb8" else "dino16"]
+        overrides.append(f"{key}.checkpoint={str(dino)!r}")
         overrides += [f"+{key}.{k}={v}" for k, v in {"pretrained": False, **DINO_SIZE}.items()]
+    if spec.get("sam"):
+        overrides.append(f"model.aggregator_kwargs.checkpoint={str(weights['sam'])!r}")
+        overrides.append(f"+model.aggregator_kwargs.sam_kwargs={dict(SAM_SIZE)!r}")
     clip_key, clip_name = _clip_for(method)
     return MODELS.build(
         dict(
@@ -431,7 +641,8 @@ def build_ovdense(
             benchmark=SETTINGS[setting],
             classnames=str(repo / "configs" / f"cls_{setting}.txt"),
             clip=dict(model_name=clip_name, checkpoint=str(weights[clip_key]), quick_gelu=True),
-            overrides=[*overrides, *extra],
+            overrides=[*overrides, *spec.get("overrides", []), *extra],
+            region_dir=str(weights["regions"]) if spec.get("regions") else None,
         )
     ).eval()
 
@@ -548,8 +759,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [m for m in METHODS if getattr(args, m)]
     if not chosen and not args.rows_from:
         p.error("give at least one official repository (--sclip DIR, ...)")
-    if "proxyclip" in chosen and not args.dino:
-        p.error("--proxyclip needs --dino DIR (facebookresearch/dino)")
+    needs_dino = [m for m in chosen if m == "proxyclip" or METHODS[m].get("vfm")]
+    if needs_dino and not args.dino:
+        p.error(f"--{needs_dino[0]} needs --dino DIR (facebookresearch/dino)")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ovdense_parity_"))
     work.mkdir(parents=True, exist_ok=True)
     import open_clip
@@ -557,34 +769,27 @@ def main(argv: list[str] | None = None) -> int:
     weights: dict[str, Any] = make_weights(work)
     open_clip.add_model_config(weights["config_dir"])
     images = make_images(work)
+    weights["regions"] = make_regions(work, images)
     dino_repo = _checkout(args.dino, work / "src" / "dino") if args.dino else None
     weights["dino_repo"] = dino_repo or ""
     rows = [row for f in args.rows_from for row in json.loads(Path(f).read_text())]
     for method in chosen:
         src = getattr(args, method)
-        repo = _checkout(src, work / "src" / method)
+        repo = _checkout(src, work / "src" / method) / METHODS[method].get("subdir", "")
         # ClearCLIP and ProxyCLIP run in fp16 as released, and in fp32 (.half() made a no-op)
         variants = [False, True] if METHODS[method].get("fp16") else [False]
         for setting, fp32 in [(s, v) for s in args.settings for v in variants]:
-            t0 = time.time()
-            out = work / f"{method}_{setting}{'_fp32' if fp32 else ''}.npz"
-            official, off_settings = run_official(method, repo, setting, weights, images, out, fp32)
-            ovdense_variants = {"": [], **METHODS[method].get("ovdense_variants", {})}
-            for suffix, extra in ovdense_variants.items():
-                row: dict[str, Any] = {
-                    "method": method + (" (official in fp32)" if fp32 else "") + suffix,
-                    "setting": setting,
-                    "revision": _revision(src),
-                }
-                model = build_ovdense(method, repo, setting, weights, work, extra)
-                for mode, resize in (("mmseg_resize", True), ("ovdense_resize", False)):
-                    ours = run_ovdense(model, repo, setting, images, resize)
-                    row[mode] = compare(method, official, ours)
-                row["settings"] = _settings_text(method, off_settings, model)
-                row["seconds"] = round(time.time() - t0, 1)
-                t0 = time.time()
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            image_sets = [("", images)]
+            if fp32 or not METHODS[method].get("fp16"):
+                for tag, (suffix, sizes) in enumerate(
+                    METHODS[method].get("image_variants", {}).items()
+                ):
+                    name = f"v{tag}_{setting}_"
+                    image_sets.append((suffix, make_images(work, sizes[setting], name)))
+            for image_suffix, image_set in image_sets:
+                rows += compare_method(
+                    method, src, repo, setting, weights, image_set, work, fp32, image_suffix
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.merge:
