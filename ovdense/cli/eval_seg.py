@@ -6,6 +6,7 @@ Examples::
     ovdense eval --config sclip --dataset ade20k_150 --protocol unified --limit 50
     torchrun --nproc-per-node 2 -m ovdense eval --config naclip --dataset cityscapes
     ovdense eval --config naclip --dataset folder:imgs/:labels/:classes.txt
+    ovdense eval --config corrclip --dataset voc21 --regions data/region_masks/voc
 
 (``python tools/eval_seg.py ...`` runs the same code, also under ``torchrun``.)
 
@@ -64,6 +65,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="delete the predictions and results already in the output folder and start afresh "
         "(needed when they were made with other settings)",
     )
+    p.add_argument(
+        "--regions",
+        default=None,
+        metavar="DIR",
+        help="region maps generated beforehand, one <image stem>.npz per image (array "
+        "'instance_mask', CorrCLIP's data/region_masks layout), in place of the preset's mask "
+        "source",
+    )
     add_overrides_argument(p)
     return p.parse_intermixed_args(argv)  # key=value overrides anywhere
 
@@ -83,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=device,
             overrides=args.opts,
             overwrite=args.overwrite,
+            region_dir=args.regions,
             **model_source(args),
         )
         if is_main_process():

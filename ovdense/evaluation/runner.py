@@ -50,6 +50,7 @@ from ..model_zoo import (
 from ..utils.cli import USER_ERRORS, UserError, resolve_device
 from ..utils.io import atomic_write, atomic_write_text, pid_alive, remove_stale_temporaries
 from ..utils.labels import load_label_png, save_label_png
+from ..utils.regions import read_region_map
 from ..version import __version__
 from .base import format_metric, json_safe
 from .sem_seg import SemSegEvaluator
@@ -339,15 +340,19 @@ def output_fingerprint(
     dataset: str,
     dataset_root: str | os.PathLike,
     protocol: str,
+    region_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """What made an output folder's predictions; equal fingerprints may share predictions.
 
     The resolved config as ``config.yaml`` text, the weights (``ovdense_id`` of the CLIP, which
     names a checkpoint file by path, size and mtime, or a tag) and any other ``*checkpoint*``
-    file of the config (path, size, mtime), the dataset (name and folder), the protocol and the
-    ovdense version. How many images are evaluated (``limit``) is not part of it.
+    file of the config (path, size, mtime), the dataset (name and folder), the protocol, the
+    folder of region maps read (``region_dir``, if any) and the ovdense version. How many images
+    are evaluated (``limit``) is not part of it.
     """
+    regions = None if region_dir is None else os.path.abspath(os.fspath(region_dir))
     return {
+        "regions": regions,
         "format": _FINGERPRINT_FORMAT,
         "ovdense": __version__,
         "protocol": protocol,
@@ -407,6 +412,7 @@ def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[st
     add("dataset", old_d.get("name"), new_d.get("name"))
     add("dataset root", old_d.get("root"), new_d.get("root"))
     add("protocol", old.get("protocol"), new.get("protocol"))
+    add("region maps", old.get("regions"), new.get("regions"))
     add("ovdense version", old.get("ovdense"), new.get("ovdense"))
     return list(dict.fromkeys(diffs))
 
@@ -640,11 +646,16 @@ def run_eval(
     overrides: Sequence[str] = (),
     progress: bool = True,
     overwrite: bool = False,
+    region_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate one method on one dataset; returns the results dict (also written to disk).
 
     Predictions already in ``output`` are reused when they were made with the same fingerprint
     (:func:`output_fingerprint`); ``overwrite`` deletes a folder's earlier outputs first.
+    ``region_dir``: region maps generated beforehand (one ``<image stem>.npz`` per image,
+    :func:`~ovdense.utils.regions.read_region_map`; CorrCLIP's ``data/region_masks`` layout)
+    in place of the preset's mask source, which is then not built; the folder is part of the
+    fingerprint.
 
     Raises:
         OutputMismatchError: ``output`` holds predictions of other settings (and not
@@ -655,6 +666,11 @@ def run_eval(
     if dataset.startswith("folder:"):
         dataset = parse_dataset_spec(dataset)
     meta = get_metadata(dataset)
+    if region_dir is not None:
+        region_dir = Path(region_dir).expanduser().resolve()
+        if not region_dir.is_dir():
+            raise FileNotFoundError(f"--regions is not a folder: {region_dir}")
+        overrides = [*overrides, "model.mask_source=None"]
     cfg = resolve_eval_config(
         config,
         dataset,
@@ -677,7 +693,7 @@ def run_eval(
         vocab = meta.vocabulary(cfg.class_rule)
         seg = instantiate(cfg.model).to(dev)
         text = seg.encode_text(vocab)
-        fingerprint = output_fingerprint(cfg, seg, dataset, data.root, protocol)
+        fingerprint = output_fingerprint(cfg, seg, dataset, data.root, protocol, region_dir)
 
         def prepare() -> None:
             prepare_output(out_dir, fingerprint, overwrite)
@@ -716,11 +732,17 @@ def run_eval(
                 resumed += 1
             else:
                 image = torch.from_numpy(np.array(item["image"])).permute(2, 0, 1)[None].float()
+                given: dict[str, Any] = {}
+                if region_dir is not None:
+                    size = (int(image.shape[2]), int(image.shape[3]))
+                    given["regions"] = read_region_map(region_dir, item["image_path"], size)[None]
                 # a strategy whose features depend on the vocabulary (ResCLIP) gets the text
                 needs_text = getattr(seg, "_strategy_needs_text", lambda: False)()
-                feats = seg.encode_image(image / 255.0, text) if needs_text else None
-                if feats is None:
-                    feats = seg.encode_image(image / 255.0)
+                feats = (
+                    seg.encode_image(image / 255.0, text, **given)
+                    if needs_text
+                    else seg.encode_image(image / 255.0, **given)
+                )
                 out = seg.decode(feats, text, return_probs=False)
                 pred = out.labels[0].cpu().numpy()
                 _atomic_save_label(pred, path)

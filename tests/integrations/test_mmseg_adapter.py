@@ -272,7 +272,7 @@ def test_region_map_files_are_checked(tmp_path):
     with pytest.raises(ValueError, match="expected an integer 63x81 map"):
         model.predict(x, [SegDataSample(metainfo=meta)])
     model.region_key = "missing"
-    with pytest.raises(KeyError, match="set region_key"):
+    with pytest.raises(KeyError, match="has no array .missing."):
         model.predict(x, [SegDataSample(metainfo=meta)])
     with pytest.raises(FileNotFoundError, match="region_dir is not a folder"):
         MODELS.build(_model_cfg(preset="corrclip", region_dir=str(tmp_path / "nope")))

@@ -226,3 +226,73 @@ def test_eval_all_shapes_groups(tmp_path, monkeypatch):
         assert got == (pytest.approx(expected) if expected is not None else None)
     md = (tmp_path / "all" / "table.md").read_text()
     assert "| Shapes | Shapes seen | Shapes held-out | Avg |" in md
+
+
+TINY_CORRCLIP_PRESET = """
+from ovdense.config import LazyCall as L
+from ovdense.modeling.clip import load_clip
+from ovdense.modeling.segmentors import TrainingFreeSegmentor
+
+model = L(TrainingFreeSegmentor)(
+    clip=L(load_clip)(config={config!r}, seed=0),
+    strategy="corrclip",
+    strategy_kwargs={{"vfm": "dino_vitb8", "vfm_kwargs": {{"pretrained": False, "img_size": 32,
+        "embed_dim": 24, "depth": 2, "num_heads": 2, "feature": "query_key"}}}},
+    templates="single",
+    short_side=40,
+    window=32,
+    stride=16,
+    label_refiner="region_vote",
+)
+"""
+
+
+def _write_regions(folder: Path, images: Path, shift: int = 0) -> dict[str, np.ndarray]:
+    """Three vertical bands (ids 2, 4, 6; the first ``6 + shift`` columns without a mask) per
+    image, in CorrCLIP's layout."""
+    folder.mkdir(parents=True)
+    out = {}
+    for path in sorted(images.glob("*.jpg")):
+        w, h = Image.open(path).size
+        r = np.zeros((h, w), np.int64)
+        r[:, 6 + shift : 20] = 2
+        r[:, 20:32] = 4
+        r[:, 32:] = 6
+        np.savez(folder / f"{path.stem}.npz", instance_mask=r)
+        out[path.stem] = r
+    return out
+
+
+def test_eval_reads_region_maps_generated_beforehand(tmp_path, tiny_clip_config, capsys):
+    """``--regions DIR``: CorrCLIP's masks from files (its data/region_masks layout), the
+    preset's mask source not needed; the vote made every region one label; the folder is part
+    of the fingerprint (other masks do not reuse the predictions)."""
+    from ovdense.utils.cli import run_cli
+
+    preset = tmp_path / "tiny_corrclip.py"
+    preset.write_text(TINY_CORRCLIP_PRESET.format(config=tiny_clip_config))
+    data = write_ade_layout(tmp_path / "data")
+    images = data / "ADEChallengeData2016" / "images" / "validation"
+    regions = _write_regions(tmp_path / "masks", images)
+    out = tmp_path / "out"
+    tool = _tool("eval_seg")
+    args = ["--config", str(preset), "--dataset", "ade20k_150", "--data-root", str(data)]
+    args += ["--output", str(out), "--device", "cpu"]
+    assert tool.main([*args, "--regions", str(tmp_path / "masks")]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_images"] == 4
+    for stem, r in regions.items():
+        pred = load_label_png(out / "preds" / f"{stem}.png")
+        for v in (2, 4, 6):
+            assert len(np.unique(pred[r == v])) == 1
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["regions"] == str((tmp_path / "masks").resolve())
+    # other masks into the same output folder: refused, not mixed
+    _write_regions(tmp_path / "masks2", images, shift=2)
+    capsys.readouterr()
+    code = run_cli(tool.main, [*args, "--regions", str(tmp_path / "masks2")])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    # a missing map is one clear error naming the file expected
+    (tmp_path / "masks2" / "ADE_val_00000002.npz").unlink()
+    code = run_cli(tool.main, [*args, "--regions", str(tmp_path / "masks2"), "--overwrite"])
+    assert code == 2 and "No region map for ADE_val_00000002.jpg" in capsys.readouterr().err

@@ -40,7 +40,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.hooks import Hook
@@ -57,6 +56,7 @@ from ...data.metadata import PARSE_RULES, SemSegMetadata
 from ...model_zoo import check_preset_kind, clip_source_overrides, get_config
 from ...modeling.clip import load_clip
 from ...modeling.segmentors import Segmentor
+from ...utils.regions import REGION_KEY, read_region_map
 from ...vocabulary import Vocabulary, is_background_class
 
 __all__ = ["OVDenseSegmentor", "OVDenseVocabularyHook", "read_class_file"]
@@ -137,7 +137,7 @@ class OVDenseSegmentor(BaseSegmentor):
         data_preprocessor: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
         region_dir: str | os.PathLike | None = None,
-        region_key: str = "instance_mask",
+        region_key: str = REGION_KEY,
     ) -> None:
         # built here from mmseg's registry (the config's default_scope may be unset)
         pre = MODELS.build(data_preprocessor or dict(type="SegDataPreProcessor", bgr_to_rgb=True))
@@ -258,32 +258,15 @@ class OVDenseSegmentor(BaseSegmentor):
 
     def read_regions(self, meta: dict[str, Any], size: tuple[int, int]) -> Tensor:
         """The region map ``[1, H, W]`` (int64) of the image of ``meta`` from ``region_dir``
-        (``<stem of meta['img_path']>.npz``), checked to be ``size`` (its ``ori_shape``)."""
+        (:func:`~ovdense.utils.regions.read_region_map` of ``meta['img_path']``), checked to be
+        ``size`` (its ``ori_shape``)."""
         assert self.region_dir is not None
         img_path = meta.get("img_path")
         if not img_path:
             raise ValueError(
                 "region_dir needs each sample's img_path (mmseg's LoadImageFromFile sets it)."
             )
-        path = self.region_dir / f"{Path(str(img_path)).stem}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No region map for {Path(str(img_path)).name}: expected {path} (generate the "
-                "masks of every image first, or drop region_dir to use the preset's mask source)."
-            )
-        with np.load(path, allow_pickle=False) as f:
-            if self.region_key not in f:
-                raise KeyError(
-                    f"{path} has no array {self.region_key!r} (it holds {sorted(f.files)}): "
-                    "set region_key."
-                )
-            array = f[self.region_key]
-        if array.ndim != 2 or tuple(array.shape) != tuple(size) or array.dtype.kind not in "iub":
-            raise ValueError(
-                f"{path}: expected an integer {size[0]}x{size[1]} map (the image's size), got "
-                f"{array.dtype} {tuple(array.shape)}."
-            )
-        return torch.from_numpy(array.astype(np.int64))[None]
+        return read_region_map(self.region_dir, img_path, size, self.region_key)[None]
 
     def _input_regions(
         self, metas: Sequence[dict[str, Any]] | None, size: Sequence[int]
