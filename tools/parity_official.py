@@ -702,6 +702,11 @@ def _settings_text(method: str, official: dict, model: Any) -> str:
         "multi_start_idx",
         "multi_end_idx",
         "res_cls",
+        "beta",  # Trident
+        "gamma",
+        "cos_fac",
+        "refine_neg_cos",
+        "sam_refinement",
     )
     off = ", ".join(f"{k}={official[k]}" for k in keys if k in official)
     ours = (
@@ -712,7 +717,14 @@ def _settings_text(method: str, official: dict, model: Any) -> str:
     strategy = getattr(seg.backbone, "strategy", None)
     attrs = ("temp_thd", "rcs_weights", "sfr_weights", "sfr_half")  # ResCLIP's
     attrs += ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
+    if method in ("corrclip", "trident"):  # their strategies' and aggregator's settings
+        attrs += ("tau", "alpha", "beta", "gamma", "merge_eps")
     extra = [f"{k}={getattr(strategy, k)}" for k in attrs if hasattr(strategy, k)]
+    aggregator = getattr(seg, "aggregator", None)
+    extra += [f"{k}={getattr(aggregator, k)}" for k in ("cos_fac", "refine_neg_cos", "columns")
+              if hasattr(aggregator, k)]  # fmt: skip
+    if method == "trident":
+        extra.append(f"sam_refinement={seg.post_refiner is not None}")
     ours += "".join(f", {e}" for e in extra)
     return f"official: {off or 'defaults'}; ovdense: {ours}"
 
@@ -721,7 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for m in METHODS:
         p.add_argument(f"--{m}", metavar="DIR", help=f"the official {m} repository")
-    p.add_argument("--dino", metavar="DIR", help="facebookresearch/dino (for ProxyCLIP)")
+    p.add_argument(
+        "--dino", metavar="DIR", help="facebookresearch/dino (ProxyCLIP, CorrCLIP, Trident)"
+    )
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--out", default="docs/parity_mmseg.md", help="markdown table")
     p.add_argument("--json", default=None, help="also write the figures here")
