@@ -206,6 +206,13 @@ TINY_CORRCLIP = [
 ]
 
 
+def _tiny_corrclip(**kw):
+    """CorrCLIP's preset through mmseg's registry, with the tiny CLIP and a tiny random DINO."""
+    cfg = _model_cfg(preset="corrclip", classnames=list(CLASSES), overrides=TINY_CORRCLIP)
+    cfg.update(kw)
+    return MODELS.build(cfg).eval()
+
+
 def _region_map(h: int, w: int) -> np.ndarray:
     """Four boxes numbered 3, 5, 7, 9 over a background 0 (no mask)."""
     r = np.zeros((h, w), np.int64)
@@ -222,14 +229,7 @@ def test_region_maps_from_files_reach_the_strategy_and_the_vote(tmp_path):
     vote the map at ori_shape, so every region of the file has one label in the output."""
     regions = _region_map(63, 81)
     np.savez(tmp_path / "s0.npz", instance_mask=regions)
-    model = MODELS.build(
-        _model_cfg(
-            preset="corrclip",
-            classnames=list(CLASSES),
-            overrides=TINY_CORRCLIP,
-            region_dir=str(tmp_path),
-        )
-    ).eval()
+    model = _tiny_corrclip(region_dir=str(tmp_path))
     assert model.seg.mask_source is None  # the preset's SAM 2 source is not built
     torch.manual_seed(0)
     x = torch.randint(0, 256, (1, 3, 40, 52)).float()
@@ -256,14 +256,7 @@ def test_region_maps_from_files_reach_the_strategy_and_the_vote(tmp_path):
 
 def test_region_map_files_are_checked(tmp_path):
     np.savez(tmp_path / "s0.npz", instance_mask=_region_map(30, 30), other=np.zeros(3))
-    model = MODELS.build(
-        _model_cfg(
-            preset="corrclip",
-            classnames=list(CLASSES),
-            overrides=TINY_CORRCLIP,
-            region_dir=str(tmp_path),
-        )
-    ).eval()
+    model = _tiny_corrclip(region_dir=str(tmp_path))
     x = torch.randint(0, 256, (1, 3, 40, 52)).float()
     meta = dict(ori_shape=(63, 81), img_shape=(40, 52), img_path=str(tmp_path / "s1.jpg"))
     with pytest.raises(FileNotFoundError, match="No region map for s1.jpg"):
@@ -294,13 +287,7 @@ def test_mask_source_regions_follow_the_maps_to_ori_shape(tmp_path):
         def settings(self):
             return {"source": "strips"}
 
-    model = MODELS.build(
-        _model_cfg(
-            preset="corrclip",
-            classnames=list(CLASSES),
-            overrides=[*TINY_CORRCLIP, "model.mask_source=None"],
-        )
-    ).eval()
+    model = _tiny_corrclip(overrides=[*TINY_CORRCLIP, "model.mask_source=None"])
     model.seg.mask_source = TwoStrips()
     x = torch.randint(0, 256, (1, 3, 40, 52)).float()
     meta = dict(ori_shape=(63, 81), img_shape=(40, 52))
