@@ -108,6 +108,7 @@ def _inputs(b, hw, k, mask_hw, seed=0, dtype=torch.float32):
         (1, (33, 17), 4, (11, 6), (1, 2), 5),  # masks at lower resolution
         (2, (16, 16), 6, (16, 16), (1,), 1),
         (2, (24, 40), 7, (6, 10), (2, 3, 5), 4),  # three dilations
+        (1, (21, 26), 3, (7, 9), (5, 2), 3),  # dilations not in ascending order
         (1, (1, 1), 2, (1, 1), (8, 16), 2),  # a single pixel
     ],
 )
@@ -156,6 +157,22 @@ def test_chunking_is_exact(chunk):
     a = PAMR(4, (2, 4), class_chunk=None)(image, masks)
     b = PAMR(4, (2, 4), class_chunk=chunk)(image, masks)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_affinity_neighbour_stacking_is_exact(monkeypatch, dtype):
+    # the element-wise work runs on stacks of neighbour maps; their size must not change a bit
+    from ovdense.modeling.refiners import pamr as pamr_module
+
+    image, masks = _inputs(2, (19, 23), 4, (7, 9), seed=8, dtype=dtype)
+    image = torch.cat([image, image.flip(1)], 1)  # 6 channels: the channel mean sees them all
+    want = PAMR(3, (1, 4)).affinity(image)
+    outs = [PAMR(3, (1, 4))(image, masks)]
+    for limit in (1, 3 * image[:, :1].numel(), 10**9):  # one map per stack, 3, all 18
+        monkeypatch.setattr(pamr_module, "_STACK_ELEMENTS", limit)
+        assert torch.equal(PAMR(3, (1, 4)).affinity(image), want)
+        outs.append(PAMR(3, (1, 4))(image, masks))
+    assert all(torch.equal(o, outs[0]) for o in outs)
 
 
 def test_zero_iterations_is_upsampling():

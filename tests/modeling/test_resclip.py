@@ -112,6 +112,21 @@ def test_path_check_follows_its_samples(grid):
     assert torch.equal(path_is_clear(labels), _clear_ref(labels))
 
 
+def test_path_check_of_a_batch_in_chunks_of_samples(monkeypatch):
+    # the samples of all pairs and images are gathered together, in chunks on large grids
+    from ovdense.modeling.strategies import resclip as resclip_module
+
+    labels = torch.randint(0, 3, (3, 5, 5), generator=_gen(9))
+    labels[:, 1:4, 1:3] = 1
+    want = torch.stack([_clear_ref(lab) for lab in labels])
+    for chunk in (1, 2 * 25 * 25 * 3, 1 << 22):  # one sample per gather, two, all five
+        monkeypatch.setattr(resclip_module, "_GATHER_CHUNK", chunk)
+        assert torch.equal(resclip_module._paths_clear(labels), want)
+    m = feedback_affinity(labels, std=1.5)
+    for b in range(3):  # the batch is the images one at a time
+        assert torch.equal(m[b], feedback_affinity(labels[b : b + 1], std=1.5)[0])
+
+
 @pytest.mark.parametrize("dse", [True, False])
 def test_feedback_affinity_equals_its_formula(dse):
     labels = torch.randint(0, 3, (2, 5, 5), generator=_gen(2))

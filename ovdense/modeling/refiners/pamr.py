@@ -30,18 +30,40 @@ _NEIGHBOURS: tuple[tuple[int, int], ...] = (
 _WINDOW: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(3) for j in range(3))
 
 
-def _shifted(x: Tensor, dilation: int, offsets: Sequence[tuple[int, int]]) -> Iterator[Tensor]:
-    """Yield the replicate-padded neighbour maps of ``x`` (``[N, C, H, W]`` each).
+#: Elements of one stack of neighbour maps (``[g, B, C, H, W]``) in :meth:`PAMR.affinity`:
+#: the neighbours are taken in groups of ``g`` maps below this (at least one).
+_STACK_ELEMENTS = 1 << 22
+
+
+def _shifted(
+    x: Tensor, dilations: Sequence[int], offsets: Sequence[tuple[int, int]]
+) -> list[Tensor]:
+    """The replicate-padded neighbour maps of ``x`` (``[N, C, H, W]`` each) for every dilation
+    and 3x3 kernel position in ``offsets``, dilation-major.
 
     Equivalent to ``F.conv2d(F.pad(x, [d] * 4, mode="replicate"), one_hot_kernel, dilation=d)``
-    for each one-hot 3x3 kernel position in ``offsets``, but without a convolution: the output at
-    ``(y, x)`` reads the padded input at ``(y + i * d, x + j * d)``, i.e. a slice (a view).
+    for each one-hot 3x3 kernel position, but without a convolution: the output at ``(y, x)``
+    reads the input padded by ``d`` at ``(y + i * d, x + j * d)``, i.e. a slice (a view). ``x``
+    is padded once, by the largest dilation ``D``: replicate padding by ``D`` holds the one by
+    ``d <= D`` at offset ``D - d``.
     """
     h, w = x.shape[-2:]
-    d = dilation
-    padded = F.pad(x, [d, d, d, d], mode="replicate")
-    for i, j in offsets:
-        yield padded[..., i * d : i * d + h, j * d : j * d + w]
+    top = max(dilations)
+    padded = F.pad(x, [top, top, top, top], mode="replicate")
+    return [
+        padded[..., top - d + i * d : top - d + i * d + h, top - d + j * d : top - d + j * d + w]
+        for d in dilations
+        for i, j in offsets
+    ]
+
+
+def _stacks(views: list[Tensor]) -> Iterator[Tensor]:
+    """``views`` (``[B, C, H, W]`` each) stacked on a new dim 0 in groups of at most
+    :data:`_STACK_ELEMENTS` elements (at least one view per group), in order: each view of a
+    stack is a contiguous ``[B, C, H, W]`` again."""
+    group = max(1, _STACK_ELEMENTS // max(1, views[0].numel()))
+    for start in range(0, len(views), group):
+        yield torch.stack(views[start : start + group])
 
 
 class PAMR(nn.Module):
@@ -68,7 +90,8 @@ class PAMR(nn.Module):
       propagated ``class_chunk`` at a time in place in the upsampled masks, so peak memory is
       the upsampled masks plus ``O(class_chunk * H * W)`` instead of
       ``O(8 * len(dilations) * K * H * W)``; chunking does not change a single bit;
-    * the neighbour shifts are slices of a replicate-padded tensor, accumulated one at a time;
+    * the neighbour shifts are slices of a replicate-padded tensor (padded once per step, by the
+      largest dilation), accumulated one at a time, the first product starting the sum;
     * half-precision inputs are computed in float32 (float64 stays float64) and the result is
       returned in the masks' dtype.
 
@@ -123,39 +146,42 @@ class PAMR(nn.Module):
         x = image.to(dtype or self._compute_dtype(image.dtype))
 
         # Unbiased std of each channel over the 9 window positions of all dilations (LocalStDev),
-        # two-pass so that no [B, C, 9 * len(dilations), H, W] stack is materialised.
-        n = 9 * len(self.dilations)
+        # two-pass; the sums run over the positions in order, one at a time.
+        window = _shifted(x, self.dilations, _WINDOW)
+        n = len(window)
         total = torch.zeros_like(x)
-        for d in self.dilations:
-            for s in _shifted(x, d, _WINDOW):
-                total.add_(s)
+        for s in window:
+            total.add_(s)
         mean = total / n
         sq = torch.zeros_like(x)
-        for d in self.dilations:
-            for s in _shifted(x, d, _WINDOW):
-                sq.add_((s - mean).square())
+        for stack in _stacks(window):
+            for dev in (stack - mean).square_():
+                sq.add_(dev)
         std = (sq / (n - 1)).sqrt()
         denom = 1e-8 + 0.1 * std
 
-        # -|centre - neighbour| / denom, averaged over channels (LocalAffinityAbs, then mean(1)).
+        # -|centre - neighbour| / denom, averaged over channels (LocalAffinityAbs, then mean(1)):
+        # the element-wise part for a stack of neighbours at once, the mean per neighbour.
         logits = [
-            (-(x - s).abs() / denom).mean(1, keepdim=True)
-            for d in self.dilations
-            for s in _shifted(x, d, _NEIGHBOURS)
+            term.mean(1, keepdim=True)
+            for stack in _stacks(_shifted(x, self.dilations, _NEIGHBOURS))
+            for term in (x - stack).abs_().neg_().div_(denom)
         ]
         return torch.softmax(torch.stack(logits, dim=2), dim=2)
 
     def _propagate(self, masks: Tensor, aff: Tensor) -> Tensor:
-        """``num_iter`` steps of ``m <- sum_p aff_p * m[p]`` for ``masks [B, k, H, W]``."""
+        """``num_iter`` steps of ``m <- sum_p aff_p * m[p]`` for ``masks [B, k, H, W]``.
+
+        Each step pads ``m`` once (:func:`_shifted`) and starts the sum with the first product
+        instead of adding it to zeros: the same values bit for bit as one padding per dilation
+        and a zero-filled accumulator, with fewer full-size passes.
+        """
         m = masks
         for _ in range(self.num_iter):
-            out = torch.zeros_like(m)
-            p = 0
-            for d in self.dilations:
-                for s in _shifted(m, d, _NEIGHBOURS):
-                    out.addcmul_(s, aff[:, :, p])
-                    p += 1
-            m = out
+            shifted = _shifted(m, self.dilations, _NEIGHBOURS)
+            m = shifted[0] * aff[:, :, 0]
+            for p in range(1, len(shifted)):
+                m.addcmul_(shifted[p], aff[:, :, p])
         return m
 
     def forward(self, image: Tensor, masks: Tensor) -> Tensor:
@@ -196,9 +222,11 @@ class PAMR(nn.Module):
         up = F.interpolate(masks.to(dtype), size=size, mode="bilinear", align_corners=True)
         if aff is None:
             return up.to(out_dtype)
+        chunk = self.class_chunk or k
+        if chunk >= k:
+            return self._propagate(up, aff).to(out_dtype)
         needs_graph = torch.is_grad_enabled() and (masks.requires_grad or image.requires_grad)
         out = up.new_empty(up.shape) if needs_graph else up
-        chunk = self.class_chunk or k
         for start in range(0, k, chunk):
             out[:, start : start + chunk] = self._propagate(up[:, start : start + chunk], aff)
         return out.to(out_dtype)

@@ -76,6 +76,53 @@ def patch_labels(probs: Tensor, patch_size: int, grid: tuple[int, int], thd: flo
     return counts.argmax(dim=-1).reshape(b, gh, gw)
 
 
+def _sample_index(gh: int, gw: int, first: int, last: int, device: torch.device) -> Tensor:
+    """The flattened patch index of sample ``i`` (``first <= i < last``) of every pair's path
+    (:func:`path_is_clear`): ``[last - first, N, N]`` int64, ``a``'s own index where
+    ``i > d(a, b)`` (a sample that is not checked). The coordinates are computed exactly as the
+    path check defines them (float32, ``round`` half to even)."""
+    n = gh * gw
+    idx = torch.arange(n, device=device)
+    rows, cols = idx // gw, idx % gw
+    steps = torch.maximum(
+        (rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs()
+    )
+    d_max = max(gh, gw) - 1  # the largest Chebyshev distance on the grid
+    ts = torch.linspace(0, 1, steps=d_max + 1, device=device)[first:last].view(-1, 1, 1)
+    r0, c0 = rows[:, None].float(), cols[:, None].float()
+    r1, c1 = rows[None, :].float(), cols[None, :].float()
+    r = (r0 * (1 - ts) + r1 * ts).round().long()
+    c = (c0 * (1 - ts) + c1 * ts).round().long()
+    beyond = torch.arange(first, last, device=device).view(-1, 1, 1) > steps
+    return torch.where(beyond, idx[:, None], r * gw + c)
+
+
+#: Entries ``(image, sample, a, b)`` gathered at once by :func:`_paths_clear` (6 windows of
+#: 14 x 14 patches, ViT-B/16 at 224: 3.2 M, one gather).
+_GATHER_CHUNK = 1 << 22
+
+
+def _paths_clear(labels: Tensor) -> Tensor:
+    """:func:`path_is_clear` of each label map of a batch ``[B, gh, gw]``: ``[B, N, N]`` bool.
+
+    The samples of all pairs and images are gathered at once (in chunks of samples on large
+    grids) instead of one indexing per sample and image.
+    """
+    b, gh, gw = labels.shape
+    n = gh * gw
+    total = max(gh, gw)  # d_max + 1 samples
+    dev = labels.device
+    flat = labels.reshape(b, n)
+    start = flat[:, None, :, None]  # [B, 1, N (a), 1]
+    clear = torch.ones(b, n, n, dtype=torch.bool, device=dev)
+    chunk = max(1, _GATHER_CHUNK // max(1, b * n * n))
+    for first in range(0, total, chunk):
+        last = min(total, first + chunk)
+        index = _sample_index(gh, gw, first, last, dev)
+        clear &= (flat[:, index] == start).all(dim=1)
+    return clear
+
+
 def path_is_clear(labels: Tensor) -> Tensor:
     """For every pair of patches ``(a, b)`` of one label map ``[gh, gw]``: ``[N, N]`` bool, true
     when the label is that of ``a`` at every sample ``round(a + (b − a) · i / d_max)``,
@@ -86,26 +133,19 @@ def path_is_clear(labels: Tensor) -> Tensor:
     ``1 / d_max`` of the segment, so for ``d(a, b) < d_max`` only the part of the segment from
     ``a`` up to ``d(a, b) / d_max`` of its length is checked.
     """
-    gh, gw = labels.shape
-    dev = labels.device
-    idx = torch.arange(gh * gw, device=dev)
+    return _paths_clear(labels[None])[0]
+
+
+def _distance_decay(gh: int, gw: int, device: torch.device) -> Tensor:
+    """``exp(−d(a, b) / d_max)`` ``[N, N]`` float32 of a grid (``d`` the Chebyshev distance,
+    ``d_max`` at least 1), ResCLIP's decay of a same-label pair whose path leaves the label."""
+    idx = torch.arange(gh * gw, device=device)
     rows, cols = idx // gw, idx % gw
     steps = torch.maximum(
         (rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs()
-    )
-    d_max = max(gh, gw) - 1  # the largest Chebyshev distance on the grid
-    flat = labels.flatten()
-    start = flat[:, None]
-    clear = torch.ones(gh * gw, gh * gw, dtype=torch.bool, device=dev)
-    ts = torch.linspace(0, 1, steps=d_max + 1, device=dev)
-    r0, c0 = rows[:, None].float(), cols[:, None].float()
-    r1, c1 = rows[None, :].float(), cols[None, :].float()
-    for i in range(d_max + 1):
-        t = ts[i]
-        r = (r0 * (1 - t) + r1 * t).round().long()
-        c = (c0 * (1 - t) + c1 * t).round().long()
-        clear &= (labels[r, c] == start) | (i > steps)
-    return clear
+    ).float()
+    d_max = float(max(gh, gw, 2) - 1)  # the largest distance (1 on a 1 x 1 grid: unused)
+    return torch.exp(-steps / d_max)
 
 
 def feedback_affinity(labels: Tensor, std: float, delete_same_entity: bool = True) -> Tensor:
@@ -124,26 +164,17 @@ def feedback_affinity(labels: Tensor, std: float, delete_same_entity: bool = Tru
     b, gh, gw = labels.shape
     n = gh * gw
     dev = labels.device
-    out = []
-    idx = torch.arange(n, device=dev)
-    rows, cols = idx // gw, idx % gw
-    steps = torch.maximum(
-        (rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs()
-    ).float()
-    d_max = float(max(gh, gw, 2) - 1)  # the largest distance (1 on a 1 x 1 grid: unused)
     size = min(n, int(6 * std + 1))
     size = size if size % 2 == 1 else size + 1
     offsets = torch.arange(size, device=dev) - size // 2
     kernel = torch.exp(-(offsets**2) / (2 * std**2))
     kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    for img in range(b):
-        flat = labels[img].flatten()
-        m = (flat[:, None] == flat[None, :]).float()
-        if delete_same_entity:
-            m = torch.where(path_is_clear(labels[img]), m, m * torch.exp(-steps / d_max))
-        m = F.conv1d(m.unsqueeze(1), kernel, padding=size // 2).squeeze(1).relu()
-        out.append(m / (m.sum(dim=-1, keepdim=True) + 1e-8))
-    return torch.stack(out)
+    flat = labels.reshape(b, n)
+    m = (flat[:, :, None] == flat[:, None, :]).float()
+    if delete_same_entity:
+        m = torch.where(_paths_clear(labels), m, m * _distance_decay(gh, gw, dev))
+    m = F.conv1d(m.reshape(b * n, 1, n), kernel, padding=size // 2).reshape(b, n, n).relu()
+    return m / (m.sum(dim=-1, keepdim=True) + 1e-8)
 
 
 @STRATEGIES.register("resclip")
