@@ -235,7 +235,7 @@ class OVDenseSegmentor(BaseSegmentor):
             feats = self.seg.encode_image(
                 image.to(self.seg.device),
                 text=text,
-                regions=self._input_regions([meta], image.shape[-2:]),
+                regions=None if regions is None else _resize_regions(regions, image.shape[-2:]),
             )
             if ori != tuple(feats.image_size):
                 # mmseg resized the image: maps (and PAMR's image, the label refiner's regions)
