@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import sys
 import tempfile
 import types
@@ -34,19 +33,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ovdense.utils.official_code import read_file
+
 OFFICIAL_FILES = ("transformer.py", "utils.py", "pos_embed.py")
-
-
-def _read(repo: Path, path: str) -> str:
-    """A file of a checkout (``repo/path``) or of a bare/mirror git directory (``HEAD:path``)."""
-    if (repo / path).is_file():
-        return (repo / path).read_text()
-    return subprocess.run(
-        ["git", f"--git-dir={repo}", "show", f"HEAD:{path}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def _import_official(repo: Path) -> types.ModuleType:
@@ -55,7 +44,7 @@ def _import_official(repo: Path) -> types.ModuleType:
     tmp.mkdir()
     (tmp / "__init__.py").write_text("")
     for f in OFFICIAL_FILES:
-        (tmp / f).write_text(_read(repo, f"CorrCLIPv1/open_clip/{f}"))
+        (tmp / f).write_text(read_file(repo, f"CorrCLIPv1/open_clip/{f}"))
     sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # imported, unused by the forward
     spec = importlib.util.spec_from_file_location(
         "corrclip_official", tmp / "__init__.py", submodule_search_locations=[str(tmp)]

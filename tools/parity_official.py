@@ -165,54 +165,6 @@ IMAGE_SIZES = [(250, 330), (300, 270)]
 
 
 # -- shared set-up ------------------------------------------------------------------------------
-def _checkout(src: str, dest: Path) -> Path:
-    """A work tree of ``src``: itself when it has one, else its ``HEAD`` tree exported file by
-    file (a mirror may lack some large blobs, e.g. figures: those are skipped and listed)."""
-    path = Path(src)
-    if (path / ".git").exists() or not _is_git_dir(path):
-        return path.resolve()
-    dest.mkdir(parents=True, exist_ok=True)
-    tree = subprocess.run(
-        ["git", "-C", str(path), "ls-tree", "-r", "-z", "HEAD"],
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    missing = []
-    for entry in filter(None, tree.split("\0")):
-        meta, name = entry.split("\t", 1)
-        mode, kind, sha = meta.split()
-        if kind != "blob":
-            continue
-        blob = subprocess.run(
-            ["git", "-C", str(path), "cat-file", "blob", sha], capture_output=True
-        )
-        if blob.returncode != 0:
-            missing.append(name)
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(blob.stdout)
-    if missing:
-        print(f"{src}: {len(missing)} files absent from the mirror, skipped: {missing[:5]}")
-    return dest
-
-
-def _is_git_dir(path: Path) -> bool:
-    out = subprocess.run(
-        ["git", "-C", str(path), "rev-parse", "--is-bare-repository"],
-        capture_output=True,
-        text=True,
-    )
-    return out.returncode == 0 and out.stdout.strip() == "true"
-
-
-def _revision(src: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return out.stdout.strip() or "?"
-
-
 def make_weights(work: Path) -> dict[str, Path]:
     """The random CLIP (OpenAI layout, fp16-representable values), its open_clip config file,
     random DINO ViT/8 and ViT/16 state dicts and a random SAM (Trident)."""
@@ -582,13 +534,15 @@ def compare_method(
 ) -> list[dict[str, Any]]:
     """The official segmentor and ovdense's (each of its ``ovdense_variants``) on ``images``:
     one table row per ovdense variant."""
+    from ovdense.utils.official_code import revision
+
     t0 = time.time()
     out = work / f"{method}_{setting}{'_fp32' if fp32 else ''}_{images[0].stem}.npz"
     official, off_settings = run_official(method, repo, setting, weights, images, out, fp32)
     rows = []
     for suffix, extra in {"": [], **METHODS[method].get("ovdense_variants", {})}.items():
         label = method + (" (official in fp32)" if fp32 else "") + image_suffix + suffix
-        row: dict[str, Any] = {"method": label, "setting": setting, "revision": _revision(src)}
+        row: dict[str, Any] = {"method": label, "setting": setting, "revision": revision(src)}
         model = build_ovdense(method, repo, setting, weights, work, extra)
         for mode, resize in (("mmseg_resize", True), ("ovdense_resize", False)):
             ours = run_ovdense(model, repo, setting, images, resize)
@@ -784,12 +738,14 @@ def main(argv: list[str] | None = None) -> int:
     open_clip.add_model_config(weights["config_dir"])
     images = make_images(work)
     weights["regions"] = make_regions(work, images)
-    dino_repo = _checkout(args.dino, work / "src" / "dino") if args.dino else None
+    from ovdense.utils.official_code import export_tree
+
+    dino_repo = export_tree(args.dino, work / "src" / "dino") if args.dino else None
     weights["dino_repo"] = dino_repo or ""
     rows = [row for f in args.rows_from for row in json.loads(Path(f).read_text())]
     for method in chosen:
         src = getattr(args, method)
-        repo = _checkout(src, work / "src" / method) / METHODS[method].get("subdir", "")
+        repo = export_tree(src, work / "src" / method) / METHODS[method].get("subdir", "")
         # ClearCLIP and ProxyCLIP run in fp16 as released, and in fp32 (.half() made a no-op)
         variants = [False, True] if METHODS[method].get("fp16") else [False]
         for setting, fp32 in [(s, v) for s in args.settings for v in variants]:

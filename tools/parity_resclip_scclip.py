@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import sys
 import tempfile
 import types
@@ -29,17 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-
-def _read(repo: Path, path: str) -> str:
-    """A file of a checkout (``repo/path``) or of a bare/mirror git directory (``HEAD:path``)."""
-    if (repo / path).is_file():
-        return (repo / path).read_text()
-    return subprocess.run(
-        ["git", f"--git-dir={repo}", "show", f"HEAD:{path}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+from ovdense.utils.official_code import read_file
 
 
 def _load_file(name: str, path: Path) -> types.ModuleType:
@@ -55,7 +44,7 @@ def _import_official(repo: Path, files: list[str], module: str, tag: str) -> typ
     served from the same files by name; nothing is added to ``sys.path``."""
     tmp = Path(tempfile.mkdtemp(prefix=f"official_{tag}_"))
     for f in files:
-        (tmp / Path(f).name).write_text(_read(repo, f))
+        (tmp / Path(f).name).write_text(read_file(repo, f))
     sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # used outside the forward pass
     for f in files:
         if Path(f).name != module:

@@ -62,23 +62,6 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def _export(repo: Path, dest: Path) -> Path:
-    """A checkout is used as it is; a git directory is exported file by file (``git show
-    HEAD:path``; files a mirror lacks, e.g. large images, are skipped)."""
-    if (repo / ".git").exists() or not (repo / "HEAD").is_file():
-        return repo
-    git = ["git", f"--git-dir={repo}"]
-    names = subprocess.run(
-        [*git, "ls-tree", "-r", "--name-only", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.split("\n")
-    for name in filter(None, names):
-        blob = subprocess.run([*git, "show", f"HEAD:{name}"], capture_output=True)
-        if blob.returncode == 0:
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            (dest / name).write_bytes(blob.stdout)
-    return dest
-
-
 def _randomise(module: torch.nn.Module, gen: torch.Generator) -> None:
     """Norm weights ``1 + 0.1 N``, biases and SAM's relative position tables ``0.02 N``."""
     with torch.no_grad():
@@ -224,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in CASES if c["name"] in args.cases.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="parity_trident_"))
     work.mkdir(parents=True, exist_ok=True)
-    trident_dir = _export(args.trident.resolve(), work / "Trident")
-    dino_dir = _export(args.dino.resolve(), work / "dino")
+    from ovdense.utils.official_code import export_tree
+
+    trident_dir = export_tree(args.trident.resolve(), work / "Trident")
+    dino_dir = export_tree(args.dino.resolve(), work / "dino")
     gen = torch.Generator().manual_seed(args.seed)
     import open_clip
 

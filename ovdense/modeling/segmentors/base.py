@@ -800,6 +800,14 @@ class Segmentor(LabelRules, nn.Module):
         """Whether decoding needs the input images (PAMR, ``post_refiner``)."""
         return self.pamr is not None or self.post_refiner is not None
 
+    def _refine_probs(self, feats: ImageFeatures, probs: Tensor) -> Tensor:
+        """PAMR (if set) on class probabilities ``[B, K, H, W]``, then the ``post_refiner``:
+        for the decoding orders that end in probabilities rather than logits."""
+        if self.pamr is not None:
+            assert feats.images is not None
+            probs = self.pamr(self.backbone.normalize(feats.images), probs)
+        return self._post_refine(feats, probs)
+
     def _post_refine(self, feats: ImageFeatures, probs: Tensor) -> Tensor:
         """``post_refiner(images, probs)`` (checked), or ``probs`` without one."""
         if self.post_refiner is None:
@@ -1562,10 +1570,7 @@ class Segmentor(LabelRules, nn.Module):
         full = return_probs or self.area_thd is not None or self._keeps_images
         if full:
             probs = max_over_synonyms(self._sigmoid_probs(scores, feats), n2c, text.num_classes)
-            if self.pamr is not None:
-                assert feats.images is not None
-                probs = self.pamr(self.backbone.normalize(feats.images), probs)
-            probs = self._post_refine(feats, probs)
+            probs = self._refine_probs(feats, probs)
             labels = self.assign_labels(probs, prob_thd, text.vocabulary)
             return SegmentationOutput(
                 labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary
@@ -1618,11 +1623,8 @@ class Segmentor(LabelRules, nn.Module):
     ) -> SegmentationOutput:
         wp = self.window_probs(feats, text, rule_class)
         probs = self.merge_windows(wp, feats)
-        if self.pamr is not None:
-            # not in CLIP-DINOiser's code: PAMR refines the averaged probability maps here
-            assert feats.images is not None
-            probs = self.pamr(self.backbone.normalize(feats.images), probs)
-        probs = self._post_refine(feats, probs)
+        # PAMR, if set, refines the averaged probability maps (not in CLIP-DINOiser's code)
+        probs = self._refine_probs(feats, probs)
         labels = self.assign_labels(probs, prob_thd, text.vocabulary)
         return SegmentationOutput(
             labels=labels, probs=probs if return_probs else None, vocabulary=text.vocabulary

@@ -8,10 +8,11 @@ block's input projection of ``ln_1(x)`` (:func:`split_qkv`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -87,6 +88,23 @@ class TokenContext:
     block_view: Callable[[int], AttentionBlock] | None = None
     project: Callable[[Tensor], Tensor] | None = None
     fused_branches: list[tuple[float, Tensor]] = field(default_factory=list)
+
+    def images01(
+        self, mean: Sequence[float], std: Sequence[float], who: str = "This strategy"
+    ) -> Tensor:
+        """The ``[0, 1]`` images ``[B, 3, H, W]`` behind :attr:`images` (CLIP-normalised):
+        normalisation undone with ``extras["clip_mean"]`` / ``extras["clip_std"]`` when a
+        caller passes them, else ``mean`` / ``std`` (the strategy's CLIP's); for strategies that
+        give the images to another model (a VFM). ``who`` names the caller in the error."""
+        if self.images is None:
+            raise RuntimeError(
+                f"{who} needs the input images (ctx.images); run it through a dense backbone "
+                "(dense_backbone_for(clip, strategy)), which passes them."
+            )
+        x = self.images
+        m = torch.as_tensor(self.extras.get("clip_mean", mean), device=x.device, dtype=x.dtype)
+        s = torch.as_tensor(self.extras.get("clip_std", std), device=x.device, dtype=x.dtype)
+        return x * s.view(1, 3, 1, 1) + m.view(1, 3, 1, 1)
 
 
 def _attn_params(

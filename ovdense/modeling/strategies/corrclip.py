@@ -224,17 +224,6 @@ class CorrCLIPAttention(AttentionStrategy):
         return tuple(self.vfm.output_grid(*image_size))  # type: ignore[return-value]
 
     # -- inputs ---------------------------------------------------------------------------
-    def _images01(self, ctx: TokenContext) -> Tensor:
-        if ctx.images is None:
-            raise RuntimeError(
-                "CorrCLIPAttention needs the input images (ctx.images); run it through a dense "
-                "backbone (dense_backbone_for(clip, strategy)), which passes them."
-            )
-        x = ctx.images
-        mean = torch.as_tensor(ctx.extras.get("clip_mean", self.clip_mean), device=x.device)
-        std = torch.as_tensor(ctx.extras.get("clip_std", self.clip_std), device=x.device)
-        return x * std.to(x.dtype).view(1, 3, 1, 1) + mean.to(x.dtype).view(1, 3, 1, 1)
-
     def _regions(self, ctx: TokenContext, grid: tuple[int, int]) -> Tensor:
         """``[B, h * w]`` int64 region labels on the VFM grid (zeros without region maps)."""
         assert ctx.images is not None
@@ -301,7 +290,7 @@ class CorrCLIPAttention(AttentionStrategy):
             raise RuntimeError("CorrCLIPAttention runs inside a dense backbone (ctx.block_view).")
         outs = ctx.block_outputs
         num_blocks = len(outs)  # the taps: -1 .. L-2
-        feats = self.vfm(self._images01(ctx))
+        feats = self.vfm(ctx.images01(self.clip_mean, self.clip_std, "CorrCLIPAttention"))
         grid = (int(feats.shape[-2]), int(feats.shape[-1]))
         f = F.normalize(feats.flatten(2).transpose(1, 2).float(), dim=-1)  # [B, N', C']
         regions = self._regions(ctx, grid)

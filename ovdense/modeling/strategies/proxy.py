@@ -148,17 +148,7 @@ class ProxyAttention(AttentionStrategy):
 
     def images01(self, ctx: TokenContext) -> Tensor:
         """The ``[0, 1]`` images ``[B, 3, H, W]`` behind ``ctx.images`` (CLIP-normalised)."""
-        if ctx.images is None:
-            raise RuntimeError(
-                "ProxyAttention needs the input images (ctx.images); run it through a dense "
-                "backbone (dense_backbone_for(clip, strategy)), which passes them."
-            )
-        x = ctx.images
-        mean = ctx.extras.get("clip_mean", self.clip_mean)
-        std = ctx.extras.get("clip_std", self.clip_std)
-        mean = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return x * std + mean
+        return ctx.images01(self.clip_mean, self.clip_std, "ProxyAttention")
 
     def affinity(self, ctx: TokenContext) -> tuple[Tensor, tuple[int, int]]:
         """Attention weights ``[B, N', N']`` (at least float32) from the VFM, and its grid."""
